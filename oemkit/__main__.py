@@ -1,0 +1,3 @@
+from oemkit.cli.app import main
+
+main()

@@ -1,0 +1,44 @@
+"""The `oemkit` command: a thin typer root; each group lives in its own module and imports what it uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from oemkit import __version__
+from oemkit.cli import catalog
+
+app = typer.Typer(
+    name="oemkit",
+    help="Build servers that boot into an embedded KVM hypervisor already configured for their site.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(catalog.app, name="catalog")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"oemkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    catalog_dir: Annotated[
+        Path | None,
+        typer.Option("--catalog", envvar="OEMKIT_CATALOG", help="Hardware catalog folder (default: the shipped one)."),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    ctx.obj = {"catalog_dir": catalog_dir}
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,48 @@
+"""The one error type oemkit raises for bad input: always located, never a traceback."""
+
+from __future__ import annotations
+
+
+class OemkitError(Exception):
+    """A problem with something the user gave us, with where it is.
+
+    `str()` renders it compiler-style, `file:line:col: message`, so a build-line log points straight at the cause.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+        self.hint = hint
+
+    @property
+    def location(self) -> str:
+        parts = [p for p in (self.file, self.line, self.column) if p is not None]
+        return ":".join(str(p) for p in parts)
+
+    def __str__(self) -> str:
+        text = f"{self.location}: {self.message}" if self.location else self.message
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class UnreadableInput(OemkitError):
+    """The input could not be read or is not what it claims to be (CLI exit code 2)."""

@@ -1,0 +1,174 @@
+"""Load YAML that people write and attackers craft: plain data with the line and column of every value.
+
+PyYAML composes a node tree (with marks) that we walk ourselves, so that:
+- every value's path maps to where it stands in the file, for `file:line:col` errors;
+- duplicate keys, non-plain tags (`!!python/object`...) and non-string keys are located errors;
+- aliases are counted from the event stream *before* any tree is built, and the walk is bounded, so an
+  alias bomb is refused in milliseconds instead of expanding exponentially;
+- oversized files and invalid UTF-8 are refused before parsing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+import yaml.constructor
+
+from oemkit.errors import OemkitError, UnreadableInput
+
+# libyaml when the wheel has it: the same events and marks, several times faster.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_BYTES = 4 * 1024 * 1024
+MAX_ALIASES = 256
+MAX_NODES = 200_000
+Path_ = tuple[str | int, ...]
+
+_PLAIN_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+}
+
+
+@dataclass
+class Document:
+    """Plain data (dict/list/str/int/float/bool/None) plus where each path is."""
+
+    file: str
+    data: Any
+    marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # path → (line, col) of the value
+    key_marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # path → (line, col) of its key
+
+    def locate(self, path: Path_) -> tuple[int, int]:
+        """Line and column of `path`, or of its nearest ancestor that exists in the file (a missing key)."""
+        p = tuple(path)
+        while p:
+            if p in self.marks:
+                return self.key_marks.get(p, self.marks[p]) if p in self.key_marks else self.marks[p]
+            p = p[:-1]
+        return self.marks.get((), (1, 1))
+
+
+class YamlError(UnreadableInput):
+    pass
+
+
+def _mark(node_or_mark: Any) -> tuple[int, int]:
+    mark = getattr(node_or_mark, "start_mark", node_or_mark)
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+
+
+def _decode(raw: bytes, file: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise YamlError(
+            f"invalid UTF-8 (byte 0x{raw[exc.start]:02x})",
+            file=file,
+            line=line,
+            column=col,
+            hint="save the file as UTF-8",
+        ) from None
+
+
+def read_bytes(path: Path, limit: int = MAX_BYTES) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise YamlError(f"file is {size} bytes; the limit is {limit} bytes", file=str(path), line=1, column=1)
+        with path.open("rb") as fh:
+            return fh.read(limit + 1)
+    except OSError as exc:
+        raise YamlError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+
+
+def load_file(path: Path, display: str | None = None) -> Document:
+    name = display or str(path)
+    return loads(_decode(read_bytes(path), name), name)
+
+
+def loads(text: str, file: str = "<string>") -> Document:
+    if len(text) > MAX_BYTES:
+        raise YamlError(f"document is {len(text)} characters; the limit is {MAX_BYTES}", file=file, line=1, column=1)
+    try:
+        aliases = 0
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_ALIASES:
+                    line, col = _mark(event)
+                    raise YamlError(
+                        f"more than {MAX_ALIASES} aliases: refused (alias bomb?)", file=file, line=line, column=col
+                    )
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        line, col = _mark(exc.problem_mark or exc.context_mark)
+        problem = exc.problem or exc.context or "invalid YAML"
+        if "another document" in problem:
+            problem = "more than one document: a file holds exactly one"
+        raise YamlError(f"YAML syntax: {problem}", file=file, line=line, column=col) from None
+    except yaml.YAMLError as exc:  # reader errors (control characters) carry a position, not a mark
+        raise YamlError(f"YAML: {exc}", file=file, line=1, column=1) from None
+    doc = Document(file=file, data=None)
+    if root is None:
+        raise YamlError("the document is empty", file=file, line=1, column=1)
+    doc.data = _Walker(doc).walk(root, ())
+    return doc
+
+
+class _Walker:
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.nodes = 0
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def _fail(self, node: Any, message: str, hint: str | None = None) -> OemkitError:
+        line, col = _mark(node)
+        return YamlError(message, file=self.doc.file, line=line, column=col, hint=hint)
+
+    def walk(self, node: Any, path: Path_) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self._fail(node, f"more than {MAX_NODES} values: refused")
+        self.doc.marks.setdefault(path, _mark(node))
+        if node.tag == "tag:yaml.org,2002:timestamp" and isinstance(node, yaml.ScalarNode):
+            return node.value  # an unquoted date stays the text the author wrote
+        if node.tag not in _PLAIN_TAGS:
+            raise self._fail(
+                node,
+                f"tag {node.tag!r} is not allowed: only plain YAML data",
+                hint="remove the !tag; profiles hold data, never objects",
+            )
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            self.constructor.flatten_mapping(node)  # merge keys (<<) become plain pairs
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+                    raise self._fail(key_node, "keys must be plain strings")
+                key = key_node.value
+                if key in out:
+                    first = self.doc.key_marks.get((*path, key), (0, 0))[0]
+                    raise self._fail(key_node, f"duplicate key {key!r} (first set on line {first})")
+                self.doc.key_marks[(*path, key)] = _mark(key_node)
+                out[key] = self.walk(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.walk(item, (*path, i)) for i, item in enumerate(node.value)]
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            raise self._fail(node, f"bad value: {exc}") from None

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The main job so far, end to end with the real CLI: show the catalog, then tell real servers apart by what
+# they report about themselves. Each dump is copied to a neutral name first: identify reads content, not names.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+oemkit=".venv/bin/oemkit"
+samples="tests/data/dmi"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; echo "(exit $?)"; }
+
+step "$oemkit" catalog list
+cp "$samples/dell/PowerEdge-R650/AF241F438036.txt" "$work/unit-0001.txt"
+cp "$samples/lenovo/ThinkSystem-SR650-7X06CTO1WW/447F1CAA9701.txt" "$work/unit-0002.txt"
+cp "$samples/hpe/ProLiant-DL360-Gen10-Plus/6004A3CDB655.txt" "$work/unit-0003.txt"
+cp "$samples/other/EliteDesk-800-G3-SFF/13C26AA19F39.txt" "$work/unit-0004.txt"
+step "$oemkit" catalog identify "$work/unit-0001.txt"
+step "$oemkit" catalog identify --json "$work/unit-0002.txt"
+step "$oemkit" catalog identify "$work/unit-0003.txt"
+step "$oemkit" catalog identify "$work/unit-0004.txt"   # a desktop: not in the catalog, exit 1
+step "$oemkit" catalog show hpe-proliant-dl360-gen10-plus

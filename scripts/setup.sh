@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up oemkit on a fresh Debian 12 machine: system packages, a virtual environment in .venv, the package.
+#   bash scripts/setup.sh          runtime only (enough for the demo)
+#   bash scripts/setup.sh --dev    plus the test tools
+# Idempotent and quick when everything is already there, so CI and people can run it every time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+lock=requirements.lock
+[[ "${1:-}" == "--dev" ]] && lock=requirements-dev.lock
+
+sudo=""
+[[ "$(id -u)" == 0 ]] || sudo="sudo"
+
+# libvirt-python builds from source: it needs libvirt's headers, pkg-config and a compiler.
+packages=(gcc pkg-config libvirt-dev)
+python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
+python3 - <<'PY' 2>/dev/null || packages+=(python3-dev)
+import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))
+PY
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[[ -x .venv/bin/python ]] || python3 -m venv .venv
+# Install the exact versions of the lock, then the project itself without re-resolving.
+stamp=".venv/.installed-$(sha256sum "$lock" pyproject.toml | sha256sum | cut -c1-16)"
+if [[ ! -f "$stamp" ]]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r "$lock"
+    .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+    rm -f .venv/.installed-*
+    touch "$stamp"
+fi
+echo "setup: ready ($(.venv/bin/oemkit --version))" >&2

@@ -1,0 +1,32 @@
+"""Shared fixtures: where the real dmidecode samples are, and the loaded catalog."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from oemkit.catalog.store import Catalog, load_catalog
+
+REPO = Path(__file__).resolve().parents[1]
+_SHARED = REPO.parent / "shared" / "hardware-samples" / "dmi"
+_VENDORED = REPO / "tests" / "data" / "dmi"
+
+
+def samples_dir() -> Path:
+    """$OEMKIT_DMI_SAMPLES, else the project's shared samples beside the checkout (the newest set), else the
+    copy vendored into tests/data/dmi so a lone clone still tests against real dumps."""
+    env = os.environ.get("OEMKIT_DMI_SAMPLES")
+    if env:
+        return Path(env)
+    return _SHARED if _SHARED.is_dir() else _VENDORED
+
+
+def sample_dumps() -> list[Path]:
+    return sorted(samples_dir().glob("*/*/*.txt"))
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return load_catalog(REPO / "hardware_catalog")
