@@ -58,7 +58,11 @@ class Memory(_Strict):
     type: Literal["DDR3", "DDR4", "DDR5"]
     dimm_slots: int = Field(ge=1, le=96, description="DIMM slots (SMBIOS type 16 Number Of Devices, summed).")
     max_gib: int = Field(
-        ge=1, description="Addressable maximum the firmware declares (SMBIOS type 16 Maximum Capacity, summed)."
+        ge=1,
+        description=(
+            "Most memory the platform takes: the larger of what the firmware declares (SMBIOS type 16 Maximum "
+            "Capacity, summed) and the vendor's documented maximum."
+        ),
     )
     supported_max_gib: int | None = Field(
         None, ge=1, description="The vendor's documented largest configuration, where it differs."
@@ -79,6 +83,10 @@ class NicPort(_Strict):
     controller: str = Field(description="The Ethernet controller, e.g. `Broadcom BCM5720`.")
     smbios_designation: str | None = Field(None, description="Type 41 Reference Designation for embedded ports.")
     pci_address: str | None = Field(None, pattern=PCI_ADDRESS, description="PCI address the real machine reports.")
+    alt_pci_addresses: list[Annotated[str, Field(pattern=PCI_ADDRESS)]] = Field(
+        default_factory=list,
+        description="Other addresses real units report for this port (bus numbers move with what else is fitted).",
+    )
     optional: bool = Field(False, description="A factory option not on every unit (OCP/FlexibleLOM cards).")
 
 
@@ -104,6 +112,14 @@ class Bmc(_Strict):
     kind: Literal["iDRAC", "iLO", "XCC", "IMM", "BMC"]
     version: str
     redfish: bool
+
+
+class SmbiosQuirk(_Strict):
+    """A type 41 on-board device entry the firmware reports that is not real hardware (a BIOS template leftover)."""
+
+    onboard_device: str = Field(description="Its Reference Designation, as reported.")
+    pci_address: str | None = Field(None, pattern=PCI_ADDRESS)
+    reason: str = Field(min_length=10, description="How we know it is not real.")
 
 
 class Firmware(_Strict):
@@ -141,19 +157,26 @@ class HardwareModel(_Strict):
     nics: list[NicPort] = Field(min_length=1)
     storage: Storage
     boot_devices: list[BootDevice] = Field(default_factory=list)
-    bmc: Bmc
+    bmc: Bmc | None = Field(description="The management controller; null for a model that has none.")
     firmware: Firmware
     sources: list[Source] = Field(min_length=1)
+    smbios_quirks: list[SmbiosQuirk] = Field(default_factory=list)
     notes: str | None = None
 
     @field_validator("nics")
     @classmethod
     def _unique_ports(cls, ports: list[NicPort]) -> list[NicPort]:
         seen: set[str] = set()
+        addresses: dict[str, str] = {}
         for p in ports:
             if p.id in seen:
                 raise ValueError(f"port id {p.id} appears twice")
             seen.add(p.id)
+            for a in (p.pci_address, *p.alt_pci_addresses):
+                if a and a in addresses:
+                    raise ValueError(f"ports {addresses[a]} and {p.id} both claim PCI address {a}")
+                if a:
+                    addresses[a] = p.id
         return ports
 
     @model_validator(mode="after")

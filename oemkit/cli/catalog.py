@@ -43,7 +43,7 @@ def _summary(m: HardwareModel) -> dict[str, Any]:
         "cpu_vendor": m.cpu.vendor,
         "dimm_slots": m.memory.dimm_slots,
         "nic_ports": len(m.nics),
-        "bmc": f"{m.bmc.version}",
+        "bmc": m.bmc.version if m.bmc else None,
     }
 
 
@@ -58,21 +58,21 @@ def list_models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     from rich.table import Table
 
     table = Table(title=f"Hardware catalog ({len(rows)} models)", title_justify="left")
-    for col in ("id", "vendor", "family", "model", "form", "CPU", "DIMMs", "NICs", "BMC"):
-        table.add_column(col, no_wrap=col == "id")
+    for col in ("id", "form", "CPU", "DIMMs", "NICs", "BMC"):
+        table.add_column(col, no_wrap=True)
+    from rich.text import Text
+
     for r in rows:
-        cpu = f"{r['cpu_sockets']}x {r['cpu_vendor']}"
-        table.add_row(
+        cells = (
             r["id"],
-            r["vendor"],
-            r["family"],
-            r["model"],
+            f"{r['vendor']} {r['model']}",
             r["form_factor"],
-            cpu,
+            f"{r['cpu_sockets']}x {r['cpu_vendor']}",
             str(r["dimm_slots"]),
             str(r["nic_ports"]),
-            r["bmc"],
+            r["bmc"] or "none",
         )
+        table.add_row(*(Text(c) for c in cells))
     console().print(table)
 
 
@@ -99,19 +99,47 @@ def show(
 
 def _render_model(m: HardwareModel, file: str) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    out = console()
-    out.print(f"[bold]{m.vendor} {m.family} {m.model}[/bold]  ({m.id}, {m.generation or '-'}, {m.form_factor})")
-    out.print(f"[dim]{file}[/dim]")
-    ident = m.identity
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    ident, fw = m.identity, m.firmware
     mts = f"; machine types {', '.join(ident.machine_types)}" if ident.machine_types else ""
-    out.print(f"SMBIOS: {' | '.join(ident.manufacturers)} / {' | '.join(ident.product_names)}{mts}")
-    out.print(
-        f"CPU: {m.cpu.sockets} x {', '.join(m.cpu.families)} (up to {m.cpu.max_cores_per_socket} cores, "
-        f"{m.cpu.virtualization})"
-    )
-    supported = f", supported {m.memory.supported_max_gib} GiB" if m.memory.supported_max_gib else ""
-    out.print(f"Memory: {m.memory.dimm_slots} {m.memory.type} slots, addressable {m.memory.max_gib} GiB{supported}")
+    supported = f", vendor maximum {m.memory.supported_max_gib} GiB" if m.memory.supported_max_gib else ""
+    bays = "; ".join(f"{b.count} x {b.size} {'/'.join(b.interfaces)}" for b in m.storage.bays)
+    boot = [
+        f"{b.name} ({b.kind}{', ' + '/'.join(str(c) for c in b.capacities_gib) + ' GiB' if b.capacities_gib else ''}"
+        f"{', RAID1' if b.raid1 else ''})"
+        for b in m.boot_devices
+    ]
+    bmc = f"{m.bmc.kind} ({m.bmc.version}), Redfish {yes(m.bmc.redfish)}" if m.bmc else "none"
+    facts = [
+        ("SMBIOS", f"{' | '.join(ident.manufacturers)} / {' | '.join(ident.product_names)}{mts}"),
+        (
+            "CPU",
+            f"{m.cpu.sockets} x {', '.join(m.cpu.families)}, up to {m.cpu.max_cores_per_socket} cores, "
+            f"{m.cpu.virtualization}",
+        ),
+        ("Memory", f"{m.memory.dimm_slots} {m.memory.type} slots, up to {m.memory.max_gib} GiB{supported}"),
+        ("Storage", f"{', '.join(m.storage.controllers)}; bays {bays}"),
+        ("Boot devices", "; ".join(boot) or "none"),
+        ("BMC", bmc),
+        (
+            "Firmware",
+            f"UEFI {yes(fw.uefi)}, legacy BIOS {yes(fw.legacy_bios)}, Secure Boot {yes(fw.secure_boot)}, TPM {fw.tpm}",
+        ),
+        ("Sources", "; ".join(s.dmi or s.doc or "" for s in m.sources)),
+        ("File", file),
+    ]
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for key, value in facts:
+        grid.add_row(key, Text(value))  # Text: catalog strings are data, never rich markup
+    out = console()
+    out.print(Text(f"{m.vendor} {m.family} {m.model}  ({m.id}, {m.generation or '-'}, {m.form_factor})", "bold"))
+    out.print(grid)
     nics = Table(
         "port",
         "kind",
@@ -126,22 +154,17 @@ def _render_model(m: HardwareModel, file: str) -> None:
     for p in m.nics:
         speed = f"{p.speed_mbps // 1000} GbE" if p.speed_mbps >= 1000 else f"{p.speed_mbps} Mb"
         kind = p.kind + (" (option)" if p.optional else "")
-        nics.add_row(
-            p.id, kind, f"{speed} {p.media}", p.driver, p.controller, p.pci_address or "-", p.smbios_designation or "-"
+        cells = (
+            p.id,
+            kind,
+            f"{speed} {p.media}",
+            p.driver,
+            p.controller,
+            ", ".join(a for a in (p.pci_address, *p.alt_pci_addresses) if a) or "-",
+            p.smbios_designation or "-",
         )
+        nics.add_row(*(Text(c) for c in cells))
     out.print(nics)
-    bays = "; ".join(f"{b.count} x {b.size} {'/'.join(b.interfaces)}" for b in m.storage.bays)
-    out.print(f"Storage: {', '.join(m.storage.controllers)}; bays {bays}")
-    for b in m.boot_devices:
-        caps = f" ({', '.join(str(c) for c in b.capacities_gib)} GiB)" if b.capacities_gib else ""
-        out.print(f"Boot device: {b.name} [{b.kind}]{caps}{' RAID1' if b.raid1 else ''}")
-    fw = m.firmware
-    out.print(
-        f"BMC: {m.bmc.kind} ({m.bmc.version}), Redfish {'yes' if m.bmc.redfish else 'no'}; firmware: "
-        f"UEFI {'yes' if fw.uefi else 'no'}, legacy BIOS {'yes' if fw.legacy_bios else 'no'}, "
-        f"Secure Boot {'yes' if fw.secure_boot else 'no'}, TPM {fw.tpm}"
-    )
-    out.print("Sources: " + "; ".join(s.dmi or s.doc or "" for s in m.sources))
 
 
 @app.command("identify")

@@ -21,7 +21,10 @@ def emit_json(data: Any) -> None:
 def console(stderr: bool = False) -> Console:
     from rich.console import Console  # only when a person is reading: rich costs start-up time
 
-    return Console(stderr=stderr, highlight=False)
+    out = Console(stderr=stderr, highlight=False)
+    if not out.is_terminal:
+        out.width = max(out.width, 120)  # piped into a log: do not squeeze tables to 80 columns
+    return out
 
 
 def fail(exc: Exception, *, as_json: bool, code: int = EXIT_UNREADABLE) -> NoReturn:
