@@ -65,7 +65,6 @@ def list_models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     for r in rows:
         cells = (
             r["id"],
-            f"{r['vendor']} {r['model']}",
             r["form_factor"],
             f"{r['cpu_sockets']}x {r['cpu_vendor']}",
             str(r["dimm_slots"]),
