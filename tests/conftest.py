@@ -30,3 +30,9 @@ def sample_dumps() -> list[Path]:
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
     return load_catalog(REPO / "hardware_catalog")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test session gets its own cache folder: tests never read or leave a user's ~/.cache/oemkit."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))

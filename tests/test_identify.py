@@ -39,7 +39,7 @@ def test_identify_by_content_only(dump: Path, tmp_path: Path, catalog: Catalog) 
     shutil.copyfile(dump, neutral)
     found = catalog.identify(read_report(neutral).identity)
     want = EXPECTED.get(dump.relative_to(samples_dir()).as_posix())
-    assert (found.model.id if found.model else None) == want, found.reason
+    assert found.model_id == want, found.reason
 
 
 def _box(**kw: str | None) -> SmbiosIdentity:
@@ -73,7 +73,7 @@ def _box(**kw: str | None) -> SmbiosIdentity:
 )
 def test_never_a_different_model(vendor: str, product: str, sku: str | None, catalog: Catalog) -> None:
     found = catalog.identify(_box(sys_vendor=vendor, product_name=product, product_sku=sku))
-    assert found.model is None, f"{vendor} {product} wrongly identified as {found.model and found.model.id}"
+    assert found.model_id is None, f"{vendor} {product} wrongly identified as {found.model_id}"
 
 
 @pytest.mark.parametrize(
@@ -89,20 +89,20 @@ def test_spelling_variants_of_a_known_model(
     vendor: str, product: str | None, sku: str | None, want: str, catalog: Catalog
 ) -> None:
     found = catalog.identify(_box(sys_vendor=vendor, product_name=product, product_sku=sku))
-    assert found.model is not None and found.model.id == want, found.reason
+    assert found.model_id == want, found.reason
 
 
 def test_lenovo_machine_type_alone_identifies(catalog: Catalog) -> None:
     bare = _box(sys_vendor="Lenovo", product_name="7X06CTO1WW", product_sku="7X06CTO1WW")
-    assert catalog.identify(bare).model.id == "lenovo-thinksystem-sr650"
+    assert catalog.identify(bare).model_id == "lenovo-thinksystem-sr650"
     v2 = _box(sys_vendor="Lenovo", product_name="ThinkSystem SR650 V2", product_sku="7Z73CTO1WW")
-    assert catalog.identify(v2).model.id == "lenovo-thinksystem-sr650-v2"
-    assert catalog.identify(replace(v2, product_sku="7X06CTO1WW")).model is None  # V2 name, V1 machine type
+    assert catalog.identify(v2).model_id == "lenovo-thinksystem-sr650-v2"
+    assert catalog.identify(replace(v2, product_sku="7X06CTO1WW")).model_id is None  # V2 name, V1 machine type
 
 
 def test_ibm_branded_system_x(catalog: Catalog) -> None:
     ibm = _box(sys_vendor="IBM", product_name="IBM System x3550 M5 -[8869AC1]-")
-    assert catalog.identify(ibm).model.id == "lenovo-system-x-x3550-m5"
+    assert catalog.identify(ibm).model_id == "lenovo-system-x-x3550-m5"
 
 
 def _sysfs_from(dump: Path, folder: Path) -> None:
@@ -118,9 +118,9 @@ def _sysfs_from(dump: Path, folder: Path) -> None:
 def test_sysfs_folder_identifies_like_the_dump(dump: Path, tmp_path: Path, catalog: Catalog) -> None:
     folder = tmp_path / "id"
     _sysfs_from(dump, folder)
-    from_dir = catalog.identify(read_report(folder).identity).model
-    from_dump = catalog.identify(read_report(dump).identity).model
-    assert (from_dir and from_dir.id) == (from_dump and from_dump.id)
+    from_dir = catalog.identify(read_report(folder).identity).model_id
+    from_dump = catalog.identify(read_report(dump).identity).model_id
+    assert from_dir == from_dump
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from hypervisor_core.identity import SmbiosIdentity, fold
+from oemkit.catalog import default_catalog_dir
+from oemkit.catalog.index import Identification, IdentityIndex
 from oemkit.catalog.schema import HardwareModel
 from oemkit.problems import Problem, ProblemsError
 from oemkit.validation import validate
 from oemkit.yamlio import load_file
-
-_REPO_CATALOG = Path(__file__).resolve().parents[2] / "hardware_catalog"
-_PACKAGED_CATALOG = Path(__file__).resolve().parents[1] / "_catalog"  # where a wheel puts it
-
-
-def default_catalog_dir() -> Path:
-    """$OEMKIT_CATALOG, else the catalog shipped in the wheel, else the one in the source checkout."""
-    env = os.environ.get("OEMKIT_CATALOG")
-    if env:
-        return Path(env)
-    return _PACKAGED_CATALOG if _PACKAGED_CATALOG.is_dir() else _REPO_CATALOG
 
 
 @dataclass(frozen=True)
 class Entry:
     model: HardwareModel
     file: Path
-
-
-@dataclass(frozen=True)
-class Identification:
-    model: HardwareModel | None
-    reason: str  # why this model, or why none
 
 
 class Catalog:
@@ -61,35 +45,12 @@ class Catalog:
         return self._by_id[model_id].file
 
     @cached_property
-    def _name_index(self) -> dict[tuple[str, str], list[HardwareModel]]:
-        """(manufacturer, product name) → models: identify looks up one key instead of trying every model."""
-        index: dict[tuple[str, str], list[HardwareModel]] = {}
-        for m in self:
-            for vendor in m.identity.manufacturers:
-                for name in m.identity.product_names:
-                    index.setdefault((fold(vendor), fold(name)), []).append(m)
-        return index
+    def identity_index(self) -> IdentityIndex:
+        return IdentityIndex([(m.id, m.identity.spec()) for m in self])
 
     def identify(self, box: SmbiosIdentity) -> Identification:
-        """The one catalog model this box is, or None with the reason. Never a guess: exactly one model's
-        identity rule must accept the box, and every rule is the same one first boot applies."""
-        name = box.model_name
-        if name is not None:
-            candidates = self._name_index.get((fold(box.sys_vendor), fold(name)), [])
-        else:  # only a machine type to go by (a bare "7X06CTO1WW" product name)
-            mt = box.machine_type
-            candidates = [m for m in self if mt and mt in m.identity.machine_types]
-        accepted = [m for m in candidates if m.identity.spec().mismatch(box) is None]
-        if len(accepted) == 1:
-            m = accepted[0]
-            how = f"machine type {box.machine_type}" if name is None else f"product {name!r}"
-            return Identification(m, f"{box.sys_vendor} {how} is {m.id}")
-        if len(accepted) > 1:  # load_catalog refuses overlapping rules, so this is a broken custom catalog
-            return Identification(None, f"ambiguous: {', '.join(m.id for m in accepted)} all match")
-        if candidates:
-            return Identification(None, candidates[0].identity.spec().mismatch(box) or "no match")
-        what = name or box.product_name or box.machine_type or "unknown product"
-        return Identification(None, f"{box.sys_vendor or 'unknown vendor'} {what!s} is not in the catalog")
+        """Which model this box is (see IdentityIndex.identify)."""
+        return self.identity_index.identify(box)
 
 
 def _overlaps(entries: list[Entry]) -> list[Problem]:

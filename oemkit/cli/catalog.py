@@ -11,6 +11,7 @@ import typer
 from oemkit.cli.output import EXIT_NO, EXIT_OK, EXIT_UNREADABLE, console, emit_json, fail
 
 if TYPE_CHECKING:
+    from oemkit.catalog.index import IdentityIndex
     from oemkit.catalog.schema import HardwareModel
     from oemkit.catalog.store import Catalog
 
@@ -27,6 +28,18 @@ def _load(ctx: typer.Context, as_json: bool) -> Catalog:
 
     try:
         return load_catalog((ctx.obj or {}).get("catalog_dir"))
+    except ProblemsError as exc:
+        fail(exc, as_json=as_json)
+
+
+def _identity_index(ctx: typer.Context, as_json: bool) -> IdentityIndex:
+    """The cached identity rules: no pydantic, no YAML on the hot path of a build line."""
+    from oemkit.catalog import default_catalog_dir
+    from oemkit.catalog.index import load_index
+    from oemkit.problems import ProblemsError
+
+    try:
+        return load_index((ctx.obj or {}).get("catalog_dir") or default_catalog_dir())
     except ProblemsError as exc:
         fail(exc, as_json=as_json)
 
@@ -183,12 +196,12 @@ def identify(
         report = read_report(path)
     except OemkitError as exc:
         fail(exc, as_json=as_json, code=EXIT_UNREADABLE)
-    found = _load(ctx, as_json).identify(report.identity)
+    found = _identity_index(ctx, as_json).identify(report.identity)
     box = report.identity
     if as_json:
         emit_json(
             {
-                "model": found.model.id if found.model else None,
+                "model": found.model_id,
                 "vendor": box.sys_vendor,
                 "product": box.product_name,
                 "serial": box.product_serial,
@@ -198,8 +211,8 @@ def identify(
                 "reason": found.reason,
             }
         )
-    elif found.model:
-        typer.echo(found.model.id)
+    elif found.model_id:
+        typer.echo(found.model_id)
     else:
         typer.echo(f"not in the catalog: {found.reason}", err=True)
-    raise typer.Exit(EXIT_OK if found.model else EXIT_NO)
+    raise typer.Exit(EXIT_OK if found.model_id else EXIT_NO)
