@@ -1,8 +1,9 @@
-"""Validate a located YAML document with a pydantic model; every error comes back located."""
+"""Validate plain data with a pydantic model; every error comes back located by a locator function."""
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -11,6 +12,15 @@ from oemkit.problems import Problem, format_path
 from oemkit.yamlio import Document
 
 M = TypeVar("M", bound=BaseModel)
+Locator = Callable[[tuple[str | int, ...]], tuple[str, int, int]]  # path → (file, line, column)
+
+
+def doc_locator(doc: Document) -> Locator:
+    def locate(path: tuple[str | int, ...]) -> tuple[str, int, int]:
+        line, col = doc.locate(path)
+        return doc.file, line, col
+
+    return locate
 
 
 def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -36,11 +46,20 @@ def _inner_model(annotation: Any) -> Any:
     return None
 
 
-def problems_from(exc: ValidationError, doc: Document, model: type[BaseModel]) -> list[Problem]:
-    out = []
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    # pydantic puts union branch names (`StaticAddress`, `literal['dhcp']`) into loc; they are not keys of the file
+    return tuple(p for p in loc if isinstance(p, int) or (isinstance(p, str) and not _is_branch(p)))
+
+
+def _is_branch(part: str) -> bool:
+    return part[:1].isupper() or part.startswith(("literal[", "function-", "str", "int", "list[", "dict["))
+
+
+def problems_from(exc: ValidationError, locate: Locator, model: type[BaseModel]) -> list[Problem]:
+    out: dict[tuple[str, str], Problem] = {}
     for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
-        line, col = doc.locate(loc)
+        loc = _clean_loc(err["loc"])
+        file, line, col = locate(loc)
         hint = None
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
@@ -51,16 +70,25 @@ def problems_from(exc: ValidationError, doc: Document, model: type[BaseModel]) -
             msg = f"required key {loc[-1]!r} is missing"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        out.append(Problem(doc.file, line, col, format_path(loc), msg, "error", hint))
-    return out
+        path = format_path(loc)
+        # a union reports one error per branch for the same value; the first is enough
+        out.setdefault(
+            (path, err["type"] if err["type"] != "literal_error" else msg),
+            Problem(file, line, col, path, msg, "error", hint),
+        )
+    return list(out.values())
 
 
-def validate(model: type[M], doc: Document) -> tuple[M | None, list[Problem]]:
-    if not isinstance(doc.data, dict):
-        line, col = doc.locate(())
-        kind = type(doc.data).__name__
-        return None, [Problem(doc.file, line, col, "(document)", f"expected a mapping at the top, found a {kind}")]
+def validate(
+    model: type[M], data: Any, locate: Locator, root_file: str | None = None
+) -> tuple[M | None, list[Problem]]:
+    if not isinstance(data, dict):
+        file, line, col = locate(())
+        kind = type(data).__name__
+        return None, [
+            Problem(root_file or file, line, col, "(document)", f"expected a mapping at the top, found a {kind}")
+        ]
     try:
-        return model.model_validate(doc.data), []
+        return model.model_validate(data), []
     except ValidationError as exc:
-        return None, problems_from(exc, doc, model)
+        return None, problems_from(exc, locate, model)

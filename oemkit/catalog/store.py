@@ -11,7 +11,7 @@ from oemkit.catalog import default_catalog_dir
 from oemkit.catalog.index import Identification, IdentityIndex
 from oemkit.catalog.schema import HardwareModel
 from oemkit.problems import Problem, ProblemsError
-from oemkit.validation import validate
+from oemkit.validation import doc_locator, validate
 from oemkit.yamlio import load_file
 
 
@@ -100,7 +100,7 @@ def load_catalog(root: Path | None = None) -> Catalog:
                 )
             )
             continue
-        model, found = validate(HardwareModel, doc)
+        model, found = validate(HardwareModel, doc.data, doc_locator(doc))
         problems += found
         if model is None:
             continue

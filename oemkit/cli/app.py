@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from oemkit import __version__
-from oemkit.cli import catalog
+from oemkit.cli import catalog, profile
 
 app = typer.Typer(
     name="oemkit",
@@ -18,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(catalog.app, name="catalog")
+app.add_typer(profile.app, name="profile")
 
 
 def _version(value: bool) -> None:

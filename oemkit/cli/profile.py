@@ -1,0 +1,238 @@
+"""`oemkit profile ...`: author, validate, inspect and compare appliance profiles."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from oemkit.cli.output import EXIT_NO, EXIT_OK, EXIT_UNREADABLE, emit_json, fail
+
+app = typer.Typer(
+    help="Appliance profiles: what a site's appliance must be, in YAML, layered base → site → unit.",
+    no_args_is_help=True,
+)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+SiteOpt = Annotated[
+    Path | None, typer.Option("--site", "-s", help="A site overlay (profiles/sites/*.yaml) merged onto the profile.")
+]
+SerialOpt = Annotated[str | None, typer.Option("--serial", help="A unit serial, to check what depends on it.")]
+
+
+def _catalog_dir(ctx: typer.Context) -> Path | None:
+    return (ctx.obj or {}).get("catalog_dir")
+
+
+def _complete_model(incomplete: str) -> list[str]:
+    from oemkit.catalog import default_catalog_dir
+
+    return sorted(
+        p.parent.name + "-" + p.stem
+        for p in default_catalog_dir().glob("*/*.yaml")
+        if (p.parent.name + "-" + p.stem).startswith(incomplete)
+    )
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Profiles, or site overlays (their profile is found beside).")],
+    site: SiteOpt = None,
+    serial: SerialOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check profiles: schema, merged layers, and cross-checks against the hardware catalog.
+
+    Every problem is reported as FILE:LINE:COL: severity: PATH: message. Exit 0: valid (warnings allowed);
+    1: invalid; 2: a file could not be read.
+    """
+    from oemkit.profile.check import check
+
+    results = [check(p, site, serial, _catalog_dir(ctx)) for p in paths]
+    if as_json:
+        emit_json([{k: v for k, v in p.to_dict().items()} for r in results for p in r.resolved.problems])
+    else:
+        for r in results:
+            errors, warnings = r.resolved.errors, r.resolved.warnings
+            for p in errors + warnings:
+                sys.stdout.write(f"{p}\n")
+            verdict = "invalid" if errors else "valid"
+            counts = ", ".join(
+                f"{n} {w}{'s' if n != 1 else ''}" for n, w in ((len(errors), "error"), (len(warnings), "warning")) if n
+            )
+            sys.stdout.write(f"{r.label}: {verdict}{' (' + counts + ')' if counts else ''}\n")
+    if any(r.unreadable for r in results):
+        raise typer.Exit(EXIT_UNREADABLE)
+    raise typer.Exit(EXIT_NO if any(r.resolved.errors for r in results) else EXIT_OK)
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A profile.")],
+    site: SiteOpt = None,
+    serial: SerialOpt = None,
+    origin: Annotated[bool, typer.Option("--origin", help="Say which file and line set each value.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the merged, resolved profile (base → site → unit) exactly as compile will see it."""
+    from oemkit.profile.check import check
+
+    r = check(path, site, serial, _catalog_dir(ctx))
+    if r.resolved.errors or r.resolved.profile is None:
+        for p in r.resolved.errors:
+            sys.stderr.write(f"{p}\n")
+        raise typer.Exit(EXIT_UNREADABLE if r.unreadable else EXIT_NO)
+    data = r.resolved.profile.model_dump(mode="json")
+    origins = {_fmt(k): f"{o.file}:{o.line}:{o.column}" for k, o in r.resolved.origins.items() if k}
+    if as_json:
+        emit_json({"profile": data, "origins": origins} if origin else data)
+        return
+    import yaml
+
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+    if origin:
+        text = _annotate_yaml(data, r.resolved.origins)
+    sys.stdout.write(f"# {r.label}\n{text}")
+
+
+def _fmt(path: tuple[Any, ...]) -> str:
+    from oemkit.problems import format_path
+
+    return format_path(path)
+
+
+def _annotate_yaml(data: Any, origins: dict[tuple[Any, ...], Any]) -> str:
+    """YAML with `# file:line` after every scalar that a layer set (defaults have no origin)."""
+    lines: list[str] = []
+
+    def scalar(v: Any) -> str:
+        import yaml
+
+        return yaml.safe_dump(v, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+    def where(path: tuple[Any, ...]) -> str:
+        o = origins.get(path)
+        return f"  # {o.file}:{o.line}" if o else "  # (default)"
+
+    def walk(v: Any, path: tuple[Any, ...], indent: int, lead: str) -> None:
+        pad = " " * indent
+        if isinstance(v, dict) and v:
+            if lead:
+                lines.append(f"{pad}{lead}")
+                pad, indent = pad + "  ", indent + 2
+            for k, sub in v.items():
+                if isinstance(sub, (dict, list)) and sub:
+                    walk(sub, (*path, k), indent, f"{k}:")
+                else:
+                    lines.append(f"{pad}{k}: {scalar(sub)}{where((*path, k))}")
+        elif isinstance(v, list) and v:
+            lines.append(f"{pad}{lead}")
+            for i, item in enumerate(v):
+                if isinstance(item, dict) and item:
+                    first = True
+                    for k, sub in item.items():
+                        prefix = f"{pad}  - " if first else f"{pad}    "
+                        first = False
+                        if isinstance(sub, (dict, list)) and sub:
+                            lines.append(f"{prefix}{k}:")
+                            walk(sub, (*path, i, k), indent + 6, "") if isinstance(sub, dict) else [
+                                lines.append(f"{pad}      - {scalar(x)}{where((*path, i, k, j))}")
+                                for j, x in enumerate(sub)
+                            ]
+                        else:
+                            lines.append(f"{prefix}{k}: {scalar(sub)}{where((*path, i, k))}")
+                else:
+                    lines.append(f"{pad}  - {scalar(item)}{where((*path, i))}")
+        else:
+            lines.append(f"{pad}{lead} {scalar(v)}{where(path)}")
+
+    walk(data, (), 0, "")
+    return "\n".join(lines) + "\n"
+
+
+@app.command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="The old document.")],
+    b: Annotated[Path, typer.Argument(help="The new document.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Changes from A to B by path (old → new), whatever the key order. Exit 0: same; 1: different; 2: unreadable."""
+    from oemkit.errors import OemkitError
+    from oemkit.profile.diff import diff as compare
+    from oemkit.yamlio import load_file
+
+    try:
+        old, new = load_file(a).data, load_file(b).data
+    except OemkitError as exc:
+        fail(exc, as_json=as_json)
+    changes = compare(old, new)
+    if as_json:
+        emit_json([c.to_dict() for c in changes])
+    else:
+        sign = {"added": "+", "removed": "-", "changed": "~"}
+        for c in changes:
+            if c.op == "changed":
+                sys.stdout.write(f"~ {c.path}: {json.dumps(c.old)} → {json.dumps(c.new)}\n")
+            else:
+                value = c.new if c.op == "added" else c.old
+                sys.stdout.write(f"{sign[c.op]} {c.path}: {json.dumps(value)}\n")
+        if not changes:
+            sys.stdout.write("no changes\n")
+    raise typer.Exit(EXIT_NO if changes else EXIT_OK)
+
+
+@app.command()
+def schema(
+    kind: Annotated[str, typer.Option("--kind", help="profile, site or unit.")] = "profile",
+    fmt: Annotated[str, typer.Option("--format", help="json (JSON Schema) or markdown (the reference).")] = "json",
+) -> None:
+    """Print the JSON Schema editors use (additionalProperties: false), or the Markdown reference."""
+    from oemkit.profile.export import KINDS, json_schema, reference_markdown
+
+    if kind not in KINDS or fmt not in ("json", "markdown"):
+        sys.stderr.write("oemkit: error: --kind is profile, site or unit; --format is json or markdown\n")
+        raise typer.Exit(EXIT_UNREADABLE)
+    if fmt == "markdown":
+        sys.stdout.write(reference_markdown())
+    else:
+        emit_json(json_schema(kind))
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="Catalog model id.", autocompletion=_complete_model)],
+    name: Annotated[str, typer.Option("--name", help="Profile name (metadata.name).")] = "my-appliance",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Write a commented profile for MODEL that validates as it is, to edit from there."""
+    import difflib
+
+    from oemkit.catalog.store import load_catalog
+    from oemkit.errors import OemkitError
+    from oemkit.profile.scaffold import scaffold
+
+    catalog = load_catalog(_catalog_dir(ctx))
+    hw = catalog.get(model)
+    if hw is None:
+        close = difflib.get_close_matches(model, catalog.ids, n=1, cutoff=0.5)
+        fail(
+            OemkitError(
+                f"no model {model!r} in the catalog",
+                hint=f"did you mean {close[0]}?" if close else "see `oemkit catalog list`",
+            ),
+            as_json=False,
+            code=EXIT_NO,
+        )
+    text = scaffold(hw, name)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.exists():
+        fail(OemkitError("exists; not overwriting", file=str(output)), as_json=False, code=EXIT_NO)
+    output.write_text(text)
+    sys.stderr.write(f"wrote {output}; check it with: oemkit profile validate {output}\n")

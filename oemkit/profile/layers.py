@@ -1,0 +1,111 @@
+"""Merge layers (base profile → site overlay → unit) and remember which file and line set every value.
+
+Rules (documented in docs/profiles.md):
+- maps deep-merge: a key in the later layer replaces or merges into the same key of the earlier one;
+- lists replace, except lists whose items are all maps with a `name` — those merge item by item by name
+  (same name: deep-merge; new name: appended in the later layer's order);
+- `null` in a later layer removes the key (a site can drop, say, a VLAN the base profile set).
+Each merged value keeps the origin (file, line, column) of the layer that last set it, so an error in the merged
+result points at the line that caused it, not at line 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from oemkit.yamlio import Document
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Origin:
+    file: str
+    line: int
+    column: int
+
+
+@dataclass
+class Node:
+    value: Any  # dict[str, Node] | list[Node] | scalar
+    origin: Origin
+
+
+def annotate(doc: Document, prefix: Path_ = ()) -> Node | None:
+    """The subtree of `doc` at `prefix` as Nodes carrying their origin; None if the prefix is not there."""
+    data: Any = doc.data
+    for part in prefix:
+        in_map = isinstance(data, dict) and isinstance(part, str) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and part < len(data)
+        if not (in_map or in_list):
+            return None
+        data = data[part]
+    return _annotate(doc, data, prefix)
+
+
+def _annotate(doc: Document, data: Any, path: Path_) -> Node:
+    line, col = doc.locate(path)
+    origin = Origin(doc.file, line, col)
+    if isinstance(data, dict):
+        return Node({k: _annotate(doc, v, (*path, k)) for k, v in data.items()}, origin)
+    if isinstance(data, list):
+        return Node([_annotate(doc, v, (*path, i)) for i, v in enumerate(data)], origin)
+    return Node(data, origin)
+
+
+def _keyed(items: list[Node]) -> bool:
+    return bool(items) and all(
+        isinstance(n.value, dict) and "name" in n.value and isinstance(n.value["name"].value, str) for n in items
+    )
+
+
+def merge(base: Node, over: Node) -> Node:
+    """`over` merged onto `base` (neither is modified)."""
+    if isinstance(base.value, dict) and isinstance(over.value, dict):
+        out = dict(base.value)
+        for key, node in over.value.items():
+            if node.value is None:
+                out.pop(key, None)
+            elif key in out:
+                out[key] = merge(out[key], node)
+            else:
+                out[key] = node
+        return Node(out, base.origin)
+    if isinstance(base.value, list) and isinstance(over.value, list) and _keyed(base.value) and _keyed(over.value):
+        merged = {n.value["name"].value: n for n in base.value}
+        order = list(merged)
+        for node in over.value:
+            name = node.value["name"].value
+            if name in merged:
+                merged[name] = merge(merged[name], node)
+            else:
+                merged[name] = node
+                order.append(name)
+        return Node([merged[name] for name in order], over.origin)
+    return over
+
+
+def flatten(node: Node) -> tuple[Any, dict[Path_, Origin]]:
+    """Plain data and path → origin of every value."""
+    origins: dict[Path_, Origin] = {}
+
+    def walk(n: Node, path: Path_) -> Any:
+        origins[path] = n.origin
+        if isinstance(n.value, dict):
+            return {k: walk(v, (*path, k)) for k, v in n.value.items()}
+        if isinstance(n.value, list):
+            return [walk(v, (*path, i)) for i, v in enumerate(n.value)]
+        return n.value
+
+    return walk(node, ()), origins
+
+
+def locate(origins: dict[Path_, Origin], path: Path_) -> Origin:
+    """Where `path` was set, or its nearest ancestor (a missing key is not in any file)."""
+    p = tuple(path)
+    while p:
+        if p in origins:
+            return origins[p]
+        p = p[:-1]
+    return origins[()]

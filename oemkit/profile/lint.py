@@ -1,0 +1,226 @@
+"""Cross-checks of a validated profile: against itself (names, references, addresses) and against the hardware
+catalog model(s) it targets. Each finding is a Problem located where the offending value was last set."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from oemkit.profile.schema_v1 import ApplianceProfile, DiskRule, PortRule
+
+if TYPE_CHECKING:
+    from oemkit.catalog.schema import HardwareModel, NicPort
+    from oemkit.catalog.store import Catalog
+    from oemkit.profile.resolve import Resolved
+
+HOST_THREADS_PER_CORE = 2  # every catalogued CPU family has SMT/Hyper-Threading
+
+
+def render_hostname(template: str, site: str, serial: str, model: str) -> str:
+    return template.format(site=site, serial=serial, model=model).lower()
+
+
+def lint(res: Resolved, catalog: Catalog) -> None:
+    p = res.profile
+    if p is None:
+        return
+    _names(res, p)
+    _references(res, p)
+    _addresses(res, p)
+    _hostname(res, p)
+    for i, model_id in enumerate(p.models):
+        model = catalog.get(model_id)
+        if model is None:
+            close = difflib.get_close_matches(model_id, catalog.ids, n=1, cutoff=0.6)
+            res.problem(
+                ("models", i),
+                f"{model_id!r} is not in the hardware catalog",
+                hint=f"did you mean {close[0]!r}?" if close else "see `oemkit catalog list`",
+            )
+            continue
+        _uplinks(res, p, model, i)
+        _datastore(res, p, model)
+        _firmware(res, p, model)
+        _capacity(res, p, model)
+
+
+def _duplicates(res: Resolved, items: Iterable[object], path: tuple[str | int, ...], what: str) -> None:
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        name = item.name  # type: ignore[attr-defined]
+        if name in seen:
+            res.problem((*path, i, "name"), f"{what} {name!r} is defined twice (first at {path[-1]}[{seen[name]}])")
+        else:
+            seen[name] = i
+
+
+def _names(res: Resolved, p: ApplianceProfile) -> None:
+    _duplicates(res, p.network.guest, ("network", "guest"), "guest network")
+    _duplicates(res, p.security.admins, ("security", "admins"), "admin")
+    _duplicates(res, p.workloads.vms, ("workloads", "vms"), "VM")
+    for v, vm in enumerate(p.workloads.vms):
+        _duplicates(res, vm.disks, ("workloads", "vms", v, "disks"), "disk")
+    orders: dict[int, str] = {}
+    for v, vm in enumerate(p.workloads.vms):
+        if vm.autostart and vm.start_order in orders:
+            res.problem(
+                ("workloads", "vms", v, "start_order"),
+                f"VMs {orders[vm.start_order]!r} and {vm.name!r} share start_order {vm.start_order}: "
+                "their start order is undefined",
+                "warning",
+            )
+        orders.setdefault(vm.start_order, vm.name)
+
+
+def _references(res: Resolved, p: ApplianceProfile) -> None:
+    defined = [n.name for n in p.network.guest]
+    for v, vm in enumerate(p.workloads.vms):
+        for j, net in enumerate(vm.networks):
+            if net not in defined:
+                close = difflib.get_close_matches(net, defined, n=1)
+                res.problem(
+                    ("workloads", "vms", v, "networks", j),
+                    f"VM {vm.name!r} is attached to undefined network {net!r}",
+                    hint=f"did you mean {close[0]!r}?"
+                    if close
+                    else f"define it under network.guest ({', '.join(defined) or 'none defined'})",
+                )
+
+
+def _addresses(res: Resolved, p: ApplianceProfile) -> None:
+    mgmt = p.network.management
+    vlans: dict[int, tuple[str | int, ...]] = {}
+    if mgmt.vlan is not None:
+        vlans[mgmt.vlan] = ("network", "management", "vlan")
+    nets: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, tuple[str | int, ...]]] = []
+    if mgmt.address not in (None, "dhcp"):
+        nets.append((ipaddress.ip_interface(mgmt.address.address).network, ("network", "management", "address")))
+    for g, net in enumerate(p.network.guest):
+        if net.vlan is not None:
+            if net.vlan in vlans:
+                res.problem(
+                    ("network", "guest", g, "vlan"),
+                    f"VLAN {net.vlan} is already used by {'.'.join(str(x) for x in vlans[net.vlan])}",
+                )
+            vlans.setdefault(net.vlan, ("network", "guest", g, "vlan"))
+        if net.cidr:
+            cidr = ipaddress.ip_network(net.cidr)
+            for other, where in nets:
+                if cidr.version == other.version and cidr.overlaps(other):
+                    res.problem(
+                        ("network", "guest", g, "cidr"), f"{cidr} overlaps {other} ({'.'.join(str(x) for x in where)})"
+                    )
+            nets.append((cidr, ("network", "guest", g, "cidr")))
+    if mgmt.bond and mgmt.uplinks.count == 1:
+        res.problem(
+            ("network", "management", "bond"),
+            "a bond over one uplink adds nothing",
+            "warning",
+            hint="set uplinks.count to 2 or more, or remove bond",
+        )
+
+
+def _hostname(res: Resolved, p: ApplianceProfile) -> None:
+    template = p.host.hostname
+    if "{site}" in template and res.site is None:
+        res.problem(("host", "hostname"), "uses {site}: the site overlay supplies it", "warning")
+    if res.site is None or res.unit is None:
+        return
+    name = render_hostname(template, res.site.site.code, res.unit.serial, p.models[0])
+    first = name.split(".")[0]
+    if len(first) > 63:
+        res.problem(
+            ("host", "hostname"), f"renders to {name!r}: its first label is {len(first)} characters, the limit is 63"
+        )
+
+
+def _port_matches(rule: PortRule, port: NicPort) -> bool:
+    return (
+        (rule.port is None or rule.port == port.id)
+        and (rule.kind is None or rule.kind == port.kind)
+        and (rule.min_speed_mbps is None or port.speed_mbps >= rule.min_speed_mbps)
+        and (rule.media is None or rule.media == port.media)
+    )
+
+
+def _uplinks(res: Resolved, p: ApplianceProfile, model: HardwareModel, mi: int) -> None:
+    uplinks = p.network.management.uplinks
+    base = ("network", "management", "uplinks")
+    usable: set[str] = set()
+    ports = ", ".join(n.id for n in model.nics)
+    for r, rule in enumerate(uplinks.select):
+        if rule.port is not None and rule.port not in {n.id for n in model.nics}:
+            res.problem(
+                (*base, "select", r, "port"), f"{model.id} has no port {rule.port!r}", hint=f"its ports: {ports}"
+            )
+            continue
+        matched = [n.id for n in model.nics if _port_matches(rule, n)]
+        if not matched:
+            res.problem(
+                (*base, "select", r),
+                f"no port of {model.id} satisfies this rule",
+                hint="its ports: "
+                + ", ".join(f"{n.id} ({n.kind}, {n.speed_mbps} Mb/s, {n.media})" for n in model.nics),
+            )
+        usable.update(matched)
+    if usable and len(usable) < uplinks.count:
+        res.problem(
+            (*base, "count"),
+            f"{uplinks.count} uplinks wanted, but the rules match only "
+            f"{len(usable)} port(s) of {model.id}: {', '.join(sorted(usable))}",
+        )
+
+
+def _datastore(res: Resolved, p: ApplianceProfile, model: HardwareModel) -> None:
+    rule: DiskRule = p.storage.datastore
+    bays = [b for b in model.storage.bays if rule.interface is None or rule.interface in b.interfaces]
+    where = ("storage", "datastore")
+    if not bays:
+        offered = sorted({i for b in model.storage.bays for i in b.interfaces})
+        res.problem(
+            (*where, "interface"),
+            f"{model.id} has no {rule.interface} drive bays",
+            hint=f"its bays take {', '.join(offered)}",
+        )
+        return
+    most = max(b.count for b in bays)
+    if rule.count > most:
+        res.problem(
+            (*where, "count"),
+            f"{rule.count} disks wanted, but {model.id} has at most {most} {rule.interface or ''} bays".replace(
+                "  ", " "
+            ),
+        )
+
+
+def _firmware(res: Resolved, p: ApplianceProfile, model: HardwareModel) -> None:
+    if p.security.require_secure_boot and not model.firmware.secure_boot:
+        res.problem(("security", "require_secure_boot"), f"{model.id} firmware has no UEFI Secure Boot")
+    if p.security.require_tpm and model.firmware.tpm != "2.0":
+        res.problem(("security", "require_tpm"), f"{model.id} has no TPM 2.0 (catalog: {model.firmware.tpm})")
+
+
+def _capacity(res: Resolved, p: ApplianceProfile, model: HardwareModel) -> None:
+    w = p.workloads
+    if not w.vms:
+        return
+    threads = model.cpu.sockets * model.cpu.max_cores_per_socket * HOST_THREADS_PER_CORE
+    vcpus = sum(vm.vcpus for vm in w.vms)
+    allowed = int(threads * w.overcommit.cpu)
+    if vcpus > allowed:
+        res.problem(
+            ("workloads", "vms"),
+            f"{vcpus} vCPUs in total, but {model.id} has at most {threads} hardware "
+            f"threads x overcommit {w.overcommit.cpu} = {allowed}",
+        )
+    ram_mib = (model.memory.supported_max_gib or model.memory.max_gib) * 1024
+    guest = sum(vm.memory_mib for vm in w.vms)
+    allowed_mib = int((ram_mib - w.host_reserved_mib) * w.overcommit.memory)
+    if guest > allowed_mib:
+        res.problem(
+            ("workloads", "vms"),
+            f"{guest} MiB of guest memory, but {model.id} takes at most {ram_mib} MiB "
+            f"(minus {w.host_reserved_mib} reserved, x overcommit {w.overcommit.memory} = {allowed_mib})",
+        )
