@@ -55,14 +55,38 @@ def _is_branch(part: str) -> bool:
     return part[:1].isupper() or part.startswith(("literal[", "function-", "str", "int", "list[", "dict["))
 
 
+# Keys that are refused with their own message rather than "unknown key".
+REFUSED_KEYS = {
+    "password": "plaintext passwords are never accepted: give password_hash (mkpasswd -m yescrypt)",
+    "passwd": "plaintext passwords are never accepted: give password_hash (mkpasswd -m yescrypt)",
+    "powered_by": 'the "powered by oemkit core" line is fixed: a profile can neither set nor remove it',
+}
+_BRANCH_NOISE = {"literal_error", "model_type", "dict_type", "model_attributes_type", "string_type"}
+
+
+def _drop_union_noise(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A union (`dhcp` or {address, gateway}) reports a miss for every branch; keep the branch the input chose."""
+    out = []
+    for err in errors:
+        loc = _clean_loc(err["loc"])
+        if err["type"] in _BRANCH_NOISE and any(
+            o is not err and _clean_loc(o["loc"])[: len(loc)] == loc and o["type"] not in _BRANCH_NOISE for o in errors
+        ):
+            continue
+        out.append(err)
+    return out
+
+
 def problems_from(exc: ValidationError, locate: Locator, model: type[BaseModel]) -> list[Problem]:
     out: dict[tuple[str, str], Problem] = {}
-    for err in exc.errors(include_url=False):
+    for err in _drop_union_noise(exc.errors(include_url=False)):
         loc = _clean_loc(err["loc"])
         file, line, col = locate(loc)
         hint = None
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and loc[-1] in REFUSED_KEYS:
+            msg = REFUSED_KEYS[str(loc[-1])]
+        elif err["type"] == "extra_forbidden":
             msg = f"unknown key {loc[-1]!r}"
             close = difflib.get_close_matches(str(loc[-1]), _known_keys(model, loc), n=1)
             hint = f"did you mean {close[0]!r}?" if close else None

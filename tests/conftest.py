@@ -36,3 +36,29 @@ def catalog() -> Catalog:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test session gets its own cache folder: tests never read or leave a user's ~/.cache/oemkit."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--regenerate-golden", action="store_true", help="Rewrite golden files from current output.")
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest):
+    """Compare text with a checked-in golden file: written when missing, a unified diff when different,
+    rewritten with --regenerate-golden."""
+    import difflib
+
+    def check(path: Path, actual: str) -> None:
+        if request.config.getoption("--regenerate-golden") or not path.exists():
+            path.write_text(actual)
+            return
+        expected = path.read_text()
+        if actual != expected:
+            diff = "".join(
+                difflib.unified_diff(expected.splitlines(True), actual.splitlines(True), str(path), "actual")
+            )
+            pytest.fail(
+                f"output differs from {path.relative_to(REPO)} (rerun with --regenerate-golden if intended):\n{diff}"
+            )
+
+    return check

@@ -101,7 +101,7 @@ def test_lenovo_machine_type_alone_identifies(catalog: Catalog) -> None:
 
 
 def test_ibm_branded_system_x(catalog: Catalog) -> None:
-    ibm = _box(sys_vendor="IBM", product_name="IBM System x3550 M5 -[8869AC1]-")
+    ibm = _box(sys_vendor="IBM", product_name="IBM System x3550 M5 -[5463AC1]-")  # IBM-built units were 5463
     assert catalog.identify(ibm).model_id == "lenovo-system-x-x3550-m5"
 
 

@@ -86,7 +86,7 @@ def show(
         for p in r.resolved.errors:
             sys.stderr.write(f"{p}\n")
         raise typer.Exit(EXIT_UNREADABLE if r.unreadable else EXIT_NO)
-    data = r.resolved.profile.model_dump(mode="json")
+    data = r.resolved.profile.model_dump(mode="json", exclude_none=True)
     origins = {_fmt(k): f"{o.file}:{o.line}:{o.column}" for k, o in r.resolved.origins.items() if k}
     if as_json:
         emit_json({"profile": data, "origins": origins} if origin else data)

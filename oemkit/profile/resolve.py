@@ -60,6 +60,17 @@ def kind_of(doc: Document) -> str | None:
 
 
 def _check_kind(doc: Document, want: str) -> list[Problem]:
+    if not isinstance(doc.data, dict):
+        return [
+            Problem(
+                doc.file,
+                1,
+                1,
+                "(document)",
+                f"expected a mapping at the top, found a {type(doc.data).__name__}",
+                hint=f"start it with apiVersion: oemkit/v1 and kind: {want}",
+            )
+        ]
     kind = kind_of(doc)
     if kind == want:
         return []
@@ -71,7 +82,7 @@ def _check_kind(doc: Document, want: str) -> list[Problem]:
             line,
             col,
             "kind",
-            f"expected a {want}, found {found}",
+            f"expected an {want}, found {found}" if want[0] in "AEIOU" else f"expected a {want}, found {found}",
             hint="profiles/*.yaml are ApplianceProfile, profiles/sites/*.yaml SiteOverlay",
         )
     ]

@@ -17,6 +17,7 @@ API_VERSION = "oemkit/v1"
 HOSTNAME_PLACEHOLDERS = ("site", "serial", "model")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _TEMPLATE_PART = re.compile(r"\{([^{}]*)\}")
+_SSH_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) \S+")
 _CRYPT = re.compile(r"^\$(?:6|5|y|2b|2y|gy)\$[./A-Za-z0-9$=,]{8,}$")
 SITE_VALUE = {"x-site-value": True}
 
@@ -92,17 +93,12 @@ class Dns(Strict):
 
 
 class Host(Strict):
-    hostname: str = Field(
+    hostname: Annotated[str, AfterValidator(_hostname_template)] = Field(
         description="Host name template; placeholders {site}, {serial}, {model}. E.g. br-{site}-{serial}.",
     )
     timezone: str | None = _site_value("IANA time zone, e.g. Europe/Berlin.")
     ntp: list[Hostname | IPAddress] = Field(default_factory=list, description="NTP servers.")
     dns: Dns = Field(default_factory=Dns)
-
-    @model_validator(mode="after")
-    def _template(self) -> Host:
-        _hostname_template(self.hostname)
-        return self
 
 
 class PortRule(Strict):
@@ -196,27 +192,27 @@ class Storage(Strict):
         return self
 
 
+def _crypt_hash(value: str) -> str:
+    if not _CRYPT.match(value):
+        raise ValueError("not a crypt(3) hash ($6$..., $y$...): it looks like a plaintext password")
+    return value
+
+
+def _ssh_key(value: str) -> str:
+    if not _SSH_KEY.match(value):
+        raise ValueError(f"not an OpenSSH public key: {value[:30]!r}...")
+    return value
+
+
 class Admin(Strict):
     name: Name
-    password_hash: str | None = Field(None, description="crypt(3) hash ($6$, $y$, $2b$ ...), never a password.")
-    ssh_keys: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_plaintext(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "password" in data:
-            raise ValueError("plaintext `password` is not accepted: give password_hash (e.g. `mkpasswd -m yescrypt`)")
-        return data
+    password_hash: Annotated[str, AfterValidator(_crypt_hash)] | None = Field(
+        None, description="crypt(3) hash ($6$, $y$, $2b$ ...), never a password."
+    )
+    ssh_keys: list[Annotated[str, AfterValidator(_ssh_key)]] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _hash(self) -> Admin:
-        if self.password_hash is not None and not _CRYPT.match(self.password_hash):
-            raise ValueError("password_hash is not a crypt(3) hash; it looks like a plaintext password")
-        for key in self.ssh_keys:
-            if not re.match(
-                r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh.com) \S+", key
-            ):
-                raise ValueError(f"not an OpenSSH public key: {key[:30]!r}")
+    def _can_log_in(self) -> Admin:
         if self.password_hash is None and not self.ssh_keys:
             raise ValueError(f"admin {self.name!r} has neither password_hash nor ssh_keys: nobody could log in")
         return self
@@ -244,13 +240,6 @@ class Branding(Strict):
     product: str = Field(min_length=1, max_length=64)
     support_url: Url | None = None
     banner: str | None = Field(None, max_length=2000, description="Console banner; the 'powered by' line follows it.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _powered_by_is_fixed(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "powered_by" in data:
-            raise ValueError('the "powered by oemkit core" line is fixed and cannot be set or removed')
-        return data
 
 
 class DiskSource(Strict):
