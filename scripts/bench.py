@@ -66,6 +66,23 @@ def bench_cli(runs: int, dump: Path) -> list[tuple[str, float]]:
                 _median_ms(identify, runs, fresh_cache=True),
             ),
             ("oemkit catalog list --json", _median_ms([py, "-m", "oemkit", "catalog", "list", "--json"], runs)),
+            (
+                "oemkit profile validate PROFILE --site SITE --json",
+                _median_ms(
+                    [
+                        py,
+                        "-m",
+                        "oemkit",
+                        "profile",
+                        "validate",
+                        str(REPO / "profiles" / "retail-branch.yaml"),
+                        "--site",
+                        str(REPO / "profiles" / "sites" / "retail-ber01.yaml"),
+                        "--json",
+                    ],
+                    runs,
+                ),
+            ),
         ]
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job so far, end to end with the real CLI: show the catalog, then tell real servers apart by what
-# they report about themselves. Each dump is copied to a neutral name first: identify reads content, not names.
+# The main job so far, end to end with the real CLI: show the catalog, tell real servers apart by what they report
+# about themselves (each dump copied to a neutral name: identify reads content, not names), then check an example
+# appliance profile with its site overlay, and see how a mistake is reported.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 oemkit=".venv/bin/oemkit"
@@ -20,3 +21,8 @@ step "$oemkit" catalog identify --json "$work/unit-0002.txt"
 step "$oemkit" catalog identify "$work/unit-0003.txt"
 step "$oemkit" catalog identify "$work/unit-0004.txt"   # a desktop: not in the catalog, exit 1
 step "$oemkit" catalog show hpe-proliant-dl360-gen10-plus
+
+step "$oemkit" profile validate profiles/retail-branch.yaml --site profiles/sites/retail-muc02.yaml --serial J30ABC12
+step "$oemkit" profile show profiles/retail-branch.yaml --site profiles/sites/retail-muc02.yaml --origin
+step "$oemkit" profile validate tests/data/profiles/broken/site-breaks-capacity.yaml \
+    --site tests/data/profiles/broken/site-breaks-capacity.site.yaml   # exit 1: located in the site file

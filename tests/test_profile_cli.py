@@ -187,3 +187,32 @@ def test_reference_doc_is_generated_from_the_schema() -> None:
 def test_help_explains_itself() -> None:
     result = _run("profile", "validate", "--help")
     assert result.exit_code == 0 and "FILE:LINE:COL" in result.stdout
+
+
+def test_unit_overlay_is_the_last_layer() -> None:
+    unit = REPO / "tests" / "data" / "profiles" / "units" / "J30ABC12.yaml"
+    args = [
+        "profile",
+        "show",
+        str(REPO / "profiles" / "retail-branch.yaml"),
+        "--site",
+        str(REPO / "profiles" / "sites" / "retail-ber01.yaml"),
+        "--unit",
+        str(unit),
+        "--json",
+        "--origin",
+    ]
+    out = json.loads(_run(*args).stdout)
+    assert out["profile"]["network"]["management"]["address"]["address"] == "10.41.0.11/24"
+    assert out["origins"]["network.management.address.address"].startswith(f"{unit}:7:")
+    assert out["profile"]["branding"]["powered_by"].startswith("powered by oemkit core ")
+    wrong = _run(
+        "profile",
+        "validate",
+        str(REPO / "profiles" / "retail-branch.yaml"),
+        "--unit",
+        str(unit),
+        "--serial",
+        "OTHER123",
+    )
+    assert wrong.exit_code == 1 and "unit file is for serial J30ABC12" in wrong.stdout

@@ -20,6 +20,9 @@ SiteOpt = Annotated[
     Path | None, typer.Option("--site", "-s", help="A site overlay (profiles/sites/*.yaml) merged onto the profile.")
 ]
 SerialOpt = Annotated[str | None, typer.Option("--serial", help="A unit serial, to check what depends on it.")]
+UnitOpt = Annotated[
+    Path | None, typer.Option("--unit", help="A unit overlay (serial + per-unit overrides, e.g. from an order).")
+]
 
 
 def _catalog_dir(ctx: typer.Context) -> Path | None:
@@ -42,6 +45,7 @@ def validate(
     paths: Annotated[list[Path], typer.Argument(help="Profiles, or site overlays (their profile is found beside).")],
     site: SiteOpt = None,
     serial: SerialOpt = None,
+    unit: UnitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check profiles: schema, merged layers, and cross-checks against the hardware catalog.
@@ -51,7 +55,7 @@ def validate(
     """
     from oemkit.profile.check import check
 
-    results = [check(p, site, serial, _catalog_dir(ctx)) for p in paths]
+    results = [check(p, site, serial, _catalog_dir(ctx), unit) for p in paths]
     if as_json:
         emit_json([{k: v for k, v in p.to_dict().items()} for r in results for p in r.resolved.problems])
     else:
@@ -75,13 +79,14 @@ def show(
     path: Annotated[Path, typer.Argument(help="A profile.")],
     site: SiteOpt = None,
     serial: SerialOpt = None,
+    unit: UnitOpt = None,
     origin: Annotated[bool, typer.Option("--origin", help="Say which file and line set each value.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the merged, resolved profile (base → site → unit) exactly as compile will see it."""
     from oemkit.profile.check import check
 
-    r = check(path, site, serial, _catalog_dir(ctx))
+    r = check(path, site, serial, _catalog_dir(ctx), unit)
     if r.resolved.errors or r.resolved.profile is None:
         for p in r.resolved.errors:
             sys.stderr.write(f"{p}\n")
@@ -112,6 +117,8 @@ def _annotate_yaml(data: Any, origins: dict[tuple[Any, ...], Any]) -> str:
     def scalar(v: Any) -> str:
         import yaml
 
+        if isinstance(v, str) and "\n" in v:
+            return json.dumps(v)  # one line, so the origin comment stays beside it
         return yaml.safe_dump(v, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
     def where(path: tuple[Any, ...]) -> str:

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oemkit.problems import Problem
-from oemkit.profile.resolve import Resolved, kind_of, read_document, resolve
+from oemkit.profile.resolve import Resolved, kind_of, read_document, resolve, validate_layer
 from oemkit.profile.schema_v1 import UnitOverlay
+from oemkit.yamlio import Document
 
 
 @dataclass
@@ -34,8 +35,28 @@ def find_profile(site_path: Path, name: str) -> Path | None:
     return None
 
 
-def check(path: Path, site: Path | None, serial: str | None, catalog_dir: Path | None) -> Checked:
-    """Validate `path` (a profile, or a site overlay whose profile is found beside it) with an optional site."""
+def _unit_layer(
+    unit_path: Path | None, serial: str | None
+) -> tuple[UnitOverlay | None, Document | None, list[Problem]]:
+    """The unit layer: a UnitOverlay file (serial + overrides from an order), or just --serial."""
+    if unit_path is None:
+        return (UnitOverlay(serial=serial) if serial else None), None, []
+    doc, problems = read_document(unit_path)
+    if doc is None:
+        return None, None, problems
+    unit, problems = validate_layer(doc, UnitOverlay)
+    if unit is not None and serial and unit.serial != serial:
+        line, col = doc.locate(("serial",))
+        problems.append(Problem(doc.file, line, col, "serial", f"unit file is for serial {unit.serial}, not {serial}"))
+        unit = None
+    return unit, doc, problems
+
+
+def check(
+    path: Path, site: Path | None, serial: str | None, catalog_dir: Path | None, unit_path: Path | None = None
+) -> Checked:
+    """Validate `path` (a profile, or a site overlay whose profile is found beside it) with an optional site
+    and unit layer."""
     doc, problems = read_document(path)
     if doc is not None and kind_of(doc) == "SiteOverlay" and site is None:
         name = doc.data.get("profile")
@@ -56,8 +77,11 @@ def check(path: Path, site: Path | None, serial: str | None, catalog_dir: Path |
             )
             return Checked(path, None, res, unreadable=False)
         path, site = profile, path
-    unit = UnitOverlay(serial=serial) if serial else None
-    res = resolve(path, site, unit) if doc is not None else Resolved(problems=problems)
+    unit, unit_doc, unit_problems = _unit_layer(unit_path, serial)
+    if unit_problems:
+        res = Resolved(problems=unit_problems)
+        return Checked(path, site, res, unreadable=any(p.path == "(document)" for p in unit_problems))
+    res = resolve(path, site, unit, unit_doc) if doc is not None else Resolved(problems=problems)
     unreadable = any(p.path == "(document)" for p in res.problems)
     if not res.errors and res.profile is not None:
         from oemkit.catalog.store import load_catalog

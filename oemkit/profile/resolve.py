@@ -88,7 +88,7 @@ def _check_kind(doc: Document, want: str) -> list[Problem]:
     ]
 
 
-def _validate_layer(doc: Document, model: type[BaseModel]) -> tuple[Any, list[Problem]]:
+def validate_layer(doc: Document, model: type[BaseModel]) -> tuple[Any, list[Problem]]:
     problems = _check_kind(doc, model.__name__)
     if problems:
         return None, problems
@@ -134,7 +134,7 @@ def resolve(
         out.problems += problems
         if site_doc is None:
             return out
-        out.site, problems = _validate_layer(site_doc, SiteOverlay)
+        out.site, problems = validate_layer(site_doc, SiteOverlay)
         out.problems += problems
         if out.site is None:
             return out

@@ -11,7 +11,9 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, model_validator
+
+from hypervisor_core import __version__ as CORE_VERSION
 
 API_VERSION = "oemkit/v1"
 HOSTNAME_PLACEHOLDERS = ("site", "serial", "model")
@@ -240,6 +242,11 @@ class Branding(Strict):
     product: str = Field(min_length=1, max_length=64)
     support_url: Url | None = None
     banner: str | None = Field(None, max_length=2000, description="Console banner; the 'powered by' line follows it.")
+
+    @computed_field(description="Fixed: the hypervisor maker stays visible on every box. Not settable.")
+    @property
+    def powered_by(self) -> str:
+        return f"powered by oemkit core {CORE_VERSION}"
 
 
 class DiskSource(Strict):
