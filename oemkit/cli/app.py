@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from oemkit import __version__
-from oemkit.cli import catalog, profile
+from oemkit.cli import build, catalog, profile
 
 app = typer.Typer(
     name="oemkit",
@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(profile.app, name="profile")
+app.add_typer(build.keys_app, name="keys")
+app.command("compile")(build.compile_command)
 
 
 def _version(value: bool) -> None:

@@ -136,7 +136,7 @@ def _hostname(res: Resolved, p: ApplianceProfile) -> None:
         )
 
 
-def _port_matches(rule: PortRule, port: NicPort) -> bool:
+def port_matches(rule: PortRule, port: NicPort) -> bool:
     return (
         (rule.port is None or rule.port == port.id)
         and (rule.kind is None or rule.kind == port.kind)
@@ -156,7 +156,7 @@ def _uplinks(res: Resolved, p: ApplianceProfile, model: HardwareModel, mi: int) 
                 (*base, "select", r, "port"), f"{model.id} has no port {rule.port!r}", hint=f"its ports: {ports}"
             )
             continue
-        matched = [n.id for n in model.nics if _port_matches(rule, n)]
+        matched = [n.id for n in model.nics if port_matches(rule, n)]
         if not matched:
             res.problem(
                 (*base, "select", r),
