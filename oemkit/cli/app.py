@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from oemkit import __version__
-from oemkit.cli import build, catalog, profile
+from oemkit.cli import build, catalog, firstboot, profile
 
 app = typer.Typer(
     name="oemkit",
@@ -21,6 +21,8 @@ app.add_typer(catalog.app, name="catalog")
 app.add_typer(profile.app, name="profile")
 app.add_typer(build.keys_app, name="keys")
 app.command("compile")(build.compile_command)
+app.add_typer(firstboot.facts_app, name="facts")
+app.add_typer(firstboot.firstboot_app, name="firstboot")
 
 
 def _version(value: bool) -> None:

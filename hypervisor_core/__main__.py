@@ -1,0 +1,5 @@
+import sys
+
+from hypervisor_core.firstboot import main
+
+sys.exit(main())

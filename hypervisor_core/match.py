@@ -1,0 +1,129 @@
+"""Is this the box the config was built for, and which of its NICs and disks do the rules mean?
+
+Refuses (Refusal, with a reason fit for the console) rather than guessing: a wrong model or serial, a rule nothing
+satisfies, and a rule that more than one set of devices could satisfy all stop first boot before anything changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypervisor_core.config import UnitConfig, UplinkRule
+from hypervisor_core.facts import Disk, Facts, Nic
+from hypervisor_core.identity import IdentitySpec
+
+GIB = 1 << 30
+
+
+class Refusal(Exception):
+    """First boot must not touch this box; `str()` says why."""
+
+
+@dataclass(frozen=True)
+class Resolution:
+    uplinks: tuple[Nic, ...]
+    datastore: tuple[Disk, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def check_identity(cfg: UnitConfig, facts: Facts) -> None:
+    spec = IdentitySpec(cfg.identity.manufacturers, cfg.identity.product_names, cfg.identity.machine_types)
+    why = spec.mismatch(facts.dmi)
+    if why:
+        raise Refusal(f"wrong hardware: this config is for {cfg.model}, but the {why}")
+    reported = (facts.dmi.product_serial or "").strip()
+    if not reported:
+        raise Refusal(f"wrong unit: the box reports no serial number; this config is for serial {cfg.serial}")
+    if reported.casefold() != cfg.serial.casefold():
+        raise Refusal(f"wrong unit: this config is for serial {cfg.serial}, the box is serial {reported}")
+
+
+def _rule_candidates(rule: UplinkRule, nics: tuple[Nic, ...]) -> tuple[list[Nic], str | None]:
+    """NICs a rule may take, in port order; an error when driver-matched ports are ambiguous."""
+    chosen: list[Nic] = []
+    for port in rule.ports:
+        if port.pci_addresses:
+            chosen += [n for n in nics if n.pci_address in port.pci_addresses]
+    by_driver = [p for p in rule.ports if not p.pci_addresses]
+    if by_driver:
+        drivers = {p.driver for p in by_driver}
+        pool = [
+            n
+            for n in nics
+            if n.driver in drivers and n not in chosen and not any(n.pci_address in p.pci_addresses for p in rule.ports)
+        ]
+        if len(pool) > len(by_driver):
+            names = ", ".join(f"{n.name} ({n.pci_address}, {n.driver})" for n in pool)
+            ports = ", ".join(p.id for p in by_driver)
+            return [], f"ambiguous: ports {ports} could be any of {names}"
+        chosen += pool
+    return chosen, None
+
+
+def resolve_uplinks(cfg: UnitConfig, facts: Facts) -> tuple[Nic, ...]:
+    ups = cfg.management.uplinks
+    picked: list[Nic] = []
+    for i, rule in enumerate(ups.rules):
+        candidates, error = _rule_candidates(rule, facts.nics)
+        if error:
+            raise Refusal(f"uplink rule {i + 1} is {error}")
+        for nic in candidates:
+            if rule.min_speed_mbps and nic.speed_mbps is not None and nic.speed_mbps < rule.min_speed_mbps:
+                continue
+            if rule.link == "up" and nic.carrier is not True:
+                continue
+            if nic not in picked:
+                picked.append(nic)
+    if len(picked) < ups.count:
+        wanted = "; ".join(", ".join(p.id for p in r.ports) or "(no port)" for r in ups.rules)
+        found = ", ".join(f"{n.name} ({n.pci_address})" for n in picked) or "none"
+        raise Refusal(f"uplinks: {ups.count} wanted ({wanted}), found {len(picked)}: {found}")
+    return tuple(picked[: ups.count])
+
+
+def resolve_datastore(cfg: UnitConfig, facts: Facts) -> tuple[Disk, ...]:
+    rule = cfg.storage.datastore
+    fits = [
+        d
+        for d in facts.disks
+        if not d.removable
+        and (rule.interface is None or d.interface == rule.interface)
+        and (rule.rotational is None or d.rotational is rule.rotational)
+        and (rule.min_size_gib is None or d.size_bytes >= rule.min_size_gib * GIB)
+    ]
+    what = ", ".join(
+        f"{k}={v}"
+        for k, v in (
+            ("interface", rule.interface),
+            ("rotational", rule.rotational),
+            ("min_size_gib", rule.min_size_gib),
+        )
+        if v is not None
+    )
+    if len(fits) < rule.count:
+        seen = ", ".join(f"{d.name} ({d.interface}, {d.size_bytes // GIB} GiB)" for d in facts.disks) or "no disks"
+        raise Refusal(
+            f"datastore: {rule.count} disk(s) with {what or 'any properties'} wanted, "
+            f"{len(fits)} found; the box has {seen}"
+        )
+    if len(fits) > rule.count:
+        names = ", ".join(f"{d.name} ({d.model or '?'}, {d.size_bytes // GIB} GiB)" for d in fits)
+        raise Refusal(
+            f"datastore rule is ambiguous: {rule.count} disk(s) with {what or 'any properties'} wanted, "
+            f"{len(fits)} candidates: {names}"
+        )
+    return tuple(fits)
+
+
+def match(cfg: UnitConfig, facts: Facts) -> Resolution:
+    check_identity(cfg, facts)
+    warnings = []
+    sec = cfg.security
+    if sec.require_secure_boot:
+        if facts.secure_boot is False:
+            raise Refusal("Secure Boot is required but off in this box's firmware")
+        if facts.secure_boot is None:
+            warnings.append("Secure Boot is required but could not be verified (not booted through UEFI)")
+    if sec.require_tpm and not facts.tpm:
+        raise Refusal("a TPM is required but this box shows none (/sys/class/tpm/tpm0)")
+    return Resolution(resolve_uplinks(cfg, facts), resolve_datastore(cfg, facts), tuple(warnings))

@@ -1,0 +1,171 @@
+"""`oemkit facts from-dmi`: a sysfs/procfs-shaped tree of a real box, from its dmidecode dump and catalog model.
+
+The tree is what `hypervisor_core.facts.probe(root)` reads on a real server, laid out the same way (the same
+files, symlinks and value formats), so first boot can be previewed and rehearsed at the factory: SMBIOS from the
+dump (with the unit's serial), CPUs and memory from the dump, NICs at the catalog's PCI addresses with their
+drivers, disks as ordered, the embedded boot device, TPM and Secure Boot as the model offers them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from oemkit.catalog.schema import HardwareModel
+from oemkit.dmi import DmiReport
+from oemkit.errors import OemkitError
+
+GIB = 1 << 30
+_SPEC = re.compile(r"^(sata|sas|nvme)(?::(ssd|hdd))?:(\d+)(?:x(\d+))?$")
+EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    interface: str
+    ssd: bool
+    size_gib: int
+    count: int
+
+
+def parse_disks(spec: str) -> list[DiskSpec]:
+    """`sata:ssd:960x2,nvme:1920x4` → disk specs (ssd is the default)."""
+    out = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        m = _SPEC.match(item)
+        if not m:
+            raise OemkitError(f"disk spec {item!r} is not IFACE[:ssd|hdd]:SIZE_GIB[xCOUNT], e.g. sata:ssd:960x2")
+        out.append(DiskSpec(m.group(1), m.group(2) != "hdd", int(m.group(3)), int(m.group(4) or 1)))
+    return out
+
+
+def default_disks(model: HardwareModel) -> list[DiskSpec]:
+    bays = max(model.storage.bays, key=lambda b: b.count)
+    iface = next(i for i in ("sata", "sas", "nvme") if i in bays.interfaces)
+    return [DiskSpec(iface, True, 960, min(2, bays.count))]
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _link(path: Path, target: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        path.unlink()
+    os.symlink(target, path)
+
+
+def _mac(serial: str, port: str) -> str:
+    d = hashlib.sha256(f"{serial}/{port}".encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in d[:5])  # locally administered: never a real vendor OUI
+
+
+def _ifname(pci: str) -> str:
+    _, bus, devfn = pci.split(":")
+    dev, fn = devfn.split(".")
+    return f"enp{int(bus, 16)}s{int(dev, 16)}f{int(fn)}"  # systemd's predictable name for a PCI NIC
+
+
+def build_tree(
+    root: Path, report: DmiReport, model: HardwareModel, serial: str, disks: list[DiskSpec] | None = None
+) -> None:
+    ident = report.identity
+    dmi = root / "sys/class/dmi/id"
+    values = {
+        "sys_vendor": ident.sys_vendor,
+        "product_name": ident.product_name,
+        "product_version": ident.product_version,
+        "product_sku": ident.product_sku,
+        "product_family": ident.product_family,
+        "product_serial": serial,
+        "board_vendor": ident.board_vendor,
+        "board_name": ident.board_name,
+        "bios_vendor": ident.bios_vendor,
+        "bios_version": ident.bios_version,
+        "chassis_type": "23",
+    }
+    for name, value in values.items():
+        if value is not None:
+            _write(dmi / name, value + "\n")
+    threads = max(1, (report.cpu_sockets_populated or 1) * 2 * 8)
+    flag = model.cpu.virtualization
+    cpuinfo = "".join(
+        f"processor\t: {i}\nvendor_id\t: {'GenuineIntel' if flag == 'vmx' else 'AuthenticAMD'}\n"
+        f"flags\t\t: fpu lm {flag} aes avx2\n\n"
+        for i in range(threads)
+    )
+    _write(root / "proc/cpuinfo", cpuinfo)
+    memory_kib = (report.memory_bytes or 16 * GIB) // 1024
+    _write(root / "proc/meminfo", f"MemTotal:       {memory_kib} kB\nMemFree:        {memory_kib // 2} kB\n")
+    _write(root / "dev/kvm", "")
+    _nics(root, model, serial)
+    _disks(root, model, serial, disks if disks is not None else default_disks(model))
+    if model.firmware.secure_boot:
+        efivars = root / "sys/firmware/efi/efivars"
+        efivars.mkdir(parents=True, exist_ok=True)
+        (efivars / f"SecureBoot-{EFI_GLOBAL}").write_bytes(b"\x06\x00\x00\x00\x01")
+    if model.firmware.tpm == "2.0":
+        _write(root / "sys/class/tpm/tpm0/tpm_version_major", "2\n")
+
+
+def _nics(root: Path, model: HardwareModel, serial: str) -> None:
+    spare = 0xE0
+    for i, port in enumerate(model.nics):
+        pci = port.pci_address
+        if pci is None:  # an option card whose address no dump told us: put it on a bus of its own
+            pci = f"0000:{spare + i // 8:02x}:00.{i % 8}"
+        dev = root / "sys/devices/pci0000:00" / pci
+        _link(dev / "driver", f"../../../bus/pci/drivers/{port.driver}")
+        (root / "sys/bus/pci/drivers" / port.driver).mkdir(parents=True, exist_ok=True)
+        net = root / "sys/class/net" / _ifname(pci)
+        _link(net / "device", f"../../../devices/pci0000:00/{pci}")
+        _write(net / "address", _mac(serial, port.id) + "\n")
+        _write(net / "speed", f"{port.speed_mbps}\n")
+        _write(net / "carrier", "1\n")
+        _write(net / "operstate", "up\n")
+    _write(root / "sys/class/net/lo/address", "00:00:00:00:00:00\n")  # no device link: skipped, as on a box
+
+
+def _disk(root: Path, name: str, spec: DiskSpec, model_name: str, serial: str) -> None:
+    block = root / "sys/block" / name
+    _write(block / "size", f"{spec.size_gib * GIB // 512}\n")
+    _write(block / "removable", "0\n")
+    _write(block / "queue/rotational", "0\n" if spec.ssd else "1\n")
+    device = block / "device"
+    _write(device / "model", model_name + "\n")
+    if spec.interface == "nvme":
+        _write(device / "serial", serial + "\n")
+        _write(block / "wwid", f"eui.{hashlib.sha256(serial.encode()).hexdigest()[:16]}\n")
+    else:
+        _write(device / "vendor", ("ATA" if spec.interface == "sata" else "SEAGATE") + "\n")
+        _write(device / "wwid", f"naa.5{hashlib.sha256(serial.encode()).hexdigest()[:15]}\n")
+
+
+def _disks(root: Path, model: HardwareModel, serial: str, disks: list[DiskSpec]) -> None:
+    scsi = nvme = 0
+    for spec in disks:
+        for n in range(spec.count):
+            disk_serial = f"{serial}-{spec.interface}{scsi + nvme}{n}"
+            kind = "SSD" if spec.ssd else "HDD"
+            if spec.interface == "nvme":
+                _disk(root, f"nvme{nvme}n1", spec, f"NVMe {kind} {spec.size_gib}G", disk_serial)
+                nvme += 1
+            else:
+                _disk(
+                    root,
+                    f"sd{chr(ord('a') + scsi)}",
+                    spec,
+                    f"{spec.interface.upper()} {kind} {spec.size_gib}G",
+                    disk_serial,
+                )
+                scsi += 1
+    for boot in model.boot_devices:
+        if boot.kind in ("boss", "m2") and boot.capacities_gib:
+            spec = DiskSpec("sata", True, min(boot.capacities_gib), 1)
+            _disk(root, f"sd{chr(ord('a') + scsi)}", spec, boot.name, f"{serial}-boot")
+            break
