@@ -30,7 +30,9 @@ def check_identity(cfg: UnitConfig, facts: Facts) -> None:
     spec = IdentitySpec(cfg.identity.manufacturers, cfg.identity.product_names, cfg.identity.machine_types)
     why = spec.mismatch(facts.dmi)
     if why:
-        raise Refusal(f"wrong hardware: this config is for {cfg.model}, but the {why}")
+        want = f"{cfg.identity.manufacturers[0]} {cfg.identity.product_names[0]}"
+        box = f"{facts.dmi.sys_vendor or '?'} {facts.dmi.product_name or '?'}"
+        raise Refusal(f"wrong hardware: this config is for {cfg.model} ({want}), this box is {box} ({why})")
     reported = (facts.dmi.product_serial or "").strip()
     if not reported:
         raise Refusal(f"wrong unit: the box reports no serial number; this config is for serial {cfg.serial}")

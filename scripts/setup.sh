@@ -38,4 +38,6 @@ if [[ ! -f "$stamp" ]]; then
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
+# The tests define and start real domains on qemu:///system: make sure a libvirtd is there.
+[[ "${1:-}" == "--dev" ]] && bash scripts/libvirtd.sh
 echo "setup: ready ($(.venv/bin/oemkit --version))" >&2

@@ -1,0 +1,253 @@
+"""First boot through the real agent on libvirt's test driver: READY, once-only, and every refusal changes nothing."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import libvirt
+import pytest
+from typer.testing import CliRunner
+
+from hypervisor_core import firstboot
+from hypervisor_core.backends.libvirt import read_back
+from hypervisor_core.facts import probe
+from oemkit.cli.app import app
+
+from .conftest import REPO
+from .firstboot_kit import PUB, R650_DUMP, compile_to, facts_tree, public_key, status_line, test_uri
+
+PROFILE = REPO / "profiles" / "retail-branch.yaml"
+SITE = REPO / "profiles" / "sites" / "retail-ber01.yaml"
+SERIAL = "J30ABC12"
+
+
+@pytest.fixture
+def unit(tmp_path: Path) -> Path:
+    compile_to(PROFILE, SITE, SERIAL, tmp_path / "unit.json")
+    return tmp_path / "unit.json"
+
+
+def _boot(
+    unit_raw: bytes,
+    facts_dir: Path,
+    root: Path,
+    conn: libvirt.virConnect,
+    force: bool = False,
+    public: bytes | None = None,
+):
+    out = io.StringIO()
+    report = firstboot.run(unit_raw, public or public_key(), root, lambda: conn, probe(facts_dir), force, out=out)
+    return report, out.getvalue()
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_first_boot_ready_then_already_done(unit: Path, tmp_path: Path) -> None:
+    conn = libvirt.open(test_uri())
+    facts = facts_tree(R650_DUMP, SERIAL, tmp_path / "box")
+    report, console = _boot(unit.read_bytes(), facts, tmp_path / "root", conn)
+    status = status_line(console)
+    assert status["status"] == "READY", status
+    assert (status["model"], status["serial"], status["reason"]) == ("dell-poweredge-r650", SERIAL, None)
+    assert [s["id"] for s in status["steps"]][:3] == ["host.machine-id", "host.ssh-host-keys", "host.hostname"]
+    assert console.splitlines()[0] == "==== Northwind Retail Systems Northwind StoreBox ===="
+    assert "powered by oemkit core" in console
+    held = read_back(conn)
+    assert [(d["name"], d["running"], d["autostart"]) for d in held["domains"]] == [
+        ("edge-fw", True, True),
+        ("nvr", True, True),
+        ("pos-server", True, True),
+    ]
+    assert {n["name"] for n in held["networks"]} == {"pos", "cameras", "backend"}
+    assert held["pools"][0]["volumes"] == [
+        "edge-fw-root.qcow2",
+        "nvr-root.qcow2",
+        "nvr-video.qcow2",
+        "pos-server-root.qcow2",
+    ]
+    root = tmp_path / "root"
+    assert (root / "etc/hostname").read_text() == "br-ber01-j30abc12\n"
+    assert json.loads((root / "etc/oemkit/network.json").read_text())["vlan"] == 100
+    assert (root / "var/lib/oemkit/firstboot.done").read_text().strip() == json.loads(unit.read_text())["content_id"]
+
+    before_files, before_libvirt = _files(root), read_back(conn)
+    report, console = _boot(unit.read_bytes(), facts, root, conn)
+    assert status_line(console)["status"] == "READY" and report["reason"] == "already done"
+    assert _files(root) == before_files and read_back(conn) == before_libvirt  # changed nothing
+
+    report, console = _boot(unit.read_bytes(), facts, root, conn, force=True)
+    assert status_line(console)["status"] == "READY" and report["reason"] is None
+    assert read_back(conn) == before_libvirt  # a forced re-run converges on the same state
+    assert (root / "etc/machine-id").read_bytes() == before_files["etc/machine-id"]  # identity kept, not re-made
+
+
+def test_identity_is_generated_on_the_box_not_copied(unit: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc/ssh").mkdir(parents=True)
+    (root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")  # what a cloned image carries
+    _boot(unit.read_bytes(), facts_tree(R650_DUMP, SERIAL, tmp_path / "box"), root, libvirt.open(test_uri()))
+    assert (root / "etc/machine-id").read_text() != "0123456789abcdef0123456789abcdef\n"
+    key = (root / "etc/ssh/ssh_host_ed25519_key").read_text()
+    assert key.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert (root / "etc/ssh/ssh_host_ed25519_key").stat().st_mode & 0o777 == 0o600
+
+
+def _tamper(raw: bytes, old: bytes, new: bytes) -> bytes:
+    assert old in raw
+    return raw.replace(old, new, 1)
+
+
+def _resign_with_other_key(raw: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from hypervisor_core import config
+
+    doc = json.loads(raw)
+    doc["signature"] = (
+        "ed25519:" + base64.b64encode(Ed25519PrivateKey.generate().sign(config.signed_bytes(doc))).decode()
+    )
+    return json.dumps(doc).encode()
+
+
+REFUSALS = {
+    "wrong model": (
+        lambda raw: raw,
+        "hpe/ProLiant-DL360-Gen10-Plus/6004A3CDB655.txt",
+        SERIAL,
+        None,
+        "wrong hardware: this config is for dell-poweredge-r650 (Dell Inc. PowerEdge R650), this box is "
+        "HPE ProLiant DL360 Gen10 Plus",
+    ),
+    "wrong serial": (
+        lambda raw: raw,
+        R650_DUMP,
+        "J30ZZZ99",
+        None,
+        "wrong unit: this config is for serial J30ABC12, the box is serial J30ZZZ99",
+    ),
+    "bad signature": (
+        _resign_with_other_key,
+        R650_DUMP,
+        SERIAL,
+        None,
+        "unit config signature does not verify: the file was altered after signing",
+    ),
+    "one tampered byte": (
+        lambda raw: _tamper(raw, b'"vcpus": 4', b'"vcpus": 5'),
+        R650_DUMP,
+        SERIAL,
+        None,
+        "unit config signature does not verify: the file was altered after signing",
+    ),
+    "unknown schema version": (
+        lambda raw: _tamper(raw, b'"oemkit.unit/v1"', b'"oemkit.unit/v9"'),
+        R650_DUMP,
+        SERIAL,
+        None,
+        "unknown schema 'oemkit.unit/v9': this agent reads oemkit.unit/v1",
+    ),
+    "unsatisfiable NIC rule": (
+        lambda raw: _tamper(raw, b'"0000:04:00.1"', b'"0000:99:00.1"'),
+        R650_DUMP,
+        SERIAL,
+        None,
+        None,
+    ),
+    "ambiguous disk rule": (
+        lambda raw: raw,
+        R650_DUMP,
+        SERIAL,
+        "sata:ssd:960x3",
+        "datastore rule is ambiguous: 2 disk(s) with interface=sata, rotational=False, "
+        "min_size_gib=400 wanted, 3 candidates: sda",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_refusals_change_nothing(case: str, unit: Path, tmp_path: Path) -> None:
+    change, dump, box_serial, disks, message = REFUSALS[case]
+    raw = change(unit.read_bytes())
+    if case == "unsatisfiable NIC rule":  # re-seal the edited config so only the rule, not the signature, is wrong
+        from hypervisor_core.config import from_dict
+        from oemkit.compile import seal
+        from oemkit.keys import load_private_key
+
+        from .firstboot_kit import KEY
+
+        doc = seal(json.loads(raw), load_private_key(KEY))
+        from_dict(doc)
+        raw = json.dumps(doc).encode()
+        message = "uplinks: 2 wanted (LOM1; LOM2), found 1: enp4s0f0 (0000:04:00.0)"
+    conn = libvirt.open(test_uri())
+    root = tmp_path / "root"
+    before = read_back(conn)
+    report, console = _boot(raw, facts_tree(dump, box_serial, tmp_path / "box", disks), root, conn)
+    status = status_line(console)
+    assert status["status"] == "FAILED"
+    assert status["reason"].startswith(message), status["reason"]
+    assert read_back(conn) == before  # no libvirt object touched
+    assert sorted(_files(root)) == ["var/lib/oemkit/report.json", "var/lib/oemkit/status.json"]  # only the status
+
+
+def test_cli_run_json_reads_libvirt_back(unit: Path, tmp_path: Path) -> None:
+    facts = facts_tree(R650_DUMP, SERIAL, tmp_path / "box")
+    result = CliRunner().invoke(
+        app,
+        [
+            "firstboot",
+            "run",
+            str(unit),
+            "--pubkey",
+            str(PUB),
+            "--root",
+            str(tmp_path / "root"),
+            "--facts",
+            str(facts),
+            "--connect",
+            test_uri(),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["status"] == "READY"
+    assert {d["name"] for d in report["libvirt"]["domains"]} == {"pos-server", "nvr", "edge-fw"}
+    assert {"domains", "networks", "pools"} <= report["libvirt"].keys()
+
+
+def test_cli_preview_refuses_exactly_as_first_boot(unit: Path) -> None:
+    ok = CliRunner().invoke(
+        app,
+        [
+            "firstboot",
+            "preview",
+            str(unit),
+            "--pubkey",
+            str(PUB),
+            "--facts",
+            str(REPO / "tests/data/dmi" / R650_DUMP),
+            "--json",
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    preview = json.loads(ok.stdout)
+    assert preview["uplinks"] == ["enp4s0f0", "enp4s0f1"] and preview["plan"][-1]["id"] == "report"
+    wrong = CliRunner().invoke(
+        app,
+        [
+            "firstboot",
+            "preview",
+            str(unit),
+            "--pubkey",
+            str(PUB),
+            "--facts",
+            str(REPO / "tests/data/dmi/lenovo/ThinkSystem-SR650-V2/7AC016764E14.txt"),
+        ],
+    )
+    assert wrong.exit_code == 1 and "REFUSED: wrong hardware" in wrong.stdout
