@@ -47,11 +47,15 @@ class Host:
 
 @dataclass(frozen=True)
 class PortRef:
-    """A catalog port as the box will see it: the PCI addresses real units report, and its driver."""
+    """A catalog port as the box will see it: the PCI addresses real units report, and its driver. A port whose
+    address no real unit told us (an option card) is found by driver and position: it is the `position`-th of the
+    model's `of` address-less ports with that driver, counted in PCI address order."""
 
     id: str
     pci_addresses: tuple[str, ...]
     driver: str
+    position: int | None = None
+    of: int | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class UplinkRule:
 class Uplinks:
     rules: tuple[UplinkRule, ...]
     count: int = 1
+    model_addresses: tuple[str, ...] = ()  # every PCI address the catalog knows for this model's ports
 
 
 @dataclass(frozen=True)

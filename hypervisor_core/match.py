@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hypervisor_core.config import UnitConfig, UplinkRule
+from hypervisor_core.config import PortRef, UnitConfig, UplinkRule
 from hypervisor_core.facts import Disk, Facts, Nic
 from hypervisor_core.identity import IdentitySpec
 
@@ -40,25 +40,33 @@ def check_identity(cfg: UnitConfig, facts: Facts) -> None:
         raise Refusal(f"wrong unit: this config is for serial {cfg.serial}, the box is serial {reported}")
 
 
-def _rule_candidates(rule: UplinkRule, nics: tuple[Nic, ...]) -> tuple[list[Nic], str | None]:
-    """NICs a rule may take, in port order; an error when driver-matched ports are ambiguous."""
+def _port_nics(port: PortRef, nics: tuple[Nic, ...], known: tuple[str, ...]) -> tuple[list[Nic], str | None]:
+    """The NIC(s) a catalog port is on this box, or why that cannot be told."""
+    if port.pci_addresses:
+        return [n for n in nics if n.pci_address in port.pci_addresses], None
+    # An option card's port: the position-th of the NICs with its driver that are not known embedded ports.
+    pool = sorted(
+        (n for n in nics if n.driver == port.driver and n.pci_address not in known),
+        key=lambda n: n.pci_address or n.name,
+    )
+    if not pool:
+        return [], None
+    if port.of is None or len(pool) != port.of:
+        names = ", ".join(f"{n.name} ({n.pci_address})" for n in pool)
+        return [], (
+            f"ambiguous: port {port.id} is one of {port.of} {port.driver} ports of the model, "
+            f"but this box has {len(pool)}: {names}"
+        )
+    return [pool[port.position or 0]], None
+
+
+def _rule_candidates(rule: UplinkRule, nics: tuple[Nic, ...], known: tuple[str, ...]) -> tuple[list[Nic], str | None]:
     chosen: list[Nic] = []
     for port in rule.ports:
-        if port.pci_addresses:
-            chosen += [n for n in nics if n.pci_address in port.pci_addresses]
-    by_driver = [p for p in rule.ports if not p.pci_addresses]
-    if by_driver:
-        drivers = {p.driver for p in by_driver}
-        pool = [
-            n
-            for n in nics
-            if n.driver in drivers and n not in chosen and not any(n.pci_address in p.pci_addresses for p in rule.ports)
-        ]
-        if len(pool) > len(by_driver):
-            names = ", ".join(f"{n.name} ({n.pci_address}, {n.driver})" for n in pool)
-            ports = ", ".join(p.id for p in by_driver)
-            return [], f"ambiguous: ports {ports} could be any of {names}"
-        chosen += pool
+        found, error = _port_nics(port, nics, known)
+        if error:
+            return [], error
+        chosen += [n for n in found if n not in chosen]
     return chosen, None
 
 
@@ -66,7 +74,7 @@ def resolve_uplinks(cfg: UnitConfig, facts: Facts) -> tuple[Nic, ...]:
     ups = cfg.management.uplinks
     picked: list[Nic] = []
     for i, rule in enumerate(ups.rules):
-        candidates, error = _rule_candidates(rule, facts.nics)
+        candidates, error = _rule_candidates(rule, facts.nics, ups.model_addresses)
         if error:
             raise Refusal(f"uplink rule {i + 1} is {error}")
         for nic in candidates:

@@ -37,16 +37,22 @@ class Compiled:
         return json.dumps(self.document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def _port_ref(port: Any, model: HardwareModel) -> dict[str, Any]:
+    addresses = [a for a in (port.pci_address, *port.alt_pci_addresses) if a]
+    ref: dict[str, Any] = {"id": port.id, "pci_addresses": addresses, "driver": port.driver}
+    if not addresses:
+        siblings = [n for n in model.nics if not n.pci_address and not n.alt_pci_addresses and n.driver == port.driver]
+        ref |= {"position": siblings.index(port), "of": len(siblings)}
+    return ref
+
+
 def _uplinks(p: ApplianceProfile, model: HardwareModel) -> dict[str, Any]:
     rules = []
     for rule in p.network.management.uplinks.select:
-        ports = [
-            {"id": n.id, "pci_addresses": [a for a in (n.pci_address, *n.alt_pci_addresses) if a], "driver": n.driver}
-            for n in model.nics
-            if port_matches(rule, n)
-        ]
+        ports = [_port_ref(n, model) for n in model.nics if port_matches(rule, n)]
         rules.append({"ports": ports, "min_speed_mbps": rule.min_speed_mbps, "link": rule.link})
-    return {"rules": rules, "count": p.network.management.uplinks.count}
+    known = sorted(a for n in model.nics for a in (n.pci_address, *n.alt_pci_addresses) if a)
+    return {"rules": rules, "count": p.network.management.uplinks.count, "model_addresses": known}
 
 
 def build_document(p: ApplianceProfile, model: HardwareModel, site_code: str, serial: str) -> dict[str, Any]:

@@ -44,14 +44,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture
 def golden(request: pytest.FixtureRequest):
-    """Compare text with a checked-in golden file: written when missing, a unified diff when different,
-    rewritten with --regenerate-golden."""
+    """Compare text with a checked-in golden file: a unified diff when different, a failure when missing (a new
+    case needs its golden reviewed and committed), rewritten with --regenerate-golden."""
     import difflib
 
     def check(path: Path, actual: str) -> None:
-        if request.config.getoption("--regenerate-golden") or not path.exists():
+        if request.config.getoption("--regenerate-golden"):
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(actual)
             return
+        if not path.exists():
+            pytest.fail(f"no golden file {path.relative_to(REPO)}: run pytest --regenerate-golden, review, commit")
         expected = path.read_text()
         if actual != expected:
             diff = "".join(

@@ -180,14 +180,16 @@ def test_refusals_change_nothing(case: str, unit: Path, tmp_path: Path) -> None:
 
         from .firstboot_kit import KEY
 
-        doc = seal(json.loads(raw), load_private_key(KEY))
+        doc = json.loads(raw)  # LOM2 at an address this box does not have (say, a board revision we never saw)
+        doc["management"]["uplinks"]["rules"][1]["ports"][0]["pci_addresses"] = ["0000:99:00.1"]
+        doc = seal(doc, load_private_key(KEY))
         from_dict(doc)
         raw = json.dumps(doc).encode()
         message = "uplinks: 2 wanted (LOM1; LOM2), found 1: enp4s0f0 (0000:04:00.0)"
     conn = libvirt.open(test_uri())
     root = tmp_path / "root"
     before = read_back(conn)
-    report, console = _boot(raw, facts_tree(dump, box_serial, tmp_path / "box", disks), root, conn)
+    _report, console = _boot(raw, facts_tree(dump, box_serial, tmp_path / "box", disks), root, conn)
     status = status_line(console)
     assert status["status"] == "FAILED"
     assert status["reason"].startswith(message), status["reason"]
