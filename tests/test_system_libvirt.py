@@ -57,7 +57,9 @@ storage:
   layout: mirror
   pool: {prefix}-pool
 security:
-  admins: [{{name: admin, ssh_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHr2u3vP0yXq8gS6h7wV0b3fJkL9mN1oP2qR4sT5uV6w a@b"]}}]
+  admins:
+    - name: admin
+      ssh_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHr2u3vP0yXq8gS6h7wV0b3fJkL9mN1oP2qR4sT5uV6w a@b"]
 branding: {{oem_name: CI, product: System test}}
 workloads:
   vms:
