@@ -117,6 +117,9 @@ class IdentitySpec:
         if fold(box.sys_vendor) not in {fold(m) for m in self.manufacturers}:
             return f"manufacturer is {box.sys_vendor!r}, expected one of {list(self.manufacturers)}"
         name = box.model_name
+        sku_model = _DELL_SKU_MODEL.search(box.product_sku or "")
+        if sku_model and name and fold(sku_model.group(1)) != fold(name):
+            return f"product {name!r} and SKU model {sku_model.group(1)!r} disagree"
         mt = box.machine_type
         known_mts = {m.upper() for m in self.machine_types}
         if name is not None:

@@ -264,7 +264,10 @@ def read_sysfs_dmi(folder: Path) -> DmiReport:
     for name in _SYSFS_FIELDS:
         f = folder / name
         if f.is_file():
-            values[name] = clean(_read_text(f).strip())
+            try:
+                values[name] = clean(_read_text(f).strip())
+            except UnreadableInput:
+                values[name] = None  # product_serial and product_uuid are root-only on a live box
     if not values.get("sys_vendor") and not values.get("product_name"):
         raise UnreadableInput(
             "not a /sys/class/dmi/id folder: neither sys_vendor nor product_name is there",

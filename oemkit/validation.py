@@ -46,13 +46,21 @@ def _inner_model(annotation: Any) -> Any:
     return None
 
 
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
-    # pydantic puts union branch names (`StaticAddress`, `literal['dhcp']`) into loc; they are not keys of the file
-    return tuple(p for p in loc if isinstance(p, int) or (isinstance(p, str) and not _is_branch(p)))
-
-
-def _is_branch(part: str) -> bool:
-    return part[:1].isupper() or part.startswith(("literal[", "function-", "str", "int", "list[", "dict["))
+def _clean_loc(loc: tuple[Any, ...], data: Any, missing: bool = False) -> tuple[str | int, ...]:
+    """pydantic puts union branch names (`StaticAddress`, `literal['dhcp']`, `function-after[...]`) into an error's
+    location; they are not keys of the document. Keep exactly the parts that walk the data, plus a last part
+    that names a missing or unknown key."""
+    out: list[str | int] = []
+    current = data
+    for i, part in enumerate(loc):
+        in_map = isinstance(current, dict) and isinstance(part, str) and part in current
+        in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        if in_map or in_list:
+            current = current[part]
+            out.append(part)
+        elif missing and i == len(loc) - 1 and isinstance(current, dict) and isinstance(part, str):
+            out.append(part)  # a required key that is missing
+    return tuple(out)
 
 
 # Keys that are refused with their own message rather than "unknown key".
@@ -64,24 +72,33 @@ REFUSED_KEYS = {
 _BRANCH_NOISE = {"literal_error", "model_type", "dict_type", "model_attributes_type", "string_type"}
 
 
-def _drop_union_noise(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _drop_union_noise(errors: list[dict[str, Any]], data: Any) -> list[dict[str, Any]]:
     """A union (`dhcp` or {address, gateway}) reports a miss for every branch; keep the branch the input chose."""
     out = []
     for err in errors:
-        loc = _clean_loc(err["loc"])
+        loc = _clean_loc(err["loc"], data, err["type"] == "missing")
         if err["type"] in _BRANCH_NOISE and any(
-            o is not err and _clean_loc(o["loc"])[: len(loc)] == loc and o["type"] not in _BRANCH_NOISE for o in errors
+            o is not err
+            and _clean_loc(o["loc"], data, o["type"] == "missing")[: len(loc)] == loc
+            and o["type"] not in _BRANCH_NOISE
+            for o in errors
         ):
             continue
         out.append(err)
     return out
 
 
-def problems_from(exc: ValidationError, locate: Locator, model: type[BaseModel]) -> list[Problem]:
+def problems_from(
+    exc: ValidationError,
+    locate: Locator,
+    model: type[BaseModel],
+    data: Any = None,
+    locate_missing: Locator | None = None,
+) -> list[Problem]:
     out: dict[tuple[str, str], Problem] = {}
-    for err in _drop_union_noise(exc.errors(include_url=False)):
-        loc = _clean_loc(err["loc"])
-        file, line, col = locate(loc)
+    for err in _drop_union_noise(exc.errors(include_url=False), data):
+        loc = _clean_loc(err["loc"], data, err["type"] == "missing")
+        file, line, col = (locate_missing or locate)(loc) if err["type"] == "missing" else locate(loc)
         hint = None
         msg = err["msg"]
         if err["type"] == "extra_forbidden" and loc[-1] in REFUSED_KEYS:
@@ -104,7 +121,7 @@ def problems_from(exc: ValidationError, locate: Locator, model: type[BaseModel])
 
 
 def validate(
-    model: type[M], data: Any, locate: Locator, root_file: str | None = None
+    model: type[M], data: Any, locate: Locator, root_file: str | None = None, locate_missing: Locator | None = None
 ) -> tuple[M | None, list[Problem]]:
     if not isinstance(data, dict):
         file, line, col = locate(())
@@ -115,4 +132,4 @@ def validate(
     try:
         return model.model_validate(data), []
     except ValidationError as exc:
-        return None, problems_from(exc, locate, model)
+        return None, problems_from(exc, locate, model, data, locate_missing)

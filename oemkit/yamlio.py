@@ -23,7 +23,8 @@ from oemkit.errors import OemkitError, UnreadableInput
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_BYTES = 4 * 1024 * 1024
 MAX_ALIASES = 256
-MAX_NODES = 200_000
+MAX_NODES = 50_000  # a large real profile has ~2,000 values
+MAX_DEPTH = 64  # real profiles nest about 6 deep; 10,000 levels crash parsers (stack overflow)
 Path_ = tuple[str | int, ...]
 
 _PLAIN_TAGS = {
@@ -101,9 +102,18 @@ def loads(text: str, file: str = "<string>") -> Document:
     if len(text) > MAX_BYTES:
         raise YamlError(f"document is {len(text)} characters; the limit is {MAX_BYTES}", file=file, line=1, column=1)
     try:
-        aliases = 0
+        aliases = depth = 0
         for event in yaml.parse(text, Loader=_Loader):
-            if isinstance(event, yaml.AliasEvent):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line, col = _mark(event)
+                    raise YamlError(
+                        f"nested more than {MAX_DEPTH} levels deep: refused", file=file, line=line, column=col
+                    )
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            elif isinstance(event, yaml.AliasEvent):
                 aliases += 1
                 if aliases > MAX_ALIASES:
                     line, col = _mark(event)
@@ -140,10 +150,12 @@ class _Walker:
         line, col = _mark(node)
         return YamlError(message, file=self.doc.file, line=line, column=col, hint=hint)
 
-    def walk(self, node: Any, path: Path_) -> Any:
+    def walk(self, node: Any, path: Path_, depth: int = 0) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise self._fail(node, f"more than {MAX_NODES} values: refused")
+            raise self._fail(node, f"more than {MAX_NODES} values (after expanding aliases): refused")
+        if depth > MAX_DEPTH:  # also catches an alias that refers to its own ancestor
+            raise self._fail(node, f"nested more than {MAX_DEPTH} levels deep: refused")
         self.doc.marks.setdefault(path, _mark(node))
         if node.tag == "tag:yaml.org,2002:timestamp" and isinstance(node, yaml.ScalarNode):
             return node.value  # an unquoted date stays the text the author wrote
@@ -154,21 +166,36 @@ class _Walker:
                 hint="remove the !tag; profiles hold data, never objects",
             )
         if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            self.constructor.flatten_mapping(node)  # merge keys (<<) become plain pairs
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
-                    raise self._fail(key_node, "keys must be plain strings")
-                key = key_node.value
-                if key in out:
-                    first = self.doc.key_marks.get((*path, key), (0, 0))[0]
-                    raise self._fail(key_node, f"duplicate key {key!r} (first set on line {first})")
-                self.doc.key_marks[(*path, key)] = _mark(key_node)
-                out[key] = self.walk(value_node, (*path, key))
-            return out
+            return self._mapping(node, path, depth)
         if isinstance(node, yaml.SequenceNode):
-            return [self.walk(item, (*path, i)) for i, item in enumerate(node.value)]
+            return [self.walk(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         try:
             return self.constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             raise self._fail(node, f"bad value: {exc}") from None
+
+    def _mapping(self, node: Any, path: Path_, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        merges = []
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                merges.append(value_node)
+                continue
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+                raise self._fail(key_node, "keys must be plain strings")
+            key = key_node.value
+            if key in out:
+                first = self.doc.key_marks.get((*path, key), (0, 0))[0]
+                raise self._fail(key_node, f"duplicate key {key!r} (first set on line {first})")
+            self.doc.key_marks[(*path, key)] = _mark(key_node)
+            out[key] = self.walk(value_node, (*path, key), depth + 1)
+        # Merge keys (<<) are expanded here, not by PyYAML: every merged value counts against MAX_NODES, so a
+        # merge-key bomb is refused like an alias bomb. Keys written in the mapping itself win.
+        for value_node in merges:
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for src in sources:
+                if not isinstance(src, yaml.MappingNode):
+                    raise self._fail(src, "<< (merge) takes a mapping or a list of mappings")
+                for key, value in self._mapping(src, path, depth + 1).items():
+                    out.setdefault(key, value)
+        return out

@@ -145,3 +145,65 @@ def test_no_generated_document_breaks_the_pipeline(doc, site, tmp_path_factory) 
         result = check(folder / "p.yaml", site_path, "SN1", REPO / "hardware_catalog").resolved
         for p in result.problems:
             assert p.line >= 1 and p.column >= 1 and p.file
+
+
+def test_a_typo_in_a_site_network_name_is_flagged(tmp_path: Path) -> None:
+    site = tmp_path / "s.yaml"
+    site.write_text(
+        "apiVersion: oemkit/v1\nkind: SiteOverlay\nprofile: test-branch\nsite: {code: s1, name: S}\n"
+        "overrides:\n  network:\n    guest:\n      - {name: lam, vlan: 120}\n"
+    )
+    res = check(BASE, site, None, None).resolved
+    assert [(p.severity, p.file, p.line, p.message) for p in res.problems] == [
+        ("warning", str(site), 8, "guest network 'lam' is used by no VM")
+    ]
+
+
+def test_a_bad_serial_is_a_problem_not_a_crash() -> None:
+    res = check(BASE, None, "a b!", None).resolved
+    assert [(p.path, p.message) for p in res.errors] == [
+        ("--serial", "serial 'a b!' is not 3-32 letters, digits and '-'")
+    ]
+
+
+def test_a_broken_catalog_is_reported_from_profile_checks(tmp_path: Path) -> None:
+    (tmp_path / "dell").mkdir()
+    (tmp_path / "dell" / "x.yaml").write_text("id: [\n")
+    checked = check(BASE, None, None, tmp_path)
+    assert checked.unreadable and any("x.yaml" in p.file for p in checked.resolved.errors)
+
+
+def test_merge_keys_work_and_explicit_keys_win() -> None:
+    doc = loads("base: &b {x: 1, y: 2}\nthing:\n  <<: *b\n  y: 3\n", "m.yaml")
+    assert doc.data["thing"] == {"x": 1, "y": 3}
+
+
+def test_identify_refuses_a_sku_that_contradicts_the_name() -> None:
+    from hypervisor_core.identity import SmbiosIdentity
+
+    box = SmbiosIdentity(
+        sys_vendor="Dell Inc.", product_name="PowerEdge R740", product_sku="SKU=0715;ModelName=PowerEdge R740xd"
+    )
+    assert _catalog.identify(box).model_id is None
+
+
+def test_unreadable_serial_on_a_live_box_is_null(tmp_path: Path, monkeypatch) -> None:
+    from oemkit import dmi
+
+    folder = tmp_path / "id"
+    folder.mkdir()
+    (folder / "sys_vendor").write_text("Dell Inc.\n")
+    (folder / "product_name").write_text("PowerEdge R650\n")
+    (folder / "product_serial").write_text("SECRET\n")
+    real = dmi._read_text
+
+    def root_only(path: Path) -> str:
+        if path.name == "product_serial":  # as for a non-root user on a real box
+            raise dmi.UnreadableInput("cannot read: Permission denied", file=str(path))
+        return real(path)
+
+    monkeypatch.setattr(dmi, "_read_text", root_only)
+    report = dmi.read_report(folder)
+    assert (
+        report.identity.product_serial is None and _catalog.identify(report.identity).model_id == "dell-poweredge-r650"
+    )

@@ -42,7 +42,10 @@ def _complete_model(incomplete: str) -> list[str]:
 @app.command()
 def validate(
     ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(help="Profiles, or site overlays (their profile is found beside).")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(metavar="PATH...", help="Profiles, or site overlays (their profile is found beside)."),
+    ],
     site: SiteOpt = None,
     serial: SerialOpt = None,
     unit: UnitOpt = None,
@@ -63,7 +66,7 @@ def validate(
             errors, warnings = r.resolved.errors, r.resolved.warnings
             for p in errors + warnings:
                 sys.stdout.write(f"{p}\n")
-            verdict = "invalid" if errors else "valid"
+            verdict = "unreadable" if r.unreadable else "invalid" if errors else "valid"
             counts = ", ".join(
                 f"{n} {w}{'s' if n != 1 else ''}" for n, w in ((len(errors), "error"), (len(warnings), "warning")) if n
             )
@@ -76,7 +79,7 @@ def validate(
 @app.command()
 def show(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="A profile.")],
+    path: Annotated[Path, typer.Argument(metavar="PROFILE", help="A profile.")],
     site: SiteOpt = None,
     serial: SerialOpt = None,
     unit: UnitOpt = None,
@@ -88,20 +91,39 @@ def show(
 
     r = check(path, site, serial, _catalog_dir(ctx), unit)
     if r.resolved.errors or r.resolved.profile is None:
+        if as_json:
+            emit_json({"problems": [p.to_dict() for p in r.resolved.problems]})
         for p in r.resolved.errors:
             sys.stderr.write(f"{p}\n")
         raise typer.Exit(EXIT_UNREADABLE if r.unreadable else EXIT_NO)
-    data = r.resolved.profile.model_dump(mode="json", exclude_none=True)
-    origins = {_fmt(k): f"{o.file}:{o.line}:{o.column}" for k, o in r.resolved.origins.items() if k}
+    res = r.resolved
+    data = res.profile.model_dump(mode="json", exclude_none=True)
+    origins = {_fmt(k): f"{o.file}:{o.line}:{o.column}" for k, o in res.origins.items() if k}
+    unit_info: dict[str, Any] = {}
+    if res.site is not None:
+        unit_info["site"] = res.site.site.model_dump(mode="json", exclude_none=True)
+    if res.site is not None and res.unit is not None:
+        from oemkit.profile.lint import render_hostname
+
+        unit_info["serial"] = res.unit.serial
+        unit_info["hostname"] = render_hostname(
+            res.profile.host.hostname, res.site.site.code, res.unit.serial, res.profile.models[0]
+        )
     if as_json:
-        emit_json({"profile": data, "origins": origins} if origin else data)
+        out = {"profile": data, "origins": origins} if origin else dict(data)
+        if unit_info:
+            out["resolved"] = unit_info
+        emit_json(out)
         return
     import yaml
 
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
     if origin:
         text = _annotate_yaml(data, r.resolved.origins)
-    sys.stdout.write(f"# {r.label}\n{text}")
+    header = f"# {r.label}\n"
+    if unit_info:
+        header += "".join(f"# {k}: {json.dumps(v)}\n" for k, v in unit_info.items())
+    sys.stdout.write(header + text)
 
 
 def _fmt(path: tuple[Any, ...]) -> str:
@@ -218,12 +240,27 @@ def init(
 ) -> None:
     """Write a commented profile for MODEL that validates as it is, to edit from there."""
     import difflib
+    import re
 
     from oemkit.catalog.store import load_catalog
     from oemkit.errors import OemkitError
+    from oemkit.problems import ProblemsError
     from oemkit.profile.scaffold import scaffold
+    from oemkit.profile.schema_v1 import Metadata
 
-    catalog = load_catalog(_catalog_dir(ctx))
+    if not re.match(Metadata.model_fields["name"].metadata[0].pattern, name):
+        fail(
+            OemkitError(
+                f"--name {name!r} is not a profile name: lowercase letters, digits and '-', up to 31, "
+                "starting with a letter"
+            ),
+            as_json=False,
+            code=EXIT_UNREADABLE,
+        )
+    try:
+        catalog = load_catalog(_catalog_dir(ctx))
+    except ProblemsError as exc:
+        fail(exc, as_json=False)
     hw = catalog.get(model)
     if hw is None:
         close = difflib.get_close_matches(model, catalog.ids, n=1, cutoff=0.5)
@@ -241,5 +278,8 @@ def init(
         return
     if output.exists():
         fail(OemkitError("exists; not overwriting", file=str(output)), as_json=False, code=EXIT_NO)
-    output.write_text(text)
+    try:
+        output.write_text(text)
+    except OSError as exc:
+        fail(OemkitError(f"cannot write: {exc.strerror}", file=str(output)), as_json=False, code=EXIT_UNREADABLE)
     sys.stderr.write(f"wrote {output}; check it with: oemkit profile validate {output}\n")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from oemkit.problems import Problem
 from oemkit.profile.resolve import Resolved, kind_of, read_document, resolve, validate_layer
-from oemkit.profile.schema_v1 import UnitOverlay
+from oemkit.profile.schema_v1 import SERIAL_PATTERN, UnitOverlay
 from oemkit.yamlio import Document
+
+SERIAL = re.compile(SERIAL_PATTERN)
 
 
 @dataclass
@@ -23,16 +26,17 @@ class Checked:
         return f"{self.profile_path} + {self.site_path}" if self.site_path else str(self.profile_path)
 
 
-def find_profile(site_path: Path, name: str) -> Path | None:
-    """The profile a site overlay names: profiles/sites/x.yaml → profiles/*.yaml with that metadata.name."""
+def find_profile(site_path: Path, name: str) -> list[Path]:
+    """Profiles a site overlay may mean: profiles/sites/x.yaml → profiles/*.yaml with that metadata.name."""
+    found = []
     for folder in (site_path.parent.parent, site_path.parent):
         for candidate in sorted(folder.glob("*.yaml")):
             doc, _ = read_document(candidate)
             if doc is not None and kind_of(doc) == "ApplianceProfile":
                 meta = doc.data.get("metadata")
                 if isinstance(meta, dict) and meta.get("name") == name:
-                    return candidate
-    return None
+                    found.append(candidate)
+    return found
 
 
 def _unit_layer(
@@ -40,7 +44,15 @@ def _unit_layer(
 ) -> tuple[UnitOverlay | None, Document | None, list[Problem]]:
     """The unit layer: a UnitOverlay file (serial + overrides from an order), or just --serial."""
     if unit_path is None:
-        return (UnitOverlay(serial=serial) if serial else None), None, []
+        if not serial:
+            return None, None, []
+        if not SERIAL.match(serial):
+            return (
+                None,
+                None,
+                [Problem("(command line)", 1, 1, "--serial", f"serial {serial!r} is not 3-32 letters, digits and '-'")],
+            )
+        return UnitOverlay(serial=serial), None, []
     doc, problems = read_document(unit_path)
     if doc is None:
         return None, None, problems
@@ -60,9 +72,15 @@ def check(
     doc, problems = read_document(path)
     if doc is not None and kind_of(doc) == "SiteOverlay" and site is None:
         name = doc.data.get("profile")
-        profile = find_profile(path, name) if isinstance(name, str) else None
-        if profile is None:
+        profiles = find_profile(path, name) if isinstance(name, str) else []
+        if len(profiles) != 1:
             line, col = doc.locate(("profile",))
+            where = f"{path.parent.parent} or {path.parent}"
+            message = (
+                f"no profile named {name!r} found in {where}"
+                if not profiles
+                else f"{len(profiles)} profiles are named {name!r}: {', '.join(map(str, profiles))}"
+            )
             res = Resolved(
                 problems=[
                     Problem(
@@ -70,13 +88,13 @@ def check(
                         line,
                         col,
                         "profile",
-                        f"no profile named {name!r} found in {path.parent.parent} or {path.parent}",
+                        message,
                         hint="validate it as: oemkit profile validate PROFILE --site SITE",
                     )
                 ]
             )
             return Checked(path, None, res, unreadable=False)
-        path, site = profile, path
+        path, site = profiles[0], path
     unit, unit_doc, unit_problems = _unit_layer(unit_path, serial)
     if unit_problems:
         res = Resolved(problems=unit_problems)
@@ -85,8 +103,13 @@ def check(
     unreadable = any(p.path == "(document)" for p in res.problems)
     if not res.errors and res.profile is not None:
         from oemkit.catalog.store import load_catalog
+        from oemkit.problems import ProblemsError
         from oemkit.profile.lint import lint
 
-        lint(res, load_catalog(catalog_dir))
+        try:
+            lint(res, load_catalog(catalog_dir))
+        except ProblemsError as exc:  # the catalog itself is broken: its problems, located in its files
+            res.problems += exc.problems
+            return Checked(path, site, res, unreadable=True)
     res.problems.sort(key=lambda p: (p.severity != "error", p))
     return Checked(path, site, res, unreadable)

@@ -24,6 +24,7 @@ class Origin:
     file: str
     line: int
     column: int
+    layer: int = 0  # 0 base profile, 1 site overlay, 2 unit
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Node:
     origin: Origin
 
 
-def annotate(doc: Document, prefix: Path_ = ()) -> Node | None:
+def annotate(doc: Document, prefix: Path_ = (), layer: int = 0) -> Node | None:
     """The subtree of `doc` at `prefix` as Nodes carrying their origin; None if the prefix is not there."""
     data: Any = doc.data
     for part in prefix:
@@ -41,17 +42,37 @@ def annotate(doc: Document, prefix: Path_ = ()) -> Node | None:
         if not (in_map or in_list):
             return None
         data = data[part]
-    return _annotate(doc, data, prefix)
+    return _annotate(doc, data, prefix, layer)
 
 
-def _annotate(doc: Document, data: Any, path: Path_) -> Node:
+def _annotate(doc: Document, data: Any, path: Path_, layer: int) -> Node:
     line, col = doc.locate(path)
-    origin = Origin(doc.file, line, col)
+    origin = Origin(doc.file, line, col, layer)
     if isinstance(data, dict):
-        return Node({k: _annotate(doc, v, (*path, k)) for k, v in data.items()}, origin)
+        return Node({k: _annotate(doc, v, (*path, k), layer) for k, v in data.items()}, origin)
     if isinstance(data, list):
-        return Node([_annotate(doc, v, (*path, i)) for i, v in enumerate(data)], origin)
+        return Node([_annotate(doc, v, (*path, i), layer) for i, v in enumerate(data)], origin)
     return Node(data, origin)
+
+
+def duplicate_names(node: Node, path: Path_ = ()) -> list[tuple[Path_, Origin, str, int]]:
+    """Items of a named list that share a name, in one layer: (path, where, name, index of the first).
+    Found per layer because merging by name would otherwise fold the two silently into one."""
+    found: list[tuple[Path_, Origin, str, int]] = []
+    if isinstance(node.value, dict):
+        for key, child in node.value.items():
+            found += duplicate_names(child, (*path, key))
+    elif isinstance(node.value, list):
+        if _keyed(node.value):
+            first: dict[str, int] = {}
+            for i, item in enumerate(node.value):
+                name = item.value["name"].value
+                if name in first:
+                    found.append(((*path, i, "name"), item.value["name"].origin, name, first[name]))
+                first.setdefault(name, i)
+        for i, item in enumerate(node.value):
+            found += duplicate_names(item, (*path, i))
+    return found
 
 
 def _keyed(items: list[Node]) -> bool:
@@ -99,6 +120,20 @@ def flatten(node: Node) -> tuple[Any, dict[Path_, Origin]]:
         return n.value
 
     return walk(node, ()), origins
+
+
+def locate_latest(origins: dict[Path_, Origin], path: Path_) -> Origin:
+    """Where the value at `path` was last changed: for a map or list assembled from several layers, the line in
+    the latest layer that set something inside it (a site that breaks a cross-field rule is pointed at)."""
+    own = locate(origins, path)
+    n = len(path)
+    inside = [o for p, o in origins.items() if p[:n] == tuple(path)]
+    if not inside:
+        return own
+    latest = max(o.layer for o in inside)
+    if own.layer == latest:
+        return own
+    return min((o for o in inside if o.layer == latest), key=lambda o: (o.line, o.column))
 
 
 def locate(origins: dict[Path_, Origin], path: Path_) -> Origin:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from oemkit.profile.schema_v1 import ApplianceProfile, DiskRule, PortRule
@@ -46,22 +45,8 @@ def lint(res: Resolved, catalog: Catalog) -> None:
         _capacity(res, p, model)
 
 
-def _duplicates(res: Resolved, items: Iterable[object], path: tuple[str | int, ...], what: str) -> None:
-    seen: dict[str, int] = {}
-    for i, item in enumerate(items):
-        name = item.name  # type: ignore[attr-defined]
-        if name in seen:
-            res.problem((*path, i, "name"), f"{what} {name!r} is defined twice (first at {path[-1]}[{seen[name]}])")
-        else:
-            seen[name] = i
-
-
 def _names(res: Resolved, p: ApplianceProfile) -> None:
-    _duplicates(res, p.network.guest, ("network", "guest"), "guest network")
-    _duplicates(res, p.security.admins, ("security", "admins"), "admin")
-    _duplicates(res, p.workloads.vms, ("workloads", "vms"), "VM")
-    for v, vm in enumerate(p.workloads.vms):
-        _duplicates(res, vm.disks, ("workloads", "vms", v, "disks"), "disk")
+    # Duplicate names are found per layer, before merging (resolve.py): a merge by name would hide them here.
     orders: dict[int, str] = {}
     for v, vm in enumerate(p.workloads.vms):
         if vm.autostart and vm.start_order in orders:
@@ -76,6 +61,15 @@ def _names(res: Resolved, p: ApplianceProfile) -> None:
 
 def _references(res: Resolved, p: ApplianceProfile) -> None:
     defined = [n.name for n in p.network.guest]
+    used = {net for vm in p.workloads.vms for net in vm.networks}
+    for g, net in enumerate(p.network.guest):
+        if net.name not in used and p.workloads.vms:
+            res.problem(
+                ("network", "guest", g, "name"),
+                f"guest network {net.name!r} is used by no VM",
+                "warning",
+                hint="a typo in a site overlay's name adds a new network instead of changing one",
+            )
     for v, vm in enumerate(p.workloads.vms):
         for j, net in enumerate(vm.networks):
             if net not in defined:

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from oemkit.errors import OemkitError
 from oemkit.problems import Problem, format_path
-from oemkit.profile.layers import Node, Origin, annotate, flatten, locate, merge
+from oemkit.profile.layers import Node, Origin, annotate, duplicate_names, flatten, locate, locate_latest, merge
 from oemkit.profile.schema_v1 import ApplianceProfile, SiteOverlay, UnitOverlay
 from oemkit.validation import doc_locator, validate
 from oemkit.yamlio import Document, load_file
@@ -42,7 +42,7 @@ class Resolved:
         return [p for p in self.problems if p.severity == "warning"]
 
     def problem(self, path: tuple[str | int, ...], message: str, severity: str = "error", hint: str | None = None):
-        o = locate(self.origins, path)
+        o = locate_latest(self.origins, path)
         self.problems.append(Problem(o.file, o.line, o.column, format_path(path), message, severity, hint))  # type: ignore[arg-type]
 
 
@@ -128,6 +128,7 @@ def resolve(
         out.problems += problems
         return out
     tree: Node | None = annotate(base_doc)
+    layers: list[tuple[Node, tuple[str | int, ...]]] = [(tree, ())]
     site_doc = None
     if site_path is not None:
         site_doc, problems = read_document(site_path)
@@ -154,15 +155,36 @@ def resolve(
                 )
             )
             return out
-        overrides = annotate(site_doc, ("overrides",))
+        overrides = annotate(site_doc, ("overrides",), layer=1)
         if overrides is not None and isinstance(overrides.value, dict):
             tree = merge(tree, overrides)
+            layers.append((overrides, ("overrides",)))
     if unit_doc is not None:
-        overrides = annotate(unit_doc, ("overrides",))
+        overrides = annotate(unit_doc, ("overrides",), layer=2)
         if overrides is not None and isinstance(overrides.value, dict):
             tree = merge(tree, overrides)
+            layers.append((overrides, ("overrides",)))
+    for layer, _ in layers:
+        for path, o, name, first in duplicate_names(layer):
+            from oemkit.problems import format_path as _fmt
+
+            out.problems.append(
+                Problem(
+                    o.file,
+                    o.line,
+                    o.column,
+                    _fmt(path),
+                    f"{name!r} appears twice in this list (first at [{first}]): "
+                    "named items merge by name, so one would silently replace the other",
+                )
+            )
     out.data, out.origins = flatten(tree)
-    out.profile, problems = validate(ApplianceProfile, out.data, lambda p: _as_tuple(locate(out.origins, p)))
+    out.profile, problems = validate(
+        ApplianceProfile,
+        out.data,
+        lambda p: _as_tuple(locate_latest(out.origins, p)),
+        locate_missing=lambda p: _as_tuple(locate(out.origins, p)),
+    )
     out.problems += problems
     for path in _site_values(ApplianceProfile, out.data):
         if out.site is None:

@@ -24,12 +24,17 @@ _CRYPT = re.compile(r"^\$(?:6|5|y|2b|2y|gy)\$[./A-Za-z0-9$=,]{8,}$")
 SITE_VALUE = {"x-site-value": True}
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeio" else "a"
+
+
 def _site_value(description: str) -> Any:
     return Field(None, description=description + " May be left to the site overlay.", json_schema_extra=SITE_VALUE)
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "4" is not 4 and "yes" is not true — the CLI and the published JSON Schema agree on types
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def _hostname(value: str) -> str:
@@ -46,6 +51,26 @@ def _hostname_template(value: str) -> str:
                 f"unknown placeholder {{{name}}}; use {', '.join('{' + p + '}' for p in HOSTNAME_PLACEHOLDERS)}"
             )
     _hostname(_TEMPLATE_PART.sub("x", value))
+    return value
+
+
+def _timezone(value: str) -> str:
+    import zoneinfo
+
+    known = zoneinfo.available_timezones()
+    if known and value not in known:  # no tz database on this machine: nothing to check against
+        import difflib
+
+        close = difflib.get_close_matches(value, sorted(known), n=1)
+        raise ValueError(f"unknown time zone {value!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    return value
+
+
+def _text(value: str) -> str:
+    """Console text: no control characters (escape sequences could hide the "powered by" line)."""
+    bad = [c for c in value if (ord(c) < 32 and c not in "\n\t") or 127 <= ord(c) < 160]
+    if bad:
+        raise ValueError(f"control character {bad[0]!r} is not allowed in console text")
     return value
 
 
@@ -98,7 +123,7 @@ class Host(Strict):
     hostname: Annotated[str, AfterValidator(_hostname_template)] = Field(
         description="Host name template; placeholders {site}, {serial}, {model}. E.g. br-{site}-{serial}.",
     )
-    timezone: str | None = _site_value("IANA time zone, e.g. Europe/Berlin.")
+    timezone: Annotated[str, AfterValidator(_timezone)] | None = _site_value("IANA time zone, e.g. Europe/Berlin.")
     ntp: list[Hostname | IPAddress] = Field(default_factory=list, description="NTP servers.")
     dns: Dns = Field(default_factory=Dns)
 
@@ -157,9 +182,9 @@ class GuestNetwork(Strict):
         if self.mode == "bridge" and self.cidr:
             raise ValueError("a bridge network takes its addresses from the site LAN: remove cidr")
         if self.mode != "bridge" and self.cidr is None:
-            raise ValueError(f"a {self.mode} network needs a cidr")
+            raise ValueError(f"{_article(self.mode)} {self.mode} network needs a cidr")
         if self.mode != "bridge" and self.vlan is not None:
-            raise ValueError(f"a {self.mode} network is host-internal: remove vlan")
+            raise ValueError(f"{_article(self.mode)} {self.mode} network is host-internal: remove vlan")
         return self
 
 
@@ -238,10 +263,12 @@ class Management(Strict):
 
 
 class Branding(Strict):
-    oem_name: str = Field(min_length=1, max_length=64)
-    product: str = Field(min_length=1, max_length=64)
+    oem_name: Annotated[str, AfterValidator(_text)] = Field(min_length=1, max_length=64)
+    product: Annotated[str, AfterValidator(_text)] = Field(min_length=1, max_length=64)
     support_url: Url | None = None
-    banner: str | None = Field(None, max_length=2000, description="Console banner; the 'powered by' line follows it.")
+    banner: Annotated[str, AfterValidator(_text)] | None = Field(
+        None, max_length=2000, description="Console banner; the 'powered by' line follows it."
+    )
 
     @computed_field(description="Fixed: the hypervisor maker stays visible on every box. Not settable.")
     @property
@@ -322,10 +349,13 @@ class SiteOverlay(Strict):
     overrides: dict[str, Any] = Field(default_factory=dict, description="Profile values for this site (deep-merged).")
 
 
+SERIAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{2,31}$"
+
+
 class UnitOverlay(Strict):
     """Per-unit values: the serial and optional overrides (from an order)."""
 
     apiVersion: Literal["oemkit/v1"] = API_VERSION
     kind: Literal["UnitOverlay"] = "UnitOverlay"
-    serial: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{2,31}$")
+    serial: str = Field(pattern=SERIAL_PATTERN)
     overrides: dict[str, Any] = Field(default_factory=dict)
