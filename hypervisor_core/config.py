@@ -8,6 +8,7 @@ with the factory's public key. The factory (oemkit.compile) builds and signs it;
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import types
@@ -224,6 +225,11 @@ def signed_bytes(data: dict[str, Any]) -> bytes:
     return canonical({k: v for k, v in data.items() if k != "signature"})
 
 
+@functools.cache
+def _hints(tp: type) -> dict[str, Any]:
+    return typing.get_type_hints(tp)  # evaluating annotations is slow; every unit of an order needs the same
+
+
 def _build(tp: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is typing.Union or origin is types.UnionType:
@@ -249,7 +255,7 @@ def _build(tp: Any, value: Any, path: str) -> Any:
     if is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected an object")
-        hints = typing.get_type_hints(tp)
+        hints = _hints(tp)
         known = {f.name for f in fields(tp)}
         unknown = sorted(set(value) - known)
         if unknown:

@@ -111,7 +111,7 @@ def compile_unit(
     model_id: str | None = None,
     unit_file: Path | None = None,
 ) -> Compiled:
-    checked: Checked = check(profile, site, serial, catalog.root, unit_file)
+    checked: Checked = check(profile, site, serial, catalog.root, unit_file, catalog=catalog)
     res = checked.resolved
     if res.errors or res.profile is None or res.site is None:
         return Compiled(serial, res.errors or res.problems)

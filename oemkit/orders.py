@@ -92,7 +92,7 @@ def compile_orders(orders: Path, key: Ed25519PrivateKey, catalog: Catalog, out_d
         seen[serial.lower()] = line
         pair = ((base / row["profile"]).resolve(), (base / row["site"]).resolve())
         if pair not in pairs:
-            pairs[pair] = check(pair[0], pair[1], None, catalog.root)
+            pairs[pair] = check(pair[0], pair[1], None, catalog.root, catalog=catalog)
         res = pairs[pair].resolved
         if res.errors or res.profile is None or res.site is None:
             result.problems += res.errors or res.problems

@@ -4,3 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python scripts/bench.py --write "$@"
+.venv/bin/python scripts/bench_firstboot.py --write

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from oemkit.problems import Problem
 from oemkit.profile.resolve import Resolved, kind_of, read_document, resolve, validate_layer
@@ -12,6 +13,9 @@ from oemkit.profile.schema_v1 import SERIAL_PATTERN, UnitOverlay
 from oemkit.yamlio import Document
 
 SERIAL = re.compile(SERIAL_PATTERN)
+
+if TYPE_CHECKING:
+    from oemkit.catalog.store import Catalog
 
 
 @dataclass
@@ -65,7 +69,12 @@ def _unit_layer(
 
 
 def check(
-    path: Path, site: Path | None, serial: str | None, catalog_dir: Path | None, unit_path: Path | None = None
+    path: Path,
+    site: Path | None,
+    serial: str | None,
+    catalog_dir: Path | None,
+    unit_path: Path | None = None,
+    catalog: Catalog | None = None,
 ) -> Checked:
     """Validate `path` (a profile, or a site overlay whose profile is found beside it) with an optional site
     and unit layer."""
@@ -107,7 +116,7 @@ def check(
         from oemkit.profile.lint import lint
 
         try:
-            lint(res, load_catalog(catalog_dir))
+            lint(res, catalog or load_catalog(catalog_dir))
         except ProblemsError as exc:  # the catalog itself is broken: its problems, located in its files
             res.problems += exc.problems
             return Checked(path, site, res, unreadable=True)

@@ -7,6 +7,7 @@ hardware catalog live in lint.py.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Annotated, Any, Literal
@@ -54,10 +55,15 @@ def _hostname_template(value: str) -> str:
     return value
 
 
-def _timezone(value: str) -> str:
+@functools.cache
+def _known_timezones() -> frozenset[str]:
     import zoneinfo
 
-    known = zoneinfo.available_timezones()
+    return frozenset(zoneinfo.available_timezones())  # walks the tz database: once per process
+
+
+def _timezone(value: str) -> str:
+    known = _known_timezones()
     if known and value not in known:  # no tz database on this machine: nothing to check against
         import difflib
 
