@@ -68,9 +68,10 @@ def run(
     def finish(
         status: str, cfg: config.UnitConfig | None, reason: str | None, write: bool = True, **extra: Any
     ) -> dict[str, Any]:
-        doc = _status_doc(status, cfg, reason, steps, **extra)
+        doc = _status_doc(status, cfg, reason, steps)  # the console line: the contract, and nothing more
         report = {
             **doc,
+            **extra,
             "steps": [asdict(s) for s in steps],
             "agent": __version__,
             "started": round(started, 3),

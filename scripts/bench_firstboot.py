@@ -145,9 +145,20 @@ def main() -> None:
         (Path(tmp) / "a").mkdir()
         (Path(tmp) / "b").mkdir()
         lines = bench_orders(Path(tmp) / "a") + bench_firstboot(Path(tmp) / "b")
-    text = "\n".join([BEGIN, "", f"Measured {time.strftime('%Y-%m-%d')} on this project's machine (2 cores); first "
-                      "boot is the median of 15 runs.", "", "| benchmark | time | vs floor |", "|---|---:|---:|",
-                      *lines, "", END])
+    text = "\n".join(
+        [
+            BEGIN,
+            "",
+            f"Measured {time.strftime('%Y-%m-%d')} on this project's machine (2 cores); first "
+            "boot is the median of 15 runs.",
+            "",
+            "| benchmark | time | vs floor |",
+            "|---|---:|---:|",
+            *lines,
+            "",
+            END,
+        ]
+    )
     print(text)
     if "--write" in sys.argv:
         doc_path = REPO / "docs" / "benchmarks.md"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job so far, end to end with the real CLI: show the catalog, tell real servers apart by what they report
-# about themselves (each dump copied to a neutral name: identify reads content, not names), then check an example
-# appliance profile with its site overlay, and see how a mistake is reported.
+# about themselves (each dump copied to a neutral name: identify reads content, not names), check an example
+# appliance profile with its site overlay, see how a mistake is reported, then seal a unit config for one serial,
+# preview its first boot on a real server's dump, and run the real first-boot agent against libvirt's test driver.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 oemkit=".venv/bin/oemkit"
@@ -26,3 +27,11 @@ step "$oemkit" profile validate profiles/retail-branch.yaml --site profiles/site
 step "$oemkit" profile show profiles/retail-branch.yaml --site profiles/sites/retail-muc02.yaml --origin
 step "$oemkit" profile validate tests/data/profiles/broken/site-breaks-capacity.yaml \
     --site tests/data/profiles/broken/site-breaks-capacity.site.yaml   # exit 1: located in the site file
+
+step "$oemkit" keys init --dir "$work/keys"
+step "$oemkit" compile profiles/retail-branch.yaml --site profiles/sites/retail-ber01.yaml --serial J30ABC12 \
+    --key "$work/keys/signing.key" -o "$work/J30ABC12.json"
+step "$oemkit" firstboot preview "$work/J30ABC12.json" --pubkey "$work/keys/signing.pub" --facts "$work/unit-0001.txt"
+step "$oemkit" facts from-dmi "$work/unit-0001.txt" --serial J30ABC12 -o "$work/box"
+step "$oemkit" firstboot run "$work/J30ABC12.json" --pubkey "$work/keys/signing.pub" --facts "$work/box" \
+    --root "$work/root"

@@ -53,6 +53,7 @@ def test_first_boot_ready_then_already_done(unit: Path, tmp_path: Path) -> None:
     report, console = _boot(unit.read_bytes(), facts, tmp_path / "root", conn)
     status = status_line(console)
     assert status["status"] == "READY", status
+    assert set(status) == {"status", "model", "serial", "reason", "steps"}  # the console contract, exactly
     assert (status["model"], status["serial"], status["reason"]) == ("dell-poweredge-r650", SERIAL, None)
     assert [s["id"] for s in status["steps"]][:3] == ["host.machine-id", "host.ssh-host-keys", "host.hostname"]
     assert console.splitlines()[0] == "==== Northwind Retail Systems Northwind StoreBox ===="

@@ -192,15 +192,44 @@ def run(
     report = firstboot.run(
         raw, public, root, open_connection, box, force, live=False, out=sys.stderr if as_json else sys.stdout
     )
-    if as_json:
-        from hypervisor_core.backends.libvirt import read_back
+    from hypervisor_core.backends.libvirt import read_back
 
-        conn = holder.get("conn")
-        if conn is None:
-            try:
-                conn = open_connection()
-            except Exception:
-                conn = None
-        report["libvirt"] = read_back(conn) if conn is not None else None
+    conn = holder.get("conn")
+    if conn is None:
+        try:
+            conn = open_connection()
+        except Exception:  # libvirt unreachable: the report already says so
+            conn = None
+    held = read_back(conn) if conn is not None else None
+    if as_json:
+        report["libvirt"] = held
         emit_json(report)
+    elif held is not None:
+        _summary(held)
     raise typer.Exit(EXIT_OK if report["status"] == "READY" else EXIT_NO)
+
+
+def _summary(held: dict[str, Any]) -> None:
+    """What libvirt holds after the run, read back from libvirt itself, for a person."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from oemkit.cli.output import console
+
+    table = Table(title=f"libvirt now holds ({held['uri']})", title_justify="left")
+    for col in ("kind", "name", "state", "autostart", "details"):
+        table.add_column(col)
+    yes = {True: "yes", False: "no"}
+    for d in held["domains"]:
+        table.add_row("domain", Text(d["name"]), "running" if d["running"] else "shut off", yes[d["autostart"]], "")
+    for n in held["networks"]:
+        table.add_row("network", Text(n["name"]), "active" if n["active"] else "inactive", yes[n["autostart"]], "")
+    for p in held["pools"]:
+        table.add_row(
+            "pool",
+            Text(p["name"]),
+            "active" if p["active"] else "inactive",
+            yes[p["autostart"]],
+            Text(", ".join(p["volumes"])),
+        )
+    console().print(table)
