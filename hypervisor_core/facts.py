@@ -12,22 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hypervisor_core.identity import SmbiosIdentity, clean
+from hypervisor_core.identity import DMI_FIELDS, SmbiosIdentity, clean
 
-_DMI_FIELDS = (
-    "sys_vendor",
-    "product_name",
-    "product_version",
-    "product_sku",
-    "product_family",
-    "product_serial",
-    "product_uuid",
-    "board_vendor",
-    "board_name",
-    "chassis_type",
-    "bios_vendor",
-    "bios_version",
-)
 _SKIP_BLOCK = ("loop", "ram", "dm-", "sr", "zram", "md", "nbd", "fd")
 
 
@@ -110,7 +96,7 @@ def _link_name(path: Path) -> str | None:
 
 def _dmi(root: Path) -> SmbiosIdentity:
     base = root / "sys/class/dmi/id"
-    return SmbiosIdentity(**{name: clean(_read(base / name)) for name in _DMI_FIELDS})
+    return SmbiosIdentity(**{name: clean(_read(base / name)) for name in DMI_FIELDS})
 
 
 def _cpu(root: Path) -> tuple[int, tuple[str, ...]]:

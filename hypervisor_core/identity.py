@@ -104,6 +104,10 @@ class SmbiosIdentity:
         return " ".join(name.split()) or None
 
 
+# The /sys/class/dmi/id files, in the order above: SmbiosIdentity's fields are named after them.
+DMI_FIELDS = tuple(SmbiosIdentity.__dataclass_fields__)
+
+
 @dataclass(frozen=True)
 class IdentitySpec:
     """How one hardware model identifies itself: manufacturer spellings, model names, machine types."""

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from hypervisor_core.config import UnitConfig
+from hypervisor_core.config import UnitConfig, plain
 from hypervisor_core.facts import Facts
 from hypervisor_core.match import Resolution
 from hypervisor_core.render import bridge_name, domain_xml, network_xml, pool_xml, volume_name, volume_xml
@@ -30,15 +30,7 @@ class Step:
         return dict(self.args)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "args": _plain(self.params)}
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v
+        return {"id": self.id, "kind": self.kind, "args": plain(self.params)}
 
 
 def _step(step_id: str, kind: str, **args: Any) -> Step:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypervisor_core.identity import SmbiosIdentity, clean
+from hypervisor_core.identity import DMI_FIELDS, SmbiosIdentity, clean
 from oemkit.errors import UnreadableInput
 
 # A dump is a few hundred KiB at most; anything far larger is not a dmidecode dump and must not eat memory.
@@ -227,20 +227,6 @@ def _read_text(path: Path) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-_SYSFS_FIELDS = (
-    "sys_vendor",
-    "product_name",
-    "product_version",
-    "product_sku",
-    "product_family",
-    "product_serial",
-    "product_uuid",
-    "board_vendor",
-    "board_name",
-    "chassis_type",
-    "bios_vendor",
-    "bios_version",
-)
 # chassis_type in sysfs is the SMBIOS number; dmidecode prints the name.
 _CHASSIS = {
     "3": "Desktop",
@@ -261,7 +247,7 @@ _CHASSIS = {
 def read_sysfs_dmi(folder: Path) -> DmiReport:
     """A folder shaped like /sys/class/dmi/id: one value per file."""
     values: dict[str, str | None] = {}
-    for name in _SYSFS_FIELDS:
+    for name in DMI_FIELDS:
         f = folder / name
         if f.is_file():
             try:

@@ -2,19 +2,14 @@
 # Make a local libvirtd (qemu:///system) available for the tests that define and start real domains.
 # Idempotent: installs what is missing, configures once, starts the daemons only if they are not running.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=lib.sh
+source scripts/lib.sh
 sudo=""
 [[ "$(id -u)" == 0 ]] || sudo="sudo"
 
 packages=(libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils dnsmasq-base iptables)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    echo "libvirtd: installing ${missing[*]}" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+ensure_packages "${packages[@]}"
 
 # QEMU as root: with the default libvirt-qemu user, /dev/kvm (root-only in containers) is usable for the
 # capability probe but not for guests, the cached capabilities never validate, and every define re-probes QEMU

@@ -5,12 +5,11 @@
 # Idempotent and quick when everything is already there, so CI and people can run it every time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib.sh
+source scripts/lib.sh
 
 lock=requirements.lock
 [[ "${1:-}" == "--dev" ]] && lock=requirements-dev.lock
-
-sudo=""
-[[ "$(id -u)" == 0 ]] || sudo="sudo"
 
 # libvirt-python builds from source: it needs libvirt's headers, pkg-config and a compiler.
 packages=(gcc pkg-config libvirt-dev)
@@ -19,15 +18,7 @@ python3 - <<'PY' 2>/dev/null || packages+=(python3-dev)
 import os, sys, sysconfig
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))
 PY
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    echo "setup: installing ${missing[*]}" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+ensure_packages "${packages[@]}"
 
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
 # Install the exact versions of the lock, then the project itself without re-resolving.
