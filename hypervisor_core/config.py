@@ -11,6 +11,7 @@ import base64
 import functools
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
@@ -19,6 +20,9 @@ from typing import Any, Literal
 from hypervisor_core import ed25519
 
 SCHEMA = "oemkit.unit/v1"
+MAX_BYTES = 1 << 20  # a unit config is a few KiB
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
 
 
 class ConfigError(Exception):
@@ -283,22 +287,40 @@ def _build(tp: Any, value: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported type {tp!r}")
 
 
+def _check_names(cfg: UnitConfig) -> None:
+    """Names become libvirt object names and file names: even signed, they must be plain (no '/', no '..')."""
+    named = [("pool", cfg.storage.pool)] + [("network", n.name) for n in cfg.networks]
+    for vm in cfg.workloads:
+        named += [("workload", vm.name)] + [("disk", d.name) for d in vm.disks]
+        named += [("network reference", n) for n in vm.networks]
+    named += [("admin", a.name) for a in cfg.security.admins]
+    for what, name in named:
+        if not _NAME.match(name):
+            raise ConfigError(f"{what} name {name!r} is not a plain name (a-z, 0-9, '-')")
+    if not _HOSTNAME.match(cfg.host.hostname):
+        raise ConfigError(f"host name {cfg.host.hostname!r} is not valid")
+
+
 def from_dict(data: Any) -> UnitConfig:
     """Strictly build a UnitConfig; ConfigError names the first offending path."""
     if not isinstance(data, dict):
         raise ConfigError("not a unit config: expected a JSON object")
     if data.get("schema") != SCHEMA:
         raise ConfigError(f"unknown schema {data.get('schema')!r}: this agent reads {SCHEMA}")
-    return _build(UnitConfig, data, "")
+    cfg = _build(UnitConfig, data, "")
+    _check_names(cfg)
+    return cfg
 
 
 def load(raw: bytes, public_key: bytes | None) -> UnitConfig:
     """Parse, check the content id and (when a key is given) the signature, then build. Any failure is a
     ConfigError with a reason fit for the console; nothing is returned that was not verified."""
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(f"unit config is {len(raw)} bytes; the limit is {MAX_BYTES}")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"unit config is not valid JSON ({exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"unit config is not valid JSON ({str(exc)[:100]})") from None
     if not isinstance(data, dict):
         raise ConfigError("not a unit config: expected a JSON object")
     if data.get("schema") != SCHEMA:

@@ -254,3 +254,38 @@ def test_cli_preview_refuses_exactly_as_first_boot(unit: Path) -> None:
         ],
     )
     assert wrong.exit_code == 1 and "REFUSED: wrong hardware" in wrong.stdout
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe not json", "unit config is not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "unit config is not valid JSON"),
+        (b" " * (2 << 20), "unit config is 2097152 bytes; the limit is 1048576"),
+        (b'{"schema": "oemkit.unit/v1"}', "unit config is not signed"),
+    ],
+)
+def test_unreadable_configs_fail_cleanly(raw: bytes, reason: str, tmp_path: Path) -> None:
+    report, console = _boot(
+        raw, facts_tree(R650_DUMP, SERIAL, tmp_path / "box"), tmp_path / "root", libvirt.open(test_uri())
+    )
+    status = status_line(console)
+    assert status["status"] == "FAILED" and status["reason"].startswith(reason), status
+
+
+def test_a_signed_config_with_a_path_in_a_name_is_refused(unit: Path, tmp_path: Path) -> None:
+    from oemkit.compile import seal
+    from oemkit.keys import load_private_key
+
+    from .firstboot_kit import KEY
+
+    doc = json.loads(unit.read_bytes())
+    doc["storage"]["pool"] = "../../etc"
+    with pytest.raises(Exception, match="pool name '../../etc' is not a plain name"):
+        seal(doc, load_private_key(KEY))  # the factory refuses to seal it...
+    doc["storage"]["pool"] = "datastore"
+    raw = json.dumps(seal(doc, load_private_key(KEY))).replace('"datastore"', '"../../etc"').encode()
+    report, console = _boot(
+        raw, facts_tree(R650_DUMP, SERIAL, tmp_path / "box"), tmp_path / "root", libvirt.open(test_uri())
+    )
+    assert status_line(console)["status"] == "FAILED"  # ...and the box refuses it too (signature, then names)
