@@ -266,7 +266,7 @@ def test_cli_preview_refuses_exactly_as_first_boot(unit: Path) -> None:
     ],
 )
 def test_unreadable_configs_fail_cleanly(raw: bytes, reason: str, tmp_path: Path) -> None:
-    report, console = _boot(
+    _report, console = _boot(
         raw, facts_tree(R650_DUMP, SERIAL, tmp_path / "box"), tmp_path / "root", libvirt.open(test_uri())
     )
     status = status_line(console)
@@ -285,7 +285,7 @@ def test_a_signed_config_with_a_path_in_a_name_is_refused(unit: Path, tmp_path: 
         seal(doc, load_private_key(KEY))  # the factory refuses to seal it...
     doc["storage"]["pool"] = "datastore"
     raw = json.dumps(seal(doc, load_private_key(KEY))).replace('"datastore"', '"../../etc"').encode()
-    report, console = _boot(
+    _report, console = _boot(
         raw, facts_tree(R650_DUMP, SERIAL, tmp_path / "box"), tmp_path / "root", libvirt.open(test_uri())
     )
     assert status_line(console)["status"] == "FAILED"  # ...and the box refuses it too (signature, then names)
