@@ -133,7 +133,10 @@ def compile_unit(
         return Compiled(serial, [_problem(res, ("models",), f"{model_id} is not one of this profile's models")])
     model = catalog.get(model_id)
     assert model is not None  # lint has checked every listed model exists
-    document = seal(build_document(p, model, res.site.site.code, serial), key)
+    try:
+        document = seal(build_document(p, model, res.site.site.code, serial), key)
+    except unit.ConfigError as exc:
+        return Compiled(serial, [_problem(res, (), f"the sealed config would be refused on the box: {exc}")])
     return Compiled(serial, [], document)
 
 

@@ -17,14 +17,16 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hypervisor_core.config import ConfigError
 from oemkit.catalog.store import Catalog
 from oemkit.compile import Compiled, build_document, seal
 from oemkit.errors import UnreadableInput
 from oemkit.problems import Problem
 from oemkit.profile.check import Checked, check
 from oemkit.profile.lint import render_hostname
+from oemkit.profile.schema_v1 import SERIAL_PATTERN
 
-SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{2,31}$")
+SERIAL = re.compile(SERIAL_PATTERN)
 COLUMNS = ("serial", "profile", "site")
 
 
@@ -50,7 +52,7 @@ def read_orders(path: Path) -> list[tuple[int, dict[str, str]]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UnreadableInput(f"cannot read orders: {exc}", file=str(path)) from None
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))  # spreadsheets write a BOM
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise UnreadableInput(
@@ -84,7 +86,7 @@ def compile_orders(orders: Path, key: Ed25519PrivateKey, catalog: Catalog, out_d
 
         serial = row["serial"]
         if not SERIAL.match(serial):
-            yield fail(f"serial {serial!r} is not 3-32 letters, digits and '-'")
+            yield fail(f"serial {serial!r} is not 3-32 letters, digits and '-' (not at either end)")
             continue
         if serial.lower() in seen:
             yield fail(f"serial {serial} is already ordered on line {seen[serial.lower()]}")
@@ -108,7 +110,11 @@ def compile_orders(orders: Path, key: Ed25519PrivateKey, catalog: Catalog, out_d
         if len(hostname.split(".")[0]) > 63:
             yield fail(f"host name {hostname!r} would be longer than 63 characters")
             continue
-        compiled = Compiled(serial, [], seal(build_document(p, model, res.site.site.code, serial), key))
+        try:
+            compiled = Compiled(serial, [], seal(build_document(p, model, res.site.site.code, serial), key))
+        except ConfigError as exc:  # the agent's own reader refuses it: report the row, go on with the order
+            yield fail(f"the sealed config would be refused on the box: {exc}")
+            continue
         result.file = out_dir / f"{serial}.json"
         _write(result.file, compiled.text())
         yield result

@@ -26,6 +26,8 @@ def keys_init(
         key, pub = init_keys(folder)
     except OemkitError as exc:
         fail(exc, as_json=False, code=EXIT_NO)
+    except OSError as exc:
+        fail(OemkitError(f"cannot create keys: {exc.strerror}", file=str(folder)), as_json=False)
     sys.stdout.write(f"{key}\n{pub}\n")
 
 
@@ -65,7 +67,11 @@ def compile_command(
     from oemkit.orders import SERIAL
 
     if not SERIAL.match(serial):
-        fail(OemkitError(f"serial {serial!r} is not 3-32 letters, digits and '-'"), as_json=as_json, code=EXIT_NO)
+        fail(
+            OemkitError(f"serial {serial!r} is not 3-32 letters, digits and '-' (not at either end)"),
+            as_json=as_json,
+            code=EXIT_NO,
+        )
     compiled = compile_unit(profile, site, serial, signing_key, catalog, model, unit)
     if compiled.problems or compiled.document is None:
         if as_json:
@@ -76,7 +82,10 @@ def compile_command(
         raise typer.Exit(EXIT_UNREADABLE if unreadable else EXIT_NO)
     from oemkit.orders import _write
 
-    _write(output, compiled.text())
+    try:
+        _write(output, compiled.text())
+    except OSError as exc:
+        fail(OemkitError(f"cannot write: {exc.strerror}", file=str(output)), as_json=as_json)
     doc = compiled.document
     if as_json:
         emit_json({k: doc[k] for k in ("schema", "serial", "model", "site", "content_id")} | {"file": str(output)})
@@ -97,9 +106,11 @@ def _compile_orders(orders: Path, key, catalog, out_dir: Path, as_json: bool) ->
                 sys.stdout.write(__import__("json").dumps(row.to_dict()) + "\n")  # JSON lines: one per row
             elif row.problems:
                 for p in row.problems:
-                    sys.stderr.write(f"{orders}:{row.line}: {row.serial}: {p}\n")
+                    sys.stderr.write(f"{row.serial}: {p}\n")
     except OemkitError as exc:
         fail(exc, as_json=as_json)
+    except OSError as exc:
+        fail(OemkitError(f"cannot write: {exc.strerror}", file=str(exc.filename or out_dir)), as_json=as_json)
     if not as_json:
         sys.stdout.write(f"{total - failed} of {total} units sealed into {out_dir}\n")
     raise typer.Exit(EXIT_NO if failed else EXIT_OK)

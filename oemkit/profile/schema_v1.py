@@ -20,8 +20,16 @@ API_VERSION = "oemkit/v1"
 HOSTNAME_PLACEHOLDERS = ("site", "serial", "model")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _TEMPLATE_PART = re.compile(r"\{([^{}]*)\}")
-_SSH_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) \S+")
-_CRYPT = re.compile(r"^\$(?:6|5|y|2b|2y|gy)\$[./A-Za-z0-9$=,]{8,}$")
+# One key on one line: type, base64 blob, optional comment — never options like command="..." or a second line.
+_SSH_KEY = re.compile(
+    r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/]+={0,3}( [ -~]*)?"
+)
+# crypt(3) with its structure: SHA-512/256 ($6$/$5$[rounds=N$]salt$hash), yescrypt ($y$params$salt$hash), bcrypt.
+_CRYPT = re.compile(
+    r"\$[56]\$(rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{43,86}"
+    r"|\$(y|gy)\$[./A-Za-z0-9]+\$[./A-Za-z0-9]{1,86}\$[./A-Za-z0-9]{43}"
+    r"|\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}"
+)
 SITE_VALUE = {"x-site-value": True}
 
 
@@ -112,7 +120,13 @@ IPAddress = Annotated[str, AfterValidator(_ip)]
 Interface = Annotated[str, AfterValidator(_interface)]
 Network = Annotated[str, AfterValidator(_network)]
 Vlan = Annotated[int, Field(ge=1, le=4094, description="802.1Q VLAN id, 1-4094.")]
-Url = Annotated[str, Field(pattern=r"^https://[^\s/]+(/\S*)?$", description="An https:// URL.")]
+Url = Annotated[
+    str,
+    Field(
+        pattern=r"^https://[^\s/@?#]+(/[^\s?#]*)?$",
+        description="An https:// URL, without credentials or a query: secrets never go into a profile.",
+    ),
+]
 
 
 class Metadata(Strict):
@@ -226,13 +240,13 @@ class Storage(Strict):
 
 
 def _crypt_hash(value: str) -> str:
-    if not _CRYPT.match(value):
+    if not _CRYPT.fullmatch(value):
         raise ValueError("not a crypt(3) hash ($6$..., $y$...): it looks like a plaintext password")
     return value
 
 
 def _ssh_key(value: str) -> str:
-    if not _SSH_KEY.match(value):
+    if not _SSH_KEY.fullmatch(value):
         raise ValueError(f"not an OpenSSH public key: {value[:30]!r}...")
     return value
 
@@ -355,7 +369,7 @@ class SiteOverlay(Strict):
     overrides: dict[str, Any] = Field(default_factory=dict, description="Profile values for this site (deep-merged).")
 
 
-SERIAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{2,31}$"
+SERIAL_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{1,30})[A-Za-z0-9]$"  # it ends up in a host name
 
 
 class UnitOverlay(Strict):
