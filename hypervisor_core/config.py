@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import ipaddress
 import json
 import re
 import types
@@ -288,7 +289,8 @@ def _build(tp: Any, value: Any, path: str) -> Any:
 
 
 def _check_names(cfg: UnitConfig) -> None:
-    """Names become libvirt object names and file names: even signed, they must be plain (no '/', no '..')."""
+    """Names become libvirt object names and file names, keys and DNS servers become lines in files: even signed,
+    they must be plain (no '/', no '..', no line breaks)."""
     named = [("pool", cfg.storage.pool)] + [("network", n.name) for n in cfg.networks]
     for vm in cfg.workloads:
         named += [("workload", vm.name)] + [("disk", d.name) for d in vm.disks]
@@ -299,6 +301,16 @@ def _check_names(cfg: UnitConfig) -> None:
             raise ConfigError(f"{what} name {name!r} is not a plain name (a-z, 0-9, '-')")
     if not _HOSTNAME.match(cfg.host.hostname):
         raise ConfigError(f"host name {cfg.host.hostname!r} is not valid")
+    lines = [*cfg.host.ntp, *cfg.host.dns.servers, *cfg.host.dns.search, cfg.host.timezone]
+    lines += [k for a in cfg.security.admins for k in a.ssh_keys] + [a.password_hash or "" for a in cfg.security.admins]
+    for text in lines:
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ConfigError(f"a control character or line break in {text[:30]!r}")
+    for server in cfg.host.dns.servers:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise ConfigError(f"DNS server {server!r} is not an IP address") from None
 
 
 def from_dict(data: Any) -> UnitConfig:
@@ -312,13 +324,23 @@ def from_dict(data: Any) -> UnitConfig:
     return cfg
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON allows a key twice and readers disagree on which wins: a signed document must have one meaning."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
 def load(raw: bytes, public_key: bytes | None) -> UnitConfig:
     """Parse, check the content id and (when a key is given) the signature, then build. Any failure is a
     ConfigError with a reason fit for the console; nothing is returned that was not verified."""
     if len(raw) > MAX_BYTES:
         raise ConfigError(f"unit config is {len(raw)} bytes; the limit is {MAX_BYTES}")
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ConfigError(f"unit config is not valid JSON ({str(exc)[:100]})") from None
     if not isinstance(data, dict):

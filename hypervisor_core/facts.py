@@ -37,6 +37,7 @@ class Disk:
     model: str | None
     serial: str | None
     by_id: str | None = None  # a stable name for the disk, for the host config that assembles the datastore
+    in_use: bool = False  # it (or a partition of it) is mounted: the boot media the core runs from
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,18 @@ def _interface(name: str, device: Path) -> str:
     return "sas" if vendor else "scsi"
 
 
+def _mounted_devices(root: Path) -> set[str]:
+    names = set()
+    for line in (_read(root / "proc/mounts") or "").splitlines():
+        source = line.split(" ", 1)[0]
+        if source.startswith("/dev/"):
+            names.add(source.removeprefix("/dev/"))
+    return names
+
+
 def _disks(root: Path) -> tuple[Disk, ...]:
     out = []
+    mounted = _mounted_devices(root)
     base = root / "sys/block"
     for entry in sorted(base.iterdir()) if base.is_dir() else []:
         if entry.name.startswith(_SKIP_BLOCK):
@@ -173,10 +184,17 @@ def _disks(root: Path) -> tuple[Disk, ...]:
                 interface=_interface(entry.name, device),
                 model=clean(_read(device / "model")),
                 serial=clean(_read(device / "serial") or _read(entry / "serial")),
-                by_id=clean(_read(device / "wwid")),
+                by_id=clean(_read(device / "wwid") or _read(entry / "wwid")),
+                in_use=any(_is_part_of(m, entry.name) for m in mounted),
             )
         )
     return tuple(out)
+
+
+def _is_part_of(device: str, disk: str) -> bool:
+    """sda1 → sda, nvme0n1p2 → nvme0n1; sdaa is not part of sda."""
+    rest = device.removeprefix(disk) if device.startswith(disk) else None
+    return rest is not None and (rest == "" or rest.lstrip("p").isdigit())
 
 
 def _secure_boot(root: Path) -> bool | None:

@@ -59,14 +59,18 @@ def run(
     live: bool = False,
     out: TextIO = sys.stdout,
 ) -> dict[str, Any]:
-    """The whole first boot. Returns the report; never raises for a bad config or box (those are FAILED)."""
+    """The whole first boot. Returns the report; never raises — a bad config, a wrong box or a failure of our own
+    all end as FAILED with a reason, and the status line is always the last thing on the console."""
     console = Console(out)
     state = root / STATE_DIR
     started = time.time()
     steps: list[StepResult] = []
+    # Once a box is configured, only a run that applies (with --force) may replace its status and report.
+    configured = (state / DONE).exists() and not force
+    last: dict[str, Any] = {}
 
     def finish(
-        status: str, cfg: config.UnitConfig | None, reason: str | None, write: bool = True, **extra: Any
+        status: str, cfg: config.UnitConfig | None, reason: str | None, write: bool = not configured, **extra: Any
     ) -> dict[str, Any]:
         doc = _status_doc(status, cfg, reason, steps)  # the console line: the contract, and nothing more
         report = {
@@ -79,10 +83,37 @@ def run(
             "content_id": cfg.content_id if cfg else None,
         }
         if write:
-            write_atomic(state / "status.json", json.dumps(doc, sort_keys=True) + "\n")
-            write_atomic(state / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
+            try:
+                write_atomic(state / "status.json", json.dumps(doc, sort_keys=True) + "\n")
+                write_atomic(state / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
+            except OSError as exc:  # the console still gets the status
+                report["reason"] = doc["reason"] = reason or f"cannot write the status: {exc.strerror}"
         console.line("OEMKIT-STATUS " + json.dumps(doc, sort_keys=True, separators=(",", ":")))
+        last["report"] = report
         return report
+
+    try:
+        return _first_boot(cfg_raw, public_key, root, connect, facts, force, live, console, state, steps, finish)
+    except Exception as exc:  # our own bug or an unexpected system error: still a clear FAILED, never a traceback
+        if "report" in last:
+            return last["report"]
+        cfg = None
+        return finish("FAILED", cfg, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _first_boot(
+    cfg_raw: bytes,
+    public_key: bytes | None,
+    root: Path,
+    connect: Callable[[], Any],
+    facts: Facts | None,
+    force: bool,
+    live: bool,
+    console: Console,
+    state: Path,
+    steps: list[StepResult],
+    finish: Callable[..., dict[str, Any]],
+) -> dict[str, Any]:
 
     try:
         cfg = config.load(cfg_raw, public_key)
@@ -147,8 +178,10 @@ def run(
         console.line(f"[{mark:^6}] {result.id:<40} {result.seconds:7.2f}s  {result.detail}")
 
     def write_report() -> str:
-        report = {**_status_doc("READY", cfg, None, steps), "resolved": resolved, "warnings": list(resolution.warnings)}
+        doc = _status_doc("READY", cfg, None, steps)
+        report = {**doc, "resolved": resolved, "warnings": list(resolution.warnings)}
         write_atomic(state / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
+        write_atomic(state / "status.json", json.dumps(doc, sort_keys=True) + "\n")
         write_atomic(marker, cfg.content_id + "\n")  # only now: a failed or interrupted run stays re-runnable
         return "report written, first boot marked done"
 
@@ -168,14 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--facts", type=Path, help="facts JSON or a sysfs-shaped tree instead of probing ROOT")
     ap.add_argument("--force", action="store_true", help="run again although first boot is done")
     args = ap.parse_args(argv)
-    root = args.root
+    root = args.root.resolve()  # libvirt pools need absolute paths
     cfg_path = args.config or root / STATE_DIR / "unit.json"
     pub_path = args.pubkey or root / "etc/oemkit/factory.pub"
     out = Console(sys.stdout)
     try:
         raw = cfg_path.read_bytes()
-        public = config.read_public_key(pub_path.read_text())
-    except (OSError, config.ConfigError) as exc:
+        public = config.read_public_key(pub_path.read_text(errors="replace"))
+        facts = load_facts(args.facts) if args.facts else None
+    except (OSError, ValueError, KeyError, TypeError, config.ConfigError) as exc:
         reason = f"cannot read {getattr(exc, 'filename', None) or 'input'}: {getattr(exc, 'strerror', None) or exc}"
         out.line(
             "OEMKIT-STATUS "
@@ -186,7 +220,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 1
-    facts = load_facts(args.facts) if args.facts else None
 
     def connect() -> Any:
         import libvirt

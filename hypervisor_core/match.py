@@ -97,6 +97,7 @@ def resolve_datastore(cfg: UnitConfig, facts: Facts) -> tuple[Disk, ...]:
         d
         for d in facts.disks
         if not d.removable
+        and not d.in_use  # never the boot media the core runs from
         and (rule.interface is None or d.interface == rule.interface)
         and (rule.rotational is None or d.rotational is rule.rotational)
         and (rule.min_size_gib is None or d.size_bytes >= rule.min_size_gib * GIB)
@@ -133,7 +134,7 @@ def match(cfg: UnitConfig, facts: Facts) -> Resolution:
         if facts.secure_boot is False:
             raise Refusal("Secure Boot is required but off in this box's firmware")
         if facts.secure_boot is None:
-            warnings.append("Secure Boot is required but could not be verified (not booted through UEFI)")
+            raise Refusal("Secure Boot is required but this box was not booted through UEFI: it cannot be verified")
     if sec.require_tpm and not facts.tpm:
         raise Refusal("a TPM is required but this box shows none (/sys/class/tpm/tpm0)")
     return Resolution(resolve_uplinks(cfg, facts), resolve_datastore(cfg, facts), tuple(warnings))

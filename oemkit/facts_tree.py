@@ -158,7 +158,7 @@ def _disks(root: Path, model: HardwareModel, serial: str, disks: list[DiskSpec])
             else:
                 _disk(
                     root,
-                    f"sd{chr(ord('a') + scsi)}",
+                    _scsi_name(scsi),
                     spec,
                     f"{spec.interface.upper()} {kind} {spec.size_gib}G",
                     disk_serial,
@@ -167,5 +167,18 @@ def _disks(root: Path, model: HardwareModel, serial: str, disks: list[DiskSpec])
     for boot in model.boot_devices:
         if boot.kind in ("boss", "m2") and boot.capacities_gib:
             spec = DiskSpec("sata", True, min(boot.capacities_gib), 1)
-            _disk(root, f"sd{chr(ord('a') + scsi)}", spec, boot.name, f"{serial}-boot")
+            name = _scsi_name(scsi)
+            _disk(root, name, spec, boot.name, f"{serial}-boot")
+            # the core runs from its boot media and keeps its config partition mounted
+            _write(root / "proc/mounts", f"/dev/{name}1 /run/oemkit/boot vfat ro,relatime 0 0\n")
             break
+
+
+def _scsi_name(n: int) -> str:
+    """sda … sdz, sdaa … like the kernel."""
+    letters = ""
+    n += 1
+    while n:
+        n, r = divmod(n - 1, 26)
+        letters = chr(ord("a") + r) + letters
+    return f"sd{letters}"

@@ -290,3 +290,74 @@ def test_a_signed_config_with_a_path_in_a_name_is_refused(unit: Path, tmp_path: 
         raw, facts_tree(R650_DUMP, SERIAL, tmp_path / "box"), tmp_path / "root", libvirt.open(test_uri())
     )
     assert status_line(console)["status"] == "FAILED"  # ...and the box refuses it too (signature, then names)
+
+
+def test_the_boot_media_is_never_a_datastore_disk(tmp_path: Path) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text(PROFILE.read_text().replace("min_size_gib: 400, ", ""))
+    compile_to(profile, SITE, SERIAL, tmp_path / "u.json")
+    box = facts_tree(R650_DUMP, SERIAL, tmp_path / "box", "sata:ssd:960x1")  # one data disk + the BOSS card
+    _, console = _boot((tmp_path / "u.json").read_bytes(), box, tmp_path / "root", libvirt.open(test_uri()))
+    reason = status_line(console)["reason"]
+    assert reason.startswith("datastore: 2 disk(s) with interface=sata, rotational=False wanted, 1 found"), reason
+
+
+def test_duplicate_keys_in_the_config_are_refused(unit: Path, tmp_path: Path) -> None:
+    raw = unit.read_bytes().replace(b'  "serial": "J30ABC12"', b'  "serial": "EVIL0001",\n  "serial": "J30ABC12"')
+    _, console = _boot(
+        raw, facts_tree(R650_DUMP, SERIAL, tmp_path / "box"), tmp_path / "root", libvirt.open(test_uri())
+    )
+    assert "duplicate key 'serial'" in status_line(console)["reason"]
+
+
+def test_secure_boot_required_but_not_uefi_is_refused(unit: Path, tmp_path: Path) -> None:
+    box = facts_tree(R650_DUMP, SERIAL, tmp_path / "box")
+    for var in (box / "sys/firmware/efi/efivars").iterdir():
+        var.unlink()
+    for d in ("sys/firmware/efi/efivars", "sys/firmware/efi"):
+        (box / d).rmdir()
+    _, console = _boot(unit.read_bytes(), box, tmp_path / "root", libvirt.open(test_uri()))
+    assert "not booted through UEFI" in status_line(console)["reason"]
+
+
+def test_a_paused_domain_is_resumed_and_image_host_keys_are_replaced(unit: Path, tmp_path: Path) -> None:
+    conn = libvirt.open(test_uri())
+    root = tmp_path / "root"
+    (root / "etc/ssh").mkdir(parents=True)
+    (root / "etc/ssh/ssh_host_rsa_key").write_text("the image's key\n")
+    box = facts_tree(R650_DUMP, SERIAL, tmp_path / "box")
+    _boot(unit.read_bytes(), box, root, conn)
+    assert not (root / "etc/ssh/ssh_host_rsa_key").exists()
+    conn.lookupByName("nvr").suspend()
+    report, console = _boot(unit.read_bytes(), box, root, conn, force=True)
+    assert status_line(console)["status"] == "READY"
+    assert next(s for s in report["steps"] if s["id"] == "libvirt.start.nvr")["detail"] == "resumed"
+    assert conn.lookupByName("nvr").state()[0] == libvirt.VIR_DOMAIN_RUNNING
+
+
+def test_a_refusal_does_not_overwrite_a_configured_box(unit: Path, tmp_path: Path) -> None:
+    conn = libvirt.open(test_uri())
+    root = tmp_path / "root"
+    box = facts_tree(R650_DUMP, SERIAL, tmp_path / "box")
+    _boot(unit.read_bytes(), box, root, conn)
+    before = _files(root)
+    _, console = _boot(unit.read_bytes().replace(b'"vcpus": 4', b'"vcpus": 5', 1), box, root, conn)
+    assert status_line(console)["status"] == "FAILED"
+    assert _files(root) == before  # the successful boot's status and report stay
+
+
+def test_an_internal_error_still_ends_with_the_status_line(unit: Path, tmp_path: Path, monkeypatch) -> None:
+    def broken(*_a, **_k):  # a bug of ours, which no real part can be made to produce on cue
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(firstboot, "make_plan", broken)
+    _, console = _boot(
+        unit.read_bytes(), facts_tree(R650_DUMP, SERIAL, tmp_path / "box"), tmp_path / "root", libvirt.open(test_uri())
+    )
+    assert status_line(console) == {
+        "status": "FAILED",
+        "model": None,
+        "serial": None,
+        "reason": "internal error: ZeroDivisionError: boom",
+        "steps": [],
+    }

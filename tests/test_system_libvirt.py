@@ -214,5 +214,6 @@ def test_crash_at_every_step_boundary_converges(system: dict) -> None:
             assert status["status"] == "READY", f"{point}: {rerun.stdout[-800:]}"
         assert _ours(conn, prefix) == reference[0], point  # same objects, nothing duplicated or leaked
         assert _host_files(root) == reference[1], point
+        assert json.loads((root / "var/lib/oemkit/status.json").read_text())["status"] == "READY", point
         journal = [json.loads(x) for x in (root / "var/lib/oemkit/journal.jsonl").read_text().splitlines()]
         assert journal and journal[-1]["step"] in ("report", steps[-1])

@@ -99,6 +99,8 @@ class HostBackend:
         if key.exists() and pub.exists() and pub.read_text() == self._identity().get("ssh_host_ed25519_pub"):
             return "kept"
         private, public = ssh_ed25519_keypair("root@oemkit")
+        for other in key.parent.glob("ssh_host_*_key*"):  # an image's RSA/ECDSA keys would be every box's keys
+            other.unlink()
         write_atomic(key, private, 0o600)
         write_atomic(pub, public, 0o644)
         self._remember("ssh_host_ed25519_pub", public)

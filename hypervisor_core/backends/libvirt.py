@@ -35,6 +35,13 @@ class LibvirtBackend:
         except libvirt.libvirtError:
             pool = self.conn.storagePoolDefineXML(xml)
             existed = False
+        if existed and f"<path>{path}</path>" not in pool.XMLDesc(0):
+            # a pool of that name pointing elsewhere (an earlier run with another root): make it ours
+            if pool.isActive():
+                pool.destroy()
+            pool.undefine()
+            pool = self.conn.storagePoolDefineXML(xml)
+            existed = False
         if self.local:
             os.makedirs(path, mode=0o711, exist_ok=True)
         pool.setAutostart(1)
@@ -69,8 +76,12 @@ class LibvirtBackend:
 
     def start(self, name: str) -> str:
         dom = self.conn.lookupByName(name)
-        if dom.isActive():
+        state, _ = dom.state()
+        if state == libvirt.VIR_DOMAIN_RUNNING:
             return "running"
+        if state == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
+            return "resumed"
         dom.create()
         return "started"
 
@@ -87,7 +98,7 @@ class LibvirtBackend:
             dom = self.conn.lookupByName(d["name"])
             if bool(dom.autostart()) != d["autostart"]:
                 problems.append(f"domain {d['name']} autostart is {bool(dom.autostart())}")
-            if d["autostart"] and not dom.isActive():
+            if d["autostart"] and dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
                 problems.append(f"domain {d['name']} is not running")
         if problems:
             raise RuntimeError("; ".join(problems))

@@ -55,9 +55,16 @@ def from_dmi(
     found = catalog.identify(report.identity)
     if found.model_id is None:
         fail(OemkitError(f"not a catalog model: {found.reason}", file=str(dump)), as_json=False, code=EXIT_NO)
-    if output.exists() and any(output.iterdir()):
-        fail(OemkitError("exists and is not empty", file=str(output)), as_json=False, code=EXIT_NO)
-    build_tree(output, report, catalog.get(found.model_id), serial, specs)
+    from oemkit.profile.check import SERIAL
+
+    if not SERIAL.match(serial):
+        fail(OemkitError(f"serial {serial!r} is not 3-32 letters, digits and '-'"), as_json=False, code=EXIT_NO)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        fail(OemkitError("exists and is not an empty folder", file=str(output)), as_json=False, code=EXIT_NO)
+    try:
+        build_tree(output, report, catalog.get(found.model_id), serial, specs)
+    except OSError as exc:
+        fail(OemkitError(f"cannot write: {exc.strerror}", file=str(exc.filename or output)), as_json=False)
     sys.stdout.write(f"{output}: {found.model_id}, serial {serial}\n")
 
 
@@ -66,7 +73,12 @@ def _load_facts(ctx: typer.Context, path: Path, serial: str) -> Facts:
     from hypervisor_core.facts import load_facts, probe
 
     if path.is_dir() or path.suffix == ".json":
-        return load_facts(path)
+        try:
+            return load_facts(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            from oemkit.errors import UnreadableInput
+
+            raise UnreadableInput(f"not a facts file or folder: {type(exc).__name__}: {exc}", file=str(path)) from None
     from oemkit.dmi import read_report
     from oemkit.errors import OemkitError
     from oemkit.facts_tree import build_tree
@@ -87,7 +99,7 @@ def _read_inputs(unit: Path, pubkey: Path, as_json: bool) -> tuple[bytes, bytes,
 
     try:
         raw = unit.read_bytes()
-        public = config.read_public_key(pubkey.read_text())
+        public = config.read_public_key(pubkey.read_text(errors="replace"))
     except OSError as exc:
         fail(UnreadableInput(f"cannot read: {exc.strerror}", file=exc.filename), as_json=as_json)
     except config.ConfigError as exc:
@@ -178,7 +190,13 @@ def run(
         box = _load_facts(ctx, facts, serial) if facts else None
     except OemkitError as exc:
         fail(exc, as_json=as_json)
-    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()  # libvirt pools need absolute paths
+    if root == Path("/"):
+        fail(OemkitError("--root / would rewrite this machine's own /etc: give a target folder"), as_json=as_json)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(OemkitError(f"cannot create: {exc.strerror}", file=str(root)), as_json=as_json)
     holder: dict[str, Any] = {}
 
     def open_connection() -> Any:
