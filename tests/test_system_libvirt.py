@@ -20,6 +20,7 @@ import libvirt
 import pytest
 
 from hypervisor_core.backends.libvirt import read_back
+from hypervisor_core.render import bridge_name
 
 from .conftest import REPO
 from .firstboot_kit import PUB, R650_DUMP, compile_to, facts_tree, status_line
@@ -67,7 +68,8 @@ workloads:
        start_order: 1}}
     - {{name: {prefix}-b, vcpus: 1, memory_mib: 64, disks: [{{name: root, size_gib: 1}}], networks: [{prefix}-iso],
        start_order: 2}}
-    - {{name: {prefix}-c, vcpus: 1, memory_mib: 64, networks: [{prefix}-br], autostart: false}}
+    - {{name: {prefix}-c, vcpus: 1, memory_mib: 64, networks: [{prefix}-br], start_order: 3}}
+    - {{name: {prefix}-d, vcpus: 1, memory_mib: 64, networks: [{prefix}-iso], autostart: false}}
 """
 
 
@@ -101,10 +103,15 @@ def system(tmp_path: Path) -> Iterator[dict]:
     )
     compile_to(tmp_path / "p.yaml", tmp_path / "s.yaml", SERIAL, tmp_path / "unit.json")
     facts = facts_tree(R650_DUMP, SERIAL, tmp_path / "box")
+    # The guest bridge the appliance's host layer (hostnet) builds on its uplinks; here a bare bridge of our own.
+    bridge = bridge_name(f"{prefix}-br")
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
     try:
         yield {"conn": conn, "prefix": prefix, "unit": tmp_path / "unit.json", "facts": facts, "tmp": tmp_path}
     finally:
         _cleanup(conn, prefix)
+        subprocess.run(["ip", "link", "del", bridge], check=False)
 
 
 def _agent(s: dict, root: Path, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -173,8 +180,8 @@ def test_every_kind_defined_once_and_qemu_really_runs(system: dict) -> None:
         }
     ]
     running = {d["name"]: d["running"] for d in state["domains"]}
-    assert running == {f"{prefix}-a": True, f"{prefix}-b": True, f"{prefix}-c": False}
-    for name in (f"{prefix}-a", f"{prefix}-b"):
+    assert running == {f"{prefix}-a": True, f"{prefix}-b": True, f"{prefix}-c": True, f"{prefix}-d": False}
+    for name in (f"{prefix}-a", f"{prefix}-b", f"{prefix}-c"):  # nat, isolated and bridged guests
         pid = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert cmdline[0].endswith(b"qemu-system-x86_64") and f"guest={name}".encode() in b" ".join(cmdline)

@@ -131,7 +131,13 @@ class HostBackend:
     def network(self, **net: Any) -> str:
         self._config("network", net)
         members = ", ".join(u["name"] for u in net["uplinks"])
-        return f"{net['bond'] or 'single'} over {members}, vlan {net['vlan'] or 'none'}, {net['address']}"
+        summary = f"{net['bond'] or 'single'} over {members}, vlan {net['vlan'] or 'none'}, {net['address']}"
+        if self.live:  # on the appliance itself: now, not only at the next boot
+            from hypervisor_core import hostnet
+
+            hostnet.apply(net, hostnet.ip_runner())
+            summary += ", applied"
+        return summary
 
     def users(self, admins: list[dict[str, Any]], ssh: bool, lockdown: str) -> str:
         self._config("users", {"admins": admins, "ssh": ssh, "lockdown": lockdown}, 0o600)  # holds hashes

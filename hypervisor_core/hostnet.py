@@ -1,0 +1,130 @@
+"""Apply etc/oemkit/network.json to the running kernel with iproute2: bond, management VLAN and address, and the
+Linux bridges libvirt's `forward mode="bridge"` guest networks attach to.
+
+Run by first boot on a live appliance (`--root /`) and by the core's init at every boot
+(`python -m hypervisor_core.hostnet`). `commands()` is pure and golden-testable; `apply()` runs them, each one
+idempotent (links are created only when missing, addresses and routes are replaced), so a reboot or a rerun
+converges. Uplinks are found by MAC address: interface names may differ from boot to boot, MACs do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BOND = "okbond0"
+
+
+class HostNetError(Exception):
+    pass
+
+
+def _by_mac(links: list[dict[str, Any]], ours: set[str]) -> dict[str, str]:
+    """MAC → interface. A bond, bridge or VLAN we made carries its port's MAC; the port is the uplink."""
+    out: dict[str, str] = {}
+    for link in links:
+        if link.get("address") and link["ifname"] not in ours and "." not in link["ifname"]:
+            out.setdefault(link["address"].lower(), link["ifname"])
+    return out
+
+
+def commands(net: dict[str, Any], links: list[dict[str, Any]]) -> list[list[str]]:
+    """The `ip` commands (without the leading `ip`) that make the kernel match `net`, given the current links
+    (as `ip -j link show` reports them)."""
+    present = {link["ifname"] for link in links}
+    macs = _by_mac(links, {BOND, *(b["bridge"] for b in net.get("bridges", []))})
+    uplinks = []
+    for up in net["uplinks"]:
+        name = macs.get((up.get("mac") or "").lower())
+        if name is None:
+            raise HostNetError(f"uplink {up.get('name')} ({up.get('mac')}) is not on this box")
+        uplinks.append(name)
+    cmds: list[list[str]] = []
+
+    def link(name: str, *spec: str) -> None:
+        if name not in present:
+            cmds.append(["link", "add", *spec])
+            present.add(name)
+
+    lower = uplinks[0]
+    if net.get("bond"):
+        link(BOND, BOND, "type", "bond", "mode", net["bond"], "miimon", "100")
+        for name in uplinks:
+            cmds += [["link", "set", name, "down"], ["link", "set", name, "master", BOND], ["link", "set", name, "up"]]
+        lower = BOND
+    cmds.append(["link", "set", lower, "up"])
+    mgmt = lower
+    if net.get("vlan"):
+        mgmt = f"{lower}.{net['vlan']}"[:15]
+        link(mgmt, "link", lower, "name", mgmt, "type", "vlan", "id", str(net["vlan"]))
+        cmds.append(["link", "set", mgmt, "up"])
+    untagged = [b for b in net.get("bridges", []) if not b.get("vlan")]
+    if len(untagged) > 1:
+        raise HostNetError(f"bridges {', '.join(b['bridge'] for b in untagged)} would all take the untagged uplink")
+    for bridge in net.get("bridges", []):
+        br = bridge["bridge"]
+        link(br, br, "type", "bridge")
+        if bridge.get("vlan"):
+            port = f"{lower}.{bridge['vlan']}"[:15]
+            link(port, "link", lower, "name", port, "type", "vlan", "id", str(bridge["vlan"]))
+        else:
+            port = lower
+            if not net.get("vlan"):
+                mgmt = br  # the untagged bridge carries the management address too
+        cmds += [["link", "set", port, "master", br], ["link", "set", port, "up"], ["link", "set", br, "up"]]
+    if net.get("address") == "static":
+        cmds.append(["address", "replace", net["cidr"], "dev", mgmt])
+        if net.get("gateway"):
+            cmds.append(["route", "replace", "default", "via", net["gateway"], "dev", mgmt])
+    return cmds
+
+
+Runner = Callable[[list[str]], str]
+
+
+def ip_runner(netns: str | None = None) -> Runner:
+    def run(args: list[str]) -> str:
+        cmd = ["ip", *(["-n", netns] if netns else []), *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise HostNetError(f"{' '.join(cmd)}: {done.stderr.strip()}")
+        return done.stdout
+
+    return run
+
+
+def apply(net: dict[str, Any], run: Runner) -> list[str]:
+    """Make the kernel match `net`. Returns what was run; DHCP, when asked for, is left to the init's client."""
+    links = json.loads(run(["-j", "link", "show"]) or "[]")
+    done = []
+    for args in commands(net, links):
+        run(args)
+        done.append("ip " + " ".join(args))
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m hypervisor_core.hostnet",
+        description="apply etc/oemkit/network.json (run by the core's init at every boot)",
+    )
+    ap.add_argument("--root", type=Path, default=Path("/"))
+    ap.add_argument("--netns", help="apply inside this network namespace (tests)")
+    args = ap.parse_args(argv)
+    try:
+        net = json.loads((args.root / "etc/oemkit/network.json").read_text())
+        for line in apply(net, ip_runner(args.netns)):
+            print(line)
+    except (OSError, ValueError, HostNetError) as exc:
+        print(f"oemkit hostnet: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

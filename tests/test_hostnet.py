@@ -1,0 +1,120 @@
+"""Host networking from network.json: the ip commands (pure) and their effect on a real kernel, in a network
+namespace of the test's own (bond and VLAN need kernel modules this build host lacks; the booted core has them)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from hypervisor_core import hostnet
+
+NET = {
+    "uplinks": [
+        {"name": "eno1", "mac": "02:aa:00:00:00:01", "pci_address": "0000:04:00.0"},
+        {"name": "eno2", "mac": "02:aa:00:00:00:02", "pci_address": "0000:04:00.1"},
+    ],
+    "bond": "active-backup",
+    "vlan": 100,
+    "address": "static",
+    "cidr": "10.41.0.10/24",
+    "gateway": "10.41.0.1",
+    "bridges": [
+        {"network": "pos", "bridge": "ok-pos", "vlan": 110},
+        {"network": "lan", "bridge": "ok-lan", "vlan": None},
+    ],
+}
+LINKS = [
+    {"ifname": "lo", "address": "00:00:00:00:00:00"},
+    {"ifname": "enp4s0f0", "address": "02:AA:00:00:00:01"},
+    {"ifname": "enp4s0f1", "address": "02:aa:00:00:00:02"},
+]
+
+
+def test_commands_for_a_bonded_tagged_host() -> None:
+    cmds = [" ".join(c) for c in hostnet.commands(NET, LINKS)]
+    assert cmds == [
+        "link add okbond0 type bond mode active-backup miimon 100",
+        "link set enp4s0f0 down",
+        "link set enp4s0f0 master okbond0",
+        "link set enp4s0f0 up",
+        "link set enp4s0f1 down",
+        "link set enp4s0f1 master okbond0",
+        "link set enp4s0f1 up",
+        "link set okbond0 up",
+        "link add link okbond0 name okbond0.100 type vlan id 100",
+        "link set okbond0.100 up",
+        "link add ok-pos type bridge",
+        "link add link okbond0 name okbond0.110 type vlan id 110",
+        "link set okbond0.110 master ok-pos",
+        "link set okbond0.110 up",
+        "link set ok-pos up",
+        "link add ok-lan type bridge",
+        "link set okbond0 master ok-lan",
+        "link set okbond0 up",
+        "link set ok-lan up",
+        "address replace 10.41.0.10/24 dev okbond0.100",
+        "route replace default via 10.41.0.1 dev okbond0.100",
+    ]
+
+
+def test_uplinks_are_found_by_mac_or_refused() -> None:
+    with pytest.raises(hostnet.HostNetError, match="02:aa:00:00:00:02"):
+        hostnet.commands(NET, LINKS[:2])
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"okt-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _ip(ns: str, *args: str) -> list[dict]:
+    return json.loads(subprocess.run(["ip", "-n", ns, "-j", *args], capture_output=True, text=True, check=True).stdout)
+
+
+def test_apply_in_a_real_kernel_and_again(netns: str) -> None:
+    subprocess.run(
+        [
+            "ip",
+            "-n",
+            netns,
+            "link",
+            "add",
+            "enp4s0f0",
+            "address",
+            "02:aa:00:00:00:01",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "peer0",
+        ],
+        check=True,
+    )
+    net = {
+        "uplinks": NET["uplinks"][:1],
+        "bond": None,
+        "vlan": None,
+        "address": "static",
+        "cidr": "10.77.0.5/24",
+        "gateway": "10.77.0.1",
+        "bridges": [{"network": "lan", "bridge": "ok-lan", "vlan": None}],
+    }
+    first = hostnet.apply(net, hostnet.ip_runner(netns))
+    assert "ip link add ok-lan type bridge" in first
+    links = {link["ifname"]: link for link in _ip(netns, "link", "show")}
+    assert links["enp4s0f0"]["master"] == "ok-lan"
+    addrs = {a["ifname"]: [i["local"] for i in a["addr_info"]] for a in _ip(netns, "addr", "show")}
+    assert addrs["ok-lan"] == ["10.77.0.5"]
+    assert _ip(netns, "route", "show", "default")[0]["gateway"] == "10.77.0.1"
+    second = hostnet.apply(net, hostnet.ip_runner(netns))  # at the next boot: nothing created twice
+    assert not any(c.startswith("ip link add") for c in second)
+    assert {link["ifname"] for link in _ip(netns, "link", "show")} == set(links)
