@@ -87,7 +87,7 @@ def _dispatch(step: Step, host: HostBackend, lv: Any) -> str:
         case "libvirt.pool":
             return lv.pool(a["name"], a["path"], a["xml"])
         case "libvirt.volume":
-            return lv.volume(a["pool"], a["name"], a["xml"])
+            return lv.volume(a["pool"], a["name"], a["xml"], a["source"], a["size_gib"], host.root)
         case "libvirt.domain":
             return lv.domain(a["name"], a["xml"])
         case "libvirt.autostart":

@@ -107,14 +107,16 @@ def make_plan(cfg: UnitConfig, facts: Facts, res: Resolution, root: str) -> tupl
     for vm in cfg.workloads:
         for disk in vm.disks:
             vol = volume_name(vm.name, disk.name)
+            src = disk.source
             steps.append(
                 _step(
                     f"libvirt.volume.{pool}.{vol}",
                     "libvirt.volume",
                     pool=pool,
                     name=vol,
-                    xml=volume_xml(vol, disk.size_gib),
-                    source=disk.source.url if disk.source else None,
+                    xml=volume_xml(vol, disk.size_gib, src.format if src else "qcow2"),
+                    source={"url": src.url, "sha256": src.sha256} if src else None,
+                    size_gib=disk.size_gib,
                 )
             )
     for vm in cfg.workloads:

@@ -35,7 +35,7 @@ def bridge_name(network: str) -> str:
 
 
 def volume_name(vm: str, disk: str) -> str:
-    return f"{vm}-{disk}.qcow2"
+    return f"{vm}-{disk}.img"  # qcow2 or raw, as its image is; the name does not say
 
 
 def _xml(root: ET.Element) -> str:
@@ -107,7 +107,7 @@ def domain_xml(vm: Workload, pool: str, serial: str, content_id: str, domain_typ
     devices = ET.SubElement(root, "devices")
     for i, disk in enumerate(vm.disks):
         el = ET.SubElement(devices, "disk", type="volume", device="disk")
-        ET.SubElement(el, "driver", name="qemu", type="qcow2")
+        ET.SubElement(el, "driver", name="qemu", type=disk.source.format if disk.source else "qcow2")
         ET.SubElement(el, "source", pool=pool, volume=volume_name(vm.name, disk.name))
         ET.SubElement(el, "target", dev=f"vd{chr(ord('a') + i)}", bus="virtio")
     for i, net in enumerate(vm.networks):

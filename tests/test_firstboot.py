@@ -67,10 +67,10 @@ def test_first_boot_ready_then_already_done(unit: Path, tmp_path: Path) -> None:
     ]
     assert {n["name"] for n in held["networks"]} == {"pos", "cameras", "backend"}
     assert held["pools"][0]["volumes"] == [
-        "edge-fw-root.qcow2",
-        "nvr-root.qcow2",
-        "nvr-video.qcow2",
-        "pos-server-root.qcow2",
+        "edge-fw-root.img",
+        "nvr-root.img",
+        "nvr-video.img",
+        "pos-server-root.img",
     ]
     root = tmp_path / "root"
     assert (root / "etc/hostname").read_text() == "br-ber01-j30abc12\n"

@@ -7,6 +7,7 @@ everything is removed afterwards, so a developer's own libvirt objects are never
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -37,7 +38,7 @@ def _connect() -> libvirt.virConnect:
         pytest.fail(f"no libvirtd at {URI} ({exc}); run scripts/libvirtd.sh")
 
 
-def _profile(prefix: str) -> str:
+def _profile(prefix: str, image: Path, sha: str) -> str:
     return f"""\
 apiVersion: oemkit/v1
 kind: ApplianceProfile
@@ -69,7 +70,8 @@ workloads:
     - {{name: {prefix}-b, vcpus: 1, memory_mib: 64, disks: [{{name: root, size_gib: 1}}], networks: [{prefix}-iso],
        start_order: 2}}
     - {{name: {prefix}-c, vcpus: 1, memory_mib: 64, networks: [{prefix}-br], start_order: 3}}
-    - {{name: {prefix}-d, vcpus: 1, memory_mib: 64, networks: [{prefix}-iso], autostart: false}}
+    - {{name: {prefix}-d, vcpus: 1, memory_mib: 64, networks: [{prefix}-iso], autostart: false,
+       disks: [{{name: os, size_gib: 2, source: {{url: "{image.as_uri()}", sha256: {sha}}}}}]}}
 """
 
 
@@ -97,7 +99,10 @@ def _cleanup(conn: libvirt.virConnect, prefix: str) -> None:
 def system(tmp_path: Path) -> Iterator[dict]:
     conn = _connect()
     prefix = f"okt{secrets.token_hex(3)}"
-    (tmp_path / "p.yaml").write_text(_profile(prefix))
+    image = tmp_path / "os.qcow2"  # a real qcow2 image, as a workload's OS image would be
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    sha = hashlib.sha256(image.read_bytes()).hexdigest()
+    (tmp_path / "p.yaml").write_text(_profile(prefix, image, sha))
     (tmp_path / "s.yaml").write_text(
         "apiVersion: oemkit/v1\nkind: SiteOverlay\nprofile: systest\nsite: {code: ci, name: CI}\n"
     )
@@ -176,16 +181,19 @@ def test_every_kind_defined_once_and_qemu_really_runs(system: dict) -> None:
             "name": f"{prefix}-pool",
             "active": True,
             "autostart": True,
-            "volumes": [f"{prefix}-a-root.qcow2", f"{prefix}-b-root.qcow2"],
+            "volumes": [f"{prefix}-a-root.img", f"{prefix}-b-root.img", f"{prefix}-d-os.img"],
         }
     ]
+    os_vol = conn.storagePoolLookupByName(f"{prefix}-pool").storageVolLookupByName(f"{prefix}-d-os.img")
+    assert os_vol.info()[1] == 2 << 30  # filled from the qcow2 image, then grown to the size the VM gets
+    assert Path(os_vol.path()).read_bytes()[:4] == b"QFI\xfb"
     running = {d["name"]: d["running"] for d in state["domains"]}
     assert running == {f"{prefix}-a": True, f"{prefix}-b": True, f"{prefix}-c": True, f"{prefix}-d": False}
     for name in (f"{prefix}-a", f"{prefix}-b", f"{prefix}-c"):  # nat, isolated and bridged guests
         pid = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert cmdline[0].endswith(b"qemu-system-x86_64") and f"guest={name}".encode() in b" ".join(cmdline)
-    vol = conn.storagePoolLookupByName(f"{prefix}-pool").storageVolLookupByName(f"{prefix}-a-root.qcow2")
+    vol = conn.storagePoolLookupByName(f"{prefix}-pool").storageVolLookupByName(f"{prefix}-a-root.img")
     assert vol.info()[1] == 1 << 30  # capacity 1 GiB, a real qcow2 file
     assert Path(vol.path()).read_bytes()[:4] == b"QFI\xfb"
 
