@@ -224,7 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     def connect() -> Any:
         import libvirt
 
-        return libvirt.open(args.connect)
+        from hypervisor_core.backends import libvirt as _quiet  # noqa: F401  (libvirt's stderr printer off)
+
+        deadline = time.monotonic() + 60  # at boot, libvirtd may still be starting
+        while True:
+            try:
+                return libvirt.open(args.connect)
+            except libvirt.libvirtError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
 
     report = run(raw, public, root, connect, facts, args.force, live=str(root) == "/")
     return 0 if report["status"] == "READY" else 1

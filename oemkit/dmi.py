@@ -69,6 +69,7 @@ class DmiReport:
     identity: SmbiosIdentity
     cpu_sockets: int | None = None
     cpu_sockets_populated: int | None = None
+    cpu_threads: int | None = None
     cpu_vendor: str | None = None
     virtualization: str | None = None
     memory_bytes: int | None = None
@@ -203,6 +204,7 @@ def report_from_structures(structs: list[Structure], source: str) -> DmiReport:
         identity=identity,
         cpu_sockets=len(procs) if 4 in by_type else None,
         cpu_sockets_populated=len(populated) if 4 in by_type else None,
+        cpu_threads=sum(int(p.get("Thread Count") or 0) for p in populated) or None,
         cpu_vendor=cpu_vendor,
         virtualization=virt,
         memory_bytes=memory,

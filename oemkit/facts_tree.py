@@ -92,7 +92,8 @@ def build_tree(
     for name, value in values.items():
         if value is not None:
             _write(dmi / name, value + "\n")
-    threads = max(1, (report.cpu_sockets_populated or 1) * 2 * 8)
+    # as many logical CPUs as the dump's populated sockets have threads (a guess only when it does not say)
+    threads = report.cpu_threads or max(1, (report.cpu_sockets_populated or 1) * 2 * 8)
     flag = model.cpu.virtualization
     cpuinfo = "".join(
         f"processor\t: {i}\nvendor_id\t: {'GenuineIntel' if flag == 'vmx' else 'AuthenticAMD'}\n"

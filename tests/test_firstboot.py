@@ -361,3 +361,16 @@ def test_an_internal_error_still_ends_with_the_status_line(unit: Path, tmp_path:
         "reason": "internal error: ZeroDivisionError: boom",
         "steps": [],
     }
+
+
+def test_facts_probe_writes_the_json_that_facts_accepts(unit: Path, tmp_path: Path) -> None:
+    box = facts_tree(R650_DUMP, SERIAL, tmp_path / "box")
+    probed = CliRunner().invoke(app, ["facts", "probe", str(box)])
+    assert probed.exit_code == 0
+    facts_json = tmp_path / "facts.json"
+    facts_json.write_text(probed.stdout)
+    assert json.loads(probed.stdout)["cpus"] == 64  # the R650 dump's two populated sockets, 32 threads each
+    preview = CliRunner().invoke(
+        app, ["firstboot", "preview", str(unit), "--pubkey", str(PUB), "--facts", str(facts_json), "--json"]
+    )
+    assert preview.exit_code == 0 and json.loads(preview.stdout)["status"] == "OK"

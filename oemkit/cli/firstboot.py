@@ -30,6 +30,16 @@ def _catalog(ctx: typer.Context):
     return load_catalog((ctx.obj or {}).get("catalog_dir"))
 
 
+@facts_app.command("probe")
+def probe_command(
+    root: Annotated[Path, typer.Argument(help="A root to read (/ on a real box, or a from-dmi tree).")] = Path("/"),
+) -> None:
+    """Print the facts first boot reads from ROOT, as the FACTS.json that --facts accepts."""
+    from hypervisor_core.facts import probe
+
+    emit_json(probe(root).to_dict())
+
+
 @facts_app.command("from-dmi")
 def from_dmi(
     ctx: typer.Context,
@@ -234,6 +244,7 @@ def _summary(held: dict[str, Any]) -> None:
 
     from oemkit.cli.output import console
 
+    # to stderr: on stdout the agent's OEMKIT-STATUS line stays the last line, as tools expect
     table = Table(title=f"libvirt now holds ({held['uri']})", title_justify="left")
     for col in ("kind", "name", "state", "autostart", "details"):
         table.add_column(col)
@@ -250,4 +261,4 @@ def _summary(held: dict[str, Any]) -> None:
             yes[p["autostart"]],
             Text(", ".join(p["volumes"])),
         )
-    console().print(table)
+    console(stderr=True).print(table)
