@@ -148,6 +148,8 @@ def _interface(name: str, device: Path) -> str:
         return "nvme"
     if name.startswith("vd"):
         return "virtio"
+    if "/usb" in os.path.realpath(device):  # a USB stick or the internal USB port: never a datastore disk
+        return "usb"
     vendor = _read(device / "vendor") or ""
     if vendor.upper().startswith("ATA"):  # libata (and SAT-passthrough RAID) reports SATA drives as vendor ATA
         return "sata"

@@ -28,6 +28,7 @@ from oemkit.profile.schema_v1 import SERIAL_PATTERN
 
 SERIAL = re.compile(SERIAL_PATTERN)
 COLUMNS = ("serial", "profile", "site")
+OPTIONAL = ("model",)
 
 
 @dataclass
@@ -61,6 +62,14 @@ def read_orders(path: Path) -> list[tuple[int, dict[str, str]]]:
             line=1,
             column=1,
         )
+    unknown = [c for c in reader.fieldnames or [] if c not in COLUMNS + OPTIONAL]
+    if unknown:  # a misspelt "modle" column must not be dropped silently
+        raise UnreadableInput(
+            f"unknown column {unknown[0]!r}; the columns are {', '.join(COLUMNS + OPTIONAL)}",
+            file=str(path),
+            line=1,
+            column=1,
+        )
     return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}) for row in reader]
 
 
@@ -85,6 +94,10 @@ def compile_orders(orders: Path, key: Ed25519PrivateKey, catalog: Catalog, out_d
             return result
 
         serial = row["serial"]
+        empty = [c for c in ("profile", "site") if not row.get(c)]
+        if empty:
+            yield fail(f"the {empty[0]} column is empty")
+            continue
         if not SERIAL.match(serial):
             yield fail(f"serial {serial!r} is not 3-32 letters, digits and '-' (not at either end)")
             continue

@@ -142,3 +142,15 @@ def test_orders_without_the_columns_are_unreadable(header: str, tmp_path: Path) 
     orders.write_text(header)
     result = runner.invoke(app, ["compile", "--orders", str(orders), "--key", str(KEY), "-o", str(tmp_path / "o")])
     assert result.exit_code == 2 and "columns" in result.stderr
+
+
+def test_orders_refuse_unknown_columns_and_report_empty_cells(tmp_path: Path) -> None:
+    orders = tmp_path / "o.csv"
+    orders.write_text(f"serial,profile,site,modle\nSN0001,{PROFILE},{SITE},x\n")
+    result = runner.invoke(app, ["compile", "--orders", str(orders), "--key", str(KEY), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "unknown column 'modle'" in result.stderr
+    orders.write_text(f"serial,profile,site\nSN0001,,{SITE}\n")
+    result = runner.invoke(
+        app, ["compile", "--orders", str(orders), "--key", str(KEY), "-o", str(tmp_path / "o"), "--json"]
+    )
+    assert result.exit_code == 1 and "the profile column is empty" in result.stdout
