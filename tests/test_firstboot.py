@@ -225,35 +225,18 @@ def test_cli_run_json_reads_libvirt_back(unit: Path, tmp_path: Path) -> None:
     assert {"domains", "networks", "pools"} <= report["libvirt"].keys()
 
 
-def test_cli_preview_refuses_exactly_as_first_boot(unit: Path) -> None:
-    ok = CliRunner().invoke(
-        app,
-        [
-            "firstboot",
-            "preview",
-            str(unit),
-            "--pubkey",
-            str(PUB),
-            "--facts",
-            str(REPO / "tests/data/dmi" / R650_DUMP),
-            "--json",
-        ],
+def _preview(unit: Path, facts: Path, *extra: str):
+    return CliRunner().invoke(
+        app, ["firstboot", "preview", str(unit), "--pubkey", str(PUB), "--facts", str(facts), *extra]
     )
+
+
+def test_cli_preview_refuses_exactly_as_first_boot(unit: Path) -> None:
+    ok = _preview(unit, REPO / "tests/data/dmi" / R650_DUMP, "--json")
     assert ok.exit_code == 0, ok.output
     preview = json.loads(ok.stdout)
     assert preview["uplinks"] == ["enp4s0f0", "enp4s0f1"] and preview["plan"][-1]["id"] == "report"
-    wrong = CliRunner().invoke(
-        app,
-        [
-            "firstboot",
-            "preview",
-            str(unit),
-            "--pubkey",
-            str(PUB),
-            "--facts",
-            str(REPO / "tests/data/dmi/lenovo/ThinkSystem-SR650-V2/7AC016764E14.txt"),
-        ],
-    )
+    wrong = _preview(unit, REPO / "tests/data/dmi/lenovo/ThinkSystem-SR650-V2/7AC016764E14.txt")
     assert wrong.exit_code == 1 and "REFUSED: wrong hardware" in wrong.stdout
 
 
@@ -284,12 +267,24 @@ def test_a_signed_config_with_a_path_in_a_name_is_refused(unit: Path, tmp_path: 
     doc["storage"]["pool"] = "../../etc"
     with pytest.raises(Exception, match=re.escape("pool name '../../etc' is not a plain name")):
         seal(doc, load_private_key(KEY))  # the factory refuses to seal it...
-    doc["storage"]["pool"] = "datastore"
-    raw = json.dumps(seal(doc, load_private_key(KEY))).replace('"datastore"', '"../../etc"').encode()
+    # ...and the box refuses it too, on the name itself: signed by hand, as a compromised factory could
+    from hypervisor_core import config
+
+    key = load_private_key(KEY)
+    doc.pop("signature")
+    doc["content_id"] = config.content_id(doc)
+    doc["signature"] = "ed25519:" + base64.b64encode(key.sign(config.signed_bytes(doc))).decode()
     _report, console = _boot(
-        raw, facts_tree(R650_DUMP, SERIAL, tmp_path / "box"), tmp_path / "root", libvirt.open(test_uri())
+        json.dumps(doc).encode(),
+        facts_tree(R650_DUMP, SERIAL, tmp_path / "box"),
+        tmp_path / "root",
+        libvirt.open(test_uri()),
     )
-    assert status_line(console)["status"] == "FAILED"  # ...and the box refuses it too (signature, then names)
+    status = status_line(console)
+    assert (
+        status["status"] == "FAILED" and status["reason"] == "pool name '../../etc' is not a plain name (a-z, 0-9, '-')"
+    )
+    assert not (tmp_path / "etc").exists()
 
 
 def test_the_boot_media_is_never_a_datastore_disk(tmp_path: Path) -> None:
