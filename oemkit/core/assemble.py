@@ -1,0 +1,125 @@
+"""Everything the booted core contains, path by path and part by part: the recipe's binaries and data with their
+closures, the measured Python set, the agent, the kernel modules, busybox's applets, and our own /init and /etc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import hypervisor_core
+from oemkit import __version__
+from oemkit.core import kmod, pystdlib
+from oemkit.core.debian import BuildError, run
+from oemkit.core.recipe import (
+    DATA,
+    ELF_ROOTS,
+    HARDWARE_MODULES,
+    KVM_VENDOR_MODULES,
+    LOADED_MODULES,
+    OPTIONAL_DATA,
+    PY,
+    PY_SEEDS,
+    catalog_drivers,
+)
+from oemkit.core.selection import Image, Node, Selector
+
+if TYPE_CHECKING:
+    from oemkit.core.build import Options
+    from oemkit.core.debian import Kernel, Userland
+
+FILES = Path(__file__).resolve().parent / "files"
+PATH_DIRS = ("/bin", "/sbin", "/usr/bin", "/usr/sbin")
+
+PASSWD = (
+    "root:x:0:0:root:/root:/bin/sh\n"
+    # libvirtd refuses to start without the user its QEMU driver is built for, even when qemu.conf says root
+    "libvirt-qemu:x:64055:64055:Libvirt Qemu:/var/lib/libvirt:/bin/false\n"
+)
+GROUP = "root:x:0:\nkvm:x:101:\nlibvirt:x:102:\nlibvirt-qemu:x:64055:\n"
+FOLDERS = ("/proc", "/sys", "/dev", "/run", "/tmp", "/root", "/mnt", "/var/lib/libvirt", "/var/log/libvirt",
+           "/var/cache/libvirt")  # fmt: skip
+
+
+def assemble(userland: Userland, kernel: Kernel, opts: Options, work: Path) -> tuple[Image, kmod.Resolution]:
+    image = Image()
+    sel = Selector(userland.root, image)
+    for part in ("rest", "libvirt", "qemu", "python"):
+        sel.add_elf_closure(ELF_ROOTS.get(part, ()), part)
+        for path in DATA.get(part, ()):
+            if path in OPTIONAL_DATA and not sel.exists(path):
+                continue
+            if sel.host(path).is_dir():
+                sel.add_tree(path, part)
+            else:
+                sel.add_path(path, part)
+    _python(sel, opts.agent or Path(hypervisor_core.__file__).parent, work)
+    if opts.pubkey is not None:
+        image.put("/etc/oemkit/factory.pub", Node.blob(opts.pubkey.read_bytes()), "agent")
+    _applets(image, userland.root / "bin" / "busybox")
+    modules = _modules(image, kernel, userland.root / "bin" / "busybox", opts, work)
+    _own_files(image, kernel, userland, opts, modules)
+    return image, modules
+
+
+def _python(sel: Selector, agent: Path, work: Path) -> None:
+    found = pystdlib.build_python(sel.root, agent, PY_SEEDS, work)
+    for dest, compiled in found.stdlib_pyc.items():
+        sel.image.put(dest, Node.file(compiled, 0o644), "python")
+    sel.add_elf_closure(found.extensions, "python")
+    sel.add_path(f"/usr/lib/{PY}/lib-dynload", "python")  # getpath() looks for it
+    if not sel.exists("/usr/bin/python3"):
+        raise BuildError("the staged root has no /usr/bin/python3 (the init runs `python3 -m hypervisor_core`)")
+    sel.add_path("/usr/bin/python3", "python")
+    for dest, compiled in found.agent.items():
+        sel.image.put(dest, Node.file(compiled, 0o644), "agent")
+
+
+def _applets(image: Image, busybox: Path) -> None:
+    """Every busybox applet as a symlink, unless a real tool of that name is shipped anywhere on PATH (so
+    iproute2's /sbin/ip is never shadowed by busybox's, whatever the PATH order)."""
+    real = {p.rsplit("/", 1)[1] for p in image.nodes if p.rsplit("/", 1)[0] in PATH_DIRS}
+    for applet in sorted(run([str(busybox), "--list-full"], what="busybox --list-full", text=True).stdout.split()):
+        dest = "/" + applet
+        if dest != "/bin/busybox" and dest.rsplit("/", 1)[1] not in real:
+            image.put(dest, Node.link("/bin/busybox"), "rest")
+
+
+def _modules(image: Image, kernel: Kernel, busybox: Path, opts: Options, work: Path) -> kmod.Resolution:
+    tree = kmod.ModuleTree.load(kernel.modules)
+    wanted = [m for m, _ in LOADED_MODULES] + list(KVM_VENDOR_MODULES) + list(HARDWARE_MODULES)
+    wanted += catalog_drivers(opts.catalog_dir)
+    found = kmod.resolve(tree, dict.fromkeys(wanted))
+    dest = kmod.install(tree, found.files, work / "modules", kernel.abi, busybox)
+    for path in sorted(dest.rglob("*")):
+        if path.is_file():
+            image.put(f"/lib/modules/{kernel.abi}/{path.relative_to(dest).as_posix()}", Node.file(path), "modules")
+    loaded = [f"{m} {args}".strip() for m, args in LOADED_MODULES if kmod.norm(m) in found.loadable]
+    image.put("/etc/modules", Node.blob(("\n".join(loaded) + "\n").encode()), "rest")
+    return found
+
+
+def _own_files(image: Image, kernel: Kernel, userland: Userland, opts: Options, modules: kmod.Resolution) -> None:
+    init = opts.init or FILES / "init"
+    if not init.is_file():
+        raise BuildError("no init for the core", file=str(init))
+    image.put("/init", Node.file(init, 0o755), "rest", replace=True)
+    if (init.parent / "inittab").is_file():  # busybox init, which /init hands over to, reads it
+        image.put("/etc/inittab", Node.file(init.parent / "inittab", 0o644), "rest", replace=True)
+    for name in ("qemu.conf", "libvirtd.conf"):
+        image.put(f"/etc/libvirt/{name}", Node.file(FILES / name, 0o644), "rest", replace=True)
+    image.put("/etc/libvirt/virtlogd.conf", Node.blob(b""), "rest", replace=True)
+    text = {
+        "/etc/passwd": PASSWD,
+        "/etc/group": GROUP,
+        "/etc/nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+        "/etc/hosts": "127.0.0.1 localhost\n::1 localhost\n",
+        "/etc/os-release": f'NAME="oemkit core"\nID=oemkit-core\nID_LIKE=debian\nVERSION_ID="{__version__}"\n',
+        "/etc/oemkit/packages.txt": "\n".join([str(kernel), *userland.packages]) + "\n",
+    }
+    for path, content in text.items():
+        image.put(path, Node.blob(content.encode()), "rest", replace=True)
+    for path in FOLDERS:
+        image.put(path, Node.dir(0o1777 if path == "/tmp" else 0o755), "rest", replace=True)
+    image.put("/var/run", Node.link("/run"), "rest", replace=True)  # the libvirt binding looks in /var/run/libvirt
+    image.put("/dev/console", Node.chr(5, 1), "rest", replace=True)  # PID 1's console before devtmpfs is mounted
+    image.put("/dev/null", Node.chr(1, 3, 0o666), "rest", replace=True)
