@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from oemkit import __version__
-from oemkit.cli import build, catalog, firstboot, profile
+from oemkit.cli import build, catalog, core, firstboot, profile
 
 app = typer.Typer(
     name="oemkit",
@@ -23,6 +23,7 @@ app.add_typer(build.keys_app, name="keys")
 app.command("compile")(build.compile_command)
 app.add_typer(firstboot.facts_app, name="facts")
 app.add_typer(firstboot.firstboot_app, name="firstboot")
+app.add_typer(core.app, name="core")
 
 
 def _version(value: bool) -> None:
