@@ -9,6 +9,8 @@ import pytest
 
 from oemkit.catalog.store import Catalog, load_catalog
 
+pytest_plugins = ["tests.core_fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 _SHARED = REPO.parent / "shared" / "hardware-samples" / "dmi"
 _VENDORED = REPO / "tests" / "data" / "dmi"

@@ -1,0 +1,45 @@
+"""The real core, built once per test session (registered by conftest's pytest_plugins).
+
+It uses the persistent core cache — $OEMKIT_CORE_CACHE, else the user's ~/.cache/oemkit/core, read here before
+any test redirects XDG_CACHE_HOME — so only the first run on a machine pays for the downloads and compression."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from oemkit.core import cache
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_PUB = REPO / "tests" / "data" / "keys" / "signing.pub"
+CORE_CACHE = cache.default_dir()  # at import: before the autouse fixture points XDG_CACHE_HOME at a temp folder
+
+
+def core_cache() -> Path:
+    return CORE_CACHE
+
+
+def build_args(out: Path, *extra: str) -> list[str]:
+    return ["core", "build", "-o", str(out), "--pubkey", str(TEST_PUB), "--cache", str(CORE_CACHE), *extra]
+
+
+@pytest.fixture(scope="session")
+def core_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A COREDIR of the default build with the tests' public key."""
+    if os.geteuid() != 0:
+        pytest.skip("building the core needs root (mmdebstrap --mode=root, chroot)")
+    if shutil.which("mmdebstrap") is None:
+        pytest.skip("mmdebstrap is not installed (bash scripts/setup.sh)")
+    from typer.testing import CliRunner
+
+    from oemkit.cli.app import app
+
+    out = tmp_path_factory.mktemp("core") / "core"
+    result = CliRunner().invoke(app, [*build_args(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["coredir"] == str(out)
+    return out

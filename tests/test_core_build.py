@@ -1,0 +1,141 @@
+"""The real core build (root, Debian mirrors on the first run; warm from the persistent cache afterwards)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from oemkit.catalog.store import load_catalog
+from oemkit.cli.app import app
+from oemkit.core import cpio, elf
+from oemkit.core.recipe import FOOTPRINT_PARTS, HARDWARE_MODULES, PY
+
+from .core_fixtures import TEST_PUB, build_args
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+AGENT = "/usr/lib/python3/dist-packages/hypervisor_core"
+
+
+@pytest.fixture(scope="module")
+def contents(core_dir: Path) -> dict[str, dict[str, cpio.Entry]]:
+    """part → path → entry, unpacked from initrd.img by the manifest's offsets."""
+    manifest = json.loads((core_dir / "manifest.json").read_text())
+    initrd = (core_dir / "initrd.img").read_bytes()
+    out = {}
+    for part in manifest["parts"]:
+        data = initrd[part["offset"] : part["offset"] + part["stream_bytes"]]
+        out[part["name"]] = {"/" + e.name: e for e in cpio.read_newc(lzma.decompress(data))}
+    return out
+
+
+def _all(contents: dict[str, dict[str, cpio.Entry]]) -> dict[str, cpio.Entry]:
+    merged: dict[str, cpio.Entry] = {}
+    for entries in contents.values():  # in initrd order: a later part's path wins, as in the kernel
+        merged.update(entries)
+    return merged
+
+
+def test_core_json_and_footprint_match_the_files(core_dir: Path) -> None:
+    meta = json.loads((core_dir / "core.json").read_text())
+    doc = json.loads((core_dir / "footprint.json").read_text())
+    manifest = json.loads((core_dir / "manifest.json").read_text())
+    vmlinuz, initrd = (core_dir / "vmlinuz").read_bytes(), (core_dir / "initrd.img").read_bytes()
+    assert meta["core_id"] == hashlib.sha256(vmlinuz + initrd).hexdigest()[:20] == doc["core_id"]
+    assert meta["footprint"] == doc
+    assert [p["name"] for p in doc["parts"]] == list(FOOTPRINT_PARTS)
+    sizes = {p["name"]: p["compressed_bytes"] for p in doc["parts"]}
+    assert sizes.pop("kernel") == len(vmlinuz)
+    assert sum(sizes.values()) == len(initrd)
+    assert doc["compressed_bytes"] == len(vmlinuz) + len(initrd)
+    assert {p["name"]: p["uncompressed_bytes"] for p in manifest["parts"]} == {
+        p["name"]: p["uncompressed_bytes"] for p in doc["parts"][1:]
+    }
+    assert meta["kernel"].startswith("linux-image-") and meta["kernel"].endswith(meta["kernel"].split("=")[1])
+    assert meta["compression"] == "xz" and meta["flavour"] == "amd64"
+    assert any(p.startswith("libvirt-daemon=") for p in meta["packages"])
+
+
+def test_initrd_holds_what_a_kvm_host_needs(contents: dict[str, dict[str, cpio.Entry]]) -> None:
+    files = _all(contents)
+    init = files["/init"]
+    assert init.mode & 0o777 == 0o755
+    assert init.data == (Path(__file__).resolve().parents[1] / "oemkit" / "core" / "files" / "init").read_bytes()
+    assert files["/usr/bin/python3"].is_link and files["/usr/bin/python3"].data.decode() == PY
+    assert elf.is_elf(files[f"/usr/bin/{PY}"].data)
+    assert files["/etc/oemkit/factory.pub"].data == TEST_PUB.read_bytes()
+    for tool in ("/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/qemu-system-x86_64", "/usr/bin/qemu-img"):
+        assert elf.is_elf(files[tool].data), tool
+    assert files["/var/run"].data == b"/run"
+    assert b"libvirt-qemu:" in files["/etc/passwd"].data
+    assert b'NAME="oemkit core"' in files["/etc/os-release"].data
+
+
+def test_ip_is_iproute2_not_busybox(contents: dict[str, dict[str, cpio.Entry]]) -> None:
+    files = _all(contents)
+    assert elf.is_elf(files["/bin/ip"].data) and b"busybox" not in files["/bin/ip"].data[: 1 << 20].lower()
+    sbin_ip = files["/sbin/ip"]
+    assert not sbin_ip.is_link or sbin_ip.data == b"/bin/ip"  # iproute2's own link, never busybox's applet
+    assert files["/sbin/modprobe"].data == b"/bin/busybox"  # other applets are busybox
+
+
+def test_python_is_sourceless_and_measured(contents: dict[str, dict[str, cpio.Entry]]) -> None:
+    files = _all(contents)
+    assert not [p for p in files if p.endswith(".py")], "no Python sources in the core"
+    agent = {p for p in contents["agent"] if p.startswith(AGENT)}
+    assert {f"{AGENT}/__init__.pyc", f"{AGENT}/__main__.pyc", f"{AGENT}/firstboot.pyc", f"{AGENT}/hostnet.pyc"} <= agent
+    assert f"/usr/lib/{PY}/os.pyc" in files and f"/usr/lib/{PY}/lib-dynload" in files  # getpath()'s landmarks
+    assert "/usr/lib/python3/dist-packages/libvirt.pyc" in files
+    assert f"/usr/lib/{PY}/urllib/request.pyc" in files  # imported inside a function by images.py
+    assert f"/usr/lib/{PY}/tkinter/__init__.pyc" not in files  # nothing the agent does not import
+
+
+def test_modules_follow_the_recipe_and_the_catalog(contents: dict[str, dict[str, cpio.Entry]]) -> None:
+    mods = contents["modules"]
+    names = {Path(p).name.split(".ko")[0].replace("-", "_") for p in mods if ".ko" in p}
+    wanted = {d for m in load_catalog() for d in (n.driver for n in m.nics)} | {"virtio_net", "nvme", "kvm_amd"}
+    assert wanted <= names
+    alias = next(e for p, e in mods.items() if p.endswith("/modules.alias")).data.decode()
+    assert "virtio:d00000001v*" in alias  # virtio_net by modalias, for coldplug
+    etc_modules = contents["rest"]["/etc/modules"].data.decode().splitlines()
+    assert "bonding max_bonds=0" in etc_modules and "kvm" in etc_modules
+    assert not {"kvm_amd", "kvm_intel"} & set(etc_modules)
+    assert set(HARDWARE_MODULES) - names - {"tpm_crb", "tpm_tis"} == set()  # those two are built in here
+
+
+def test_footprint_command_matches_the_issue(core_dir: Path) -> None:
+    result = runner.invoke(app, ["core", "footprint", str(core_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert {"compressed_bytes", "uncompressed_bytes", "budget_bytes", "parts"} <= doc.keys()
+    built = json.loads((core_dir / "footprint.json").read_text())
+    assert doc["parts"] == built["parts"]  # measured again, the same figures
+    assert doc["compressed_bytes"] == built["compressed_bytes"] <= doc["budget_bytes"]
+    assert [set(p) for p in doc["parts"]] == [{"name", "compressed_bytes", "uncompressed_bytes"}] * len(doc["parts"])
+
+
+def test_warm_rebuild_is_fast_and_identical(core_dir: Path, tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = runner.invoke(app, [*build_args(tmp_path / "again"), "--json"])
+    took = time.monotonic() - started
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["core_id"] == json.loads((core_dir / "core.json").read_text())["core_id"]
+    for name in ("vmlinuz", "initrd.img", "core.json", "footprint.json", "manifest.json"):
+        assert (tmp_path / "again" / name).read_bytes() == (core_dir / name).read_bytes(), name
+    assert took < 60, f"warm rebuild took {took:.1f} s"
+
+
+def test_over_budget_fails_and_writes_no_core(core_dir: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, [*build_args(tmp_path / "small"), "--budget-bytes", "1000"])
+    assert result.exit_code == 1
+    assert "over the budget of 1,000" in result.stderr and "biggest: libvirt" in result.stderr
+    assert "total" in result.stdout  # the footprint is still shown
+    assert not (tmp_path / "small").exists()
+    kept = Path(result.stderr.rsplit("(footprint: ", 1)[1].rstrip(")\n"))
+    assert json.loads(kept.read_text())["budget_bytes"] == 1000

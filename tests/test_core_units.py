@@ -1,0 +1,336 @@
+"""The core builder's pieces, fast and offline: cpio, ELF, module closure, footprint and budget, cache, CLI errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import os
+import stat
+import struct
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from oemkit.cli.app import app
+from oemkit.core import cache, cpio, elf, footprint, kmod, pystdlib
+from oemkit.core.build import compressor
+from oemkit.core.selection import Image, Node, SelectError, Selector
+
+from .conftest import REPO
+
+runner = CliRunner()
+PUB = REPO / "tests" / "data" / "keys" / "signing.pub"
+
+
+# ------------------------------------------------------------------------------------------- cpio
+def _nodes(tmp_path: Path) -> dict[str, Node]:
+    exe = tmp_path / "tool"
+    exe.write_bytes(b"\x7fELF not really")
+    exe.chmod(0o4775)  # set-uid and group write never reach the core
+    return {
+        "/usr/bin/tool": Node.file(exe),
+        "/etc/motd": Node.blob(b"hello\n"),
+        "/bin/sh": Node.link("/bin/busybox"),
+        "/tmp": Node.dir(0o1777),
+        "/dev/console": Node.chr(5, 1),
+        "/init": Node.blob(b"#!/bin/sh\n", 0o755),
+    }
+
+
+def test_cpio_round_trip(tmp_path: Path) -> None:
+    data = cpio.write_newc(_nodes(tmp_path), mtime=1_700_000_000)
+    assert len(data) % 512 == 0
+    entries = {e.name: e for e in cpio.read_newc(data)}
+    # parents first, each once, sorted by path components
+    names = [e.name for e in cpio.read_newc(data)]
+    assert names == ["bin", "bin/sh", "dev", "dev/console", "etc", "etc/motd", "init", "tmp", "usr", "usr/bin",
+                     "usr/bin/tool"]  # fmt: skip
+    assert entries["usr/bin/tool"].data == b"\x7fELF not really"
+    assert stat.S_IMODE(entries["usr/bin/tool"].mode) == 0o755
+    assert entries["bin/sh"].is_link and entries["bin/sh"].data == b"/bin/busybox"
+    assert entries["usr"].is_dir and stat.S_IMODE(entries["usr"].mode) == 0o755
+    assert stat.S_IMODE(entries["tmp"].mode) == 0o1777
+    assert stat.S_ISCHR(entries["dev/console"].mode) and entries["dev/console"].rdev == (5, 1)
+    assert stat.S_IMODE(entries["init"].mode) == 0o755
+    assert {(e.uid, e.gid, e.mtime) for e in entries.values()} == {(0, 0, 1_700_000_000)}
+
+
+def test_cpio_same_bytes_whatever_the_order(tmp_path: Path) -> None:
+    nodes = _nodes(tmp_path)
+    forward = cpio.write_newc(nodes, mtime=1)
+    backward = cpio.write_newc(dict(reversed(list(nodes.items()))), mtime=1)
+    assert forward == backward
+    assert cpio.write_newc(nodes, mtime=2) != forward  # the mtime is the only clock in it
+
+
+def test_cpio_reader_refuses_garbage() -> None:
+    with pytest.raises(ValueError, match="no newc header"):
+        cpio.read_newc(b"not an archive")
+
+
+# ------------------------------------------------------------------------------------------- ELF
+def test_elf_needed_of_a_real_binary() -> None:
+    found = elf.deps(Path("/bin/ls").read_bytes())
+    assert "libc.so.6" in found.needed
+    assert found.interp == "/lib64/ld-linux-x86-64.so.2"
+
+
+def test_elf_static_and_not_elf() -> None:
+    assert elf.deps(Path("/sbin/ldconfig").read_bytes()) == elf.ElfDeps()  # static-pie: a dynamic section, no needs
+    assert elf.deps(b"#!/bin/sh\necho hi\n") == elf.ElfDeps()
+    assert elf.deps(b"") == elf.ElfDeps()
+
+
+def test_elf_truncated_is_an_error() -> None:
+    head = Path("/bin/ls").read_bytes()[:200]
+    with pytest.raises(elf.ElfError):
+        elf.deps(head)
+
+
+def test_selector_follows_links_and_takes_the_closure() -> None:
+    image = Image()
+    Selector(Path("/"), image).add_elf_closure(["/bin/ls"], "rest")
+    files = [p for p, n in image.nodes.items() if n.kind == "file"]
+    assert any(p.endswith("/libc.so.6") for p in files)
+    assert any(p.endswith("/ld-linux-x86-64.so.2") for p in files)  # the loader, via PT_INTERP
+    assert "/lib64" in image or "/lib64/ld-linux-x86-64.so.2" in image  # and the way to it as packaged
+    assert set(image.owner.values()) == {"rest"}
+    for path, node in image.nodes.items():  # every link met on the way is shipped as a link
+        assert node.kind == ("link" if os.path.islink(path) else "dir" if os.path.isdir(path) else "file"), path
+
+
+def test_selector_missing_path(tmp_path: Path) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "dangling").symlink_to("nowhere")
+    sel = Selector(tmp_path, Image())
+    with pytest.raises(SelectError, match="not in the staged Debian root"):
+        sel.add_path("/bin/dangling", "rest")
+    with pytest.raises(SelectError, match=r"libnothing\.so\.1 \(needed by /bin/x\)"):
+        sel.find_lib("libnothing.so.1", "/bin/x")
+
+
+# ------------------------------------------------------------------------------------------- modules
+def _module_tree(tmp_path: Path) -> kmod.ModuleTree:
+    root = tmp_path / "lib" / "modules" / "6.1.0-test"
+    root.mkdir(parents=True)
+    (root / "modules.dep").write_text(
+        "kernel/net/bonding/bonding.ko: kernel/net/tls/tls.ko\n"
+        "kernel/net/tls/tls.ko:\n"
+        "kernel/drivers/net/virtio-net.ko: kernel/net/core/net_failover.ko kernel/net/core/failover.ko\n"
+        "kernel/net/core/net_failover.ko: kernel/net/core/failover.ko\n"
+        "kernel/net/core/failover.ko:\n"
+        "kernel/fs/isofs/isofs.ko:\n"
+    )
+    (root / "modules.builtin").write_text("kernel/drivers/char/tpm/tpm_tis.ko\nkernel/fs/ext4/ext4.ko\n")
+    return kmod.ModuleTree.load(root)
+
+
+def test_module_closure(tmp_path: Path) -> None:
+    found = kmod.resolve(_module_tree(tmp_path), ["bonding", "virtio_net", "tpm-tis", "ext4"])
+    assert found.files == (
+        "kernel/drivers/net/virtio-net.ko",
+        "kernel/net/bonding/bonding.ko",
+        "kernel/net/core/failover.ko",
+        "kernel/net/core/net_failover.ko",
+        "kernel/net/tls/tls.ko",
+    )
+    assert found.loadable == {"bonding", "virtio_net"}
+    assert found.builtin == {"tpm_tis", "ext4"}
+
+
+def test_missing_modules_are_named(tmp_path: Path) -> None:
+    with pytest.raises(kmod.ModuleError, match=r"6\.1\.0-test: nosuch_nic, vfio") as err:
+        kmod.resolve(_module_tree(tmp_path), ["isofs", "vfio", "nosuch_nic"])
+    assert "isofs" not in str(err.value)
+
+
+def test_module_tree_without_index(tmp_path: Path) -> None:
+    with pytest.raises(kmod.ModuleError, match="cannot read the kernel's module index"):
+        kmod.ModuleTree.load(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- Python
+def test_source_imports_include_function_level_ones(tmp_path: Path) -> None:
+    pkg = tmp_path / "hypervisor_core"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from __future__ import annotations\nimport json\n")
+    (pkg / "sub" / "x.py").write_text(
+        "from hypervisor_core import y\nfrom xml.etree import ElementTree as ET\n"
+        "def f():\n    import urllib.request\n    from . import z\n"
+    )
+    assert pystdlib.source_imports(pkg) == [("json", []), ("urllib.request", []), ("xml.etree", ["ElementTree"])]
+
+
+# ------------------------------------------------------------------------------------------- footprint
+PARTS = [
+    {"name": "kernel", "compressed_bytes": 8_000_000, "uncompressed_bytes": 60_000_000},
+    {"name": "rest", "compressed_bytes": 2_000_000, "uncompressed_bytes": 6_000_000},
+    {"name": "modules", "compressed_bytes": 4_000_000, "uncompressed_bytes": 25_000_000},
+    {"name": "libvirt", "compressed_bytes": 18_000_000, "uncompressed_bytes": 69_000_000},
+    {"name": "qemu", "compressed_bytes": 5_000_000, "uncompressed_bytes": 31_000_000},
+    {"name": "python", "compressed_bytes": 3_000_000, "uncompressed_bytes": 12_000_000},
+    {"name": "agent", "compressed_bytes": 50_000, "uncompressed_bytes": 160_000},
+]
+
+
+def test_footprint_document_shape() -> None:
+    doc = footprint.document("ab" * 10, PARTS, 40_100_000, "xz", "xz payload decompressed")
+    assert {"compressed_bytes", "uncompressed_bytes", "budget_bytes", "parts"} <= doc.keys()
+    assert doc["compressed_bytes"] == 40_050_000
+    assert doc["uncompressed_bytes"] == sum(p["uncompressed_bytes"] for p in PARTS)
+    assert doc["gap_to_32mib_bytes"] == 40_050_000 - 33_554_432
+    assert [p["name"] for p in doc["parts"]] == ["kernel", "rest", "modules", "libvirt", "qemu", "python", "agent"]
+    assert all(set(p) == {"name", "compressed_bytes", "uncompressed_bytes"} for p in doc["parts"])
+
+
+def test_budget_pass_and_fail() -> None:
+    assert footprint.over_budget(footprint.document("x", PARTS, 40_050_000, "xz", "")) is None
+    message = footprint.over_budget(footprint.document("x", PARTS, 30_000_000, "xz", ""))
+    assert message is not None
+    assert "40,050,000" in message and "30,000,000" in message and "10,050,000" in message
+    assert "libvirt 18,000,000, kernel 8,000,000, qemu 5,000,000" in message
+    assert "modules" not in message
+
+
+def test_default_budget_is_the_measured_size_plus_a_margin() -> None:
+    assert footprint.MEASURED_DEFAULT_BYTES < footprint.DEFAULT_BUDGET_BYTES
+    assert footprint.DEFAULT_BUDGET_BYTES <= footprint.MEASURED_DEFAULT_BYTES * 1.03
+
+
+def _bzimage(vmlinux: bytes) -> bytes:
+    """A minimal x86 boot image: setup header with HdrS, one setup sector, an xz payload with its size trailer."""
+    payload = lzma.compress(vmlinux, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32) + struct.pack("<I", len(vmlinux))
+    setup = bytearray(1024)
+    setup[0x1F1] = 1
+    setup[0x202:0x206] = b"HdrS"
+    struct.pack_into("<II", setup, 0x248, 16, len(payload))
+    return bytes(setup) + b"\0" * 16 + payload + b"\0" * 100
+
+
+def test_kernel_payload_is_measured() -> None:
+    assert footprint.kernel_uncompressed(_bzimage(b"k" * 100_000)) == (100_000, "xz payload decompressed")
+    with pytest.raises(footprint.UnreadableInput, match="not an x86 bzImage"):
+        footprint.kernel_uncompressed(b"\0" * 4096)
+
+
+def _fake_core(folder: Path) -> dict:
+    """A core folder as `core build` writes it, from synthetic parts (no root, no network)."""
+    folder.mkdir()
+    vmlinuz = _bzimage(b"kernel" * 1000)
+    raws = {"rest": cpio.write_newc({"/init": Node.blob(b"#!/bin/sh\n", 0o755)}, 1),
+            "agent": cpio.write_newc({"/etc/oemkit/factory.pub": Node.blob(PUB.read_bytes())}, 1)}  # fmt: skip
+    initrd, parts, offset = b"", [], 0
+    for name, raw in raws.items():
+        stream = lzma.compress(raw, check=lzma.CHECK_CRC32)
+        data = stream + b"\0" * (-len(stream) % 4)
+        parts.append({"name": name, "offset": offset, "compressed_bytes": len(data), "stream_bytes": len(stream),
+                      "sha256": hashlib.sha256(data).hexdigest()})  # fmt: skip
+        initrd += data
+        offset += len(data)
+    cid = footprint.core_id(vmlinuz, initrd)
+    (folder / "vmlinuz").write_bytes(vmlinuz)
+    (folder / "initrd.img").write_bytes(initrd)
+    (folder / "manifest.json").write_text(json.dumps({"core_id": cid, "parts": parts}))
+    (folder / "footprint.json").write_text("{}")
+    (folder / "core.json").write_text(json.dumps({"core_id": cid, "compression": "xz",
+                                                  "footprint": {"budget_bytes": 123_456}}))  # fmt: skip
+    return {"core_id": cid, "raws": raws, "vmlinuz": vmlinuz}
+
+
+def test_footprint_recomputed_from_the_files(tmp_path: Path) -> None:
+    core = _fake_core(tmp_path / "core")
+    result = runner.invoke(app, ["core", "footprint", str(tmp_path / "core"), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["core_id"] == core["core_id"] and doc["budget_bytes"] == 123_456
+    assert [p["name"] for p in doc["parts"]] == ["kernel", "rest", "agent"]
+    assert doc["parts"][0] == {"name": "kernel", "compressed_bytes": len(core["vmlinuz"]), "uncompressed_bytes": 6000}
+    assert [p["uncompressed_bytes"] for p in doc["parts"][1:]] == [len(r) for r in core["raws"].values()]
+    assert doc["compressed_bytes"] == sum(p["compressed_bytes"] for p in doc["parts"])
+    table = runner.invoke(app, ["core", "footprint", str(tmp_path / "core")])
+    assert table.exit_code == 0 and "agent" in table.stdout and "32 MiB" in table.stdout
+
+
+def test_footprint_refuses_a_changed_core(tmp_path: Path) -> None:
+    _fake_core(tmp_path / "core")
+    initrd = tmp_path / "core" / "initrd.img"
+    data = bytearray(initrd.read_bytes())
+    data[-1] ^= 1
+    initrd.write_bytes(bytes(data))
+    result = runner.invoke(app, ["core", "footprint", str(tmp_path / "core")])
+    assert result.exit_code == 2
+    assert "does not match the files" in result.stderr and "Traceback" not in result.output
+
+
+def test_footprint_of_a_folder_that_is_not_a_core(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hi")
+    for target in (tmp_path, tmp_path / "missing"):
+        result = runner.invoke(app, ["core", "footprint", str(target)])
+        assert result.exit_code == 2
+        assert "not a core folder" in result.stderr
+        assert isinstance(result.exception, SystemExit)  # a clean exit, never a traceback
+
+
+# ------------------------------------------------------------------------------------------- build guards
+def test_build_needs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    result = runner.invoke(app, ["core", "build", "-o", str(tmp_path / "core"), "--cache", str(tmp_path / "c")])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "oemkit: error: building a core needs root (mmdebstrap --mode=root, chroot): run it with sudo"
+    ]
+    assert not (tmp_path / "core").exists() and not (tmp_path / "c").exists()
+
+
+def test_build_refuses_a_bad_key(tmp_path: Path) -> None:
+    bad = tmp_path / "signing.pub"
+    bad.write_text("-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n")
+    result = runner.invoke(app, ["core", "build", "-o", str(tmp_path / "core"), "--pubkey", str(bad)])
+    assert result.exit_code == 2
+    assert "not the factory's public key" in result.stderr and str(bad) in result.stderr
+    missing = runner.invoke(app, ["core", "build", "-o", str(tmp_path / "core"), "--pubkey", str(tmp_path / "no")])
+    assert missing.exit_code == 2 and "cannot read the public key" in missing.stderr
+
+
+def test_build_refuses_unknown_choices(tmp_path: Path) -> None:
+    for args in (["--compress", "lz4"], ["--flavour", "rt-amd64"]):
+        result = runner.invoke(app, ["core", "build", "-o", str(tmp_path / "core"), *args])
+        assert result.exit_code == 2 and "choose" in result.stderr
+
+
+def test_xz_filters_per_part() -> None:
+    assert "--x86" in compressor("xz", "libvirt")
+    assert "--x86" not in compressor("xz", "modules")  # BCJ enlarges relocatable kernel modules
+    assert all("-T1" in compressor("xz", p) for p in ("rest", "modules"))
+
+
+# ------------------------------------------------------------------------------------------- cache
+def test_cache_stage_appears_only_when_complete(tmp_path: Path) -> None:
+    final = tmp_path / "stage" / "key"
+    with pytest.raises(RuntimeError), cache.building(final) as tmp:
+        (tmp / "half").write_text("x")
+        raise RuntimeError("interrupted")
+    assert not final.exists() and list((tmp_path / "stage").iterdir()) == []
+    with cache.building(final) as tmp:
+        (tmp / "whole").write_text("x")
+    assert [p.name for p in final.iterdir()] == ["whole"]
+
+
+def test_cache_sweep_removes_dead_builds_only(tmp_path: Path) -> None:
+    dead = tmp_path / "stage" / f"{cache.TMP_PREFIX}999999999-key"
+    mine = tmp_path / "stage" / f"{cache.TMP_PREFIX}{os.getpid()}-other"
+    for p in (dead, mine):
+        p.mkdir(parents=True)
+    cache.sweep(tmp_path)
+    assert not dead.exists() and mine.exists()
+
+
+def test_cli_help_does_not_import_the_builder() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys\nimport oemkit.cli.app\nprint(sorted(m for m in sys.modules if m.startswith('oemkit.core')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
