@@ -13,6 +13,8 @@ lock=requirements.lock
 
 # libvirt-python builds from source: it needs libvirt's headers, pkg-config and a compiler.
 packages=(gcc pkg-config libvirt-dev)
+# oemkit core build: mmdebstrap stages the Debian packages; xz and zstd compress the initrd parts.
+packages+=(mmdebstrap xz-utils zstd)
 python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
 python3 - <<'PY' 2>/dev/null || packages+=(python3-dev)
 import os, sys, sysconfig
