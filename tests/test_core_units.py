@@ -284,6 +284,35 @@ def test_build_needs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert not (tmp_path / "core").exists() and not (tmp_path / "c").exists()
 
 
+def test_build_names_missing_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    real_which = shutil.which
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    gone = {"mmdebstrap", "zstd"}  # a host without them: the one failure a real machine here cannot show
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: None if name in gone else real_which(name, path=path))
+    result = runner.invoke(app, ["core", "build", "-o", str(tmp_path / "core"), "--compress", "zstd"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("oemkit: error: missing build tools: mmdebstrap, zstd (bash scripts/setup.sh")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_coredir_is_replaced_only_when_it_is_a_core(tmp_path: Path) -> None:
+    from oemkit.core.build import _write_coredir
+    from oemkit.core.debian import BuildError
+
+    out = tmp_path / "core"
+    _write_coredir(out, {"core.json": b"{}", "vmlinuz": b"1"})
+    _write_coredir(out, {"core.json": b"{}", "initrd.img": b"2"})  # an earlier core is replaced whole
+    assert sorted(p.name for p in out.iterdir()) == ["core.json", "initrd.img"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["core"]  # no .tmp or .old left beside it
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(BuildError, match="not a core folder"):
+        _write_coredir(tmp_path / "mine", {"core.json": b"{}"})
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
 def test_build_refuses_a_bad_key(tmp_path: Path) -> None:
     bad = tmp_path / "signing.pub"
     bad.write_text("-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n")

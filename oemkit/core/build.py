@@ -24,7 +24,7 @@ from pathlib import Path
 
 from oemkit.core import cache, cpio, footprint, kmod
 from oemkit.core.assemble import assemble
-from oemkit.core.debian import CHROOT, BuildError, fetch_kernel, resolve_kernel, run, stage_userland
+from oemkit.core.debian import CHROOT, BuildError, Kernel, fetch_kernel, resolve_kernel, run, stage_userland
 from oemkit.core.recipe import DEFAULT_FLAVOUR, MIRRORS, PACKAGES, PARTS, SUITE
 from oemkit.errors import OemkitError, UnreadableInput
 
@@ -173,7 +173,7 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
     vmlinuz = kernel.vmlinuz.read_bytes()
     initrd = b"".join(compressed[p][0] for p in raws)
     cid = footprint.core_id(vmlinuz, initrd)
-    kernel_raw, kernel_note = footprint.kernel_uncompressed(vmlinuz)
+    kernel_raw, kernel_note = _kernel_uncompressed(kernel, vmlinuz)
     parts = [{"name": "kernel", "compressed_bytes": len(vmlinuz), "uncompressed_bytes": kernel_raw}]
     manifest_parts, offset = [], 0
     for p in raws:
@@ -224,6 +224,17 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
     timer.stage("output", t, f"core {cid} in {opts.output}")
     timer.total()
     return Result(cid, doc, timer.times, opts.output, opts.output / "footprint.json", None)
+
+
+def _kernel_uncompressed(kernel: Kernel, vmlinuz: bytes) -> tuple[int, str]:
+    """footprint.kernel_uncompressed, remembered beside the unpacked kernel (decompressing it costs ~0.5 s)."""
+    path = kernel.root / ".vmlinux-size.json"
+    if path.is_file():
+        known = json.loads(path.read_text())
+        return known["bytes"], known["how"]
+    size, how = footprint.kernel_uncompressed(vmlinuz)
+    cache.write_file(path, json.dumps({"bytes": size, "how": how}).encode())
+    return size, how
 
 
 def _json(data: object) -> bytes:
