@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hypervisor_core.identity import DMI_FIELDS, SmbiosIdentity, clean
 
+_PCI = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _SKIP_BLOCK = ("loop", "ram", "dm-", "sr", "zram", "md", "nbd", "fd")
 
 
@@ -127,20 +129,32 @@ def _nics(root: Path) -> tuple[Nic, ...]:
         device = entry / "device"
         if not device.exists() and not device.is_symlink():
             continue  # lo, bridges, bonds, taps: not hardware
-        pci = _link_name(device)
+        pci = _pci_address(device)
         speed = _int(_read(entry / "speed"))
         carrier = _read(entry / "carrier")
         out.append(
             Nic(
                 name=entry.name,
                 mac=_read(entry / "address"),
-                pci_address=pci if pci and pci.count(":") == 2 else None,
+                pci_address=pci,
                 driver=_link_name(device / "driver"),
                 speed_mbps=speed if speed and speed > 0 else None,
                 carrier=None if carrier is None else carrier == "1",
             )
         )
     return tuple(out)
+
+
+def _pci_address(device: Path) -> str | None:
+    """The PCI function a NIC is: its device link, or, for virtio NICs (device → virtio0), the PCI device above."""
+    try:
+        path = os.path.realpath(device)
+    except OSError:
+        return None
+    for part in reversed(path.split("/")):
+        if _PCI.match(part):
+            return part
+    return None
 
 
 def _interface(name: str, device: Path) -> str:
@@ -154,6 +168,18 @@ def _interface(name: str, device: Path) -> str:
     if vendor.upper().startswith("ATA"):  # libata (and SAT-passthrough RAID) reports SATA drives as vendor ATA
         return "sata"
     return "sas" if vendor else "scsi"
+
+
+def _vpd_serial(device: Path) -> str | None:
+    """SCSI and SATA disks behind the sd driver have no `serial` file: the unit serial number VPD page (0x80) has it
+    (4 header bytes, then the serial in ASCII)."""
+    try:
+        page = (device / "vpd_pg80").read_bytes()
+    except OSError:
+        return None
+    if len(page) < 4 or page[1] != 0x80:
+        return None
+    return page[4 : 4 + int.from_bytes(page[2:4], "big")].decode("ascii", "replace").strip("\0 ") or None
 
 
 def _mounted_devices(root: Path) -> set[str]:
@@ -185,7 +211,7 @@ def _disks(root: Path) -> tuple[Disk, ...]:
                 removable=_read(entry / "removable") == "1",
                 interface=_interface(entry.name, device),
                 model=clean(_read(device / "model")),
-                serial=clean(_read(device / "serial") or _read(entry / "serial")),
+                serial=clean(_read(device / "serial") or _read(entry / "serial") or _vpd_serial(device)),
                 by_id=clean(_read(device / "wwid") or _read(entry / "wwid")),
                 in_use=any(_is_part_of(m, entry.name) for m in mounted),
             )
