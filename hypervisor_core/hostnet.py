@@ -92,7 +92,8 @@ def ip_runner(netns: str | None = None) -> Runner:
         cmd = ["ip", *(["-n", netns] if netns else []), *args]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise HostNetError(f"{' '.join(cmd)}: {done.stderr.strip()}")
+            lines = [line for line in done.stderr.splitlines() if line.strip()] or ["(no error text)"]
+            raise HostNetError(f"{' '.join(cmd)}: {lines[0].strip()[:200]}")  # the first line says what is wrong
         return done.stdout
 
     return run
