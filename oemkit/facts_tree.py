@@ -60,7 +60,7 @@ def _link(path: Path, target: str) -> None:
     os.symlink(target, path)
 
 
-def _mac(serial: str, port: str) -> str:
+def unit_mac(serial: str, port: str) -> str:
     d = hashlib.sha256(f"{serial}/{port}".encode()).digest()
     return "02:" + ":".join(f"{b:02x}" for b in d[:5])  # locally administered: never a real vendor OUI
 
@@ -125,7 +125,7 @@ def _nics(root: Path, model: HardwareModel, serial: str) -> None:
         (root / "sys/bus/pci/drivers" / port.driver).mkdir(parents=True, exist_ok=True)
         net = root / "sys/class/net" / _ifname(pci)
         _link(net / "device", f"../../../devices/pci0000:00/{pci}")
-        _write(net / "address", _mac(serial, port.id) + "\n")
+        _write(net / "address", unit_mac(serial, port.id) + "\n")
         _write(net / "speed", f"{port.speed_mbps}\n")
         _write(net / "carrier", "1\n")
         _write(net / "operstate", "up\n")

@@ -1,0 +1,243 @@
+"""The virtual twin of a catalog model, as QEMU arguments: pure, so the exact machine a unit boots on is testable.
+
+What the agent inside checks, the twin presents the way the real box does:
+- SMBIOS types 0-3 from the catalog identity (manufacturer, product, SKU, family) with the unit's serial;
+- every NIC port at the PCI address the catalog records. QEMU's q35 puts devices on bus 0 only, so a port on bus B
+  sits behind a PCIe root port on a PCI expander bridge numbered B-1 (consecutive buses share one expander):
+  the firmware numbers the root port's secondary bus B and Linux keeps the firmware's numbering;
+- the data disks on the controllers their interface implies (SATA on the chipset AHCI, SAS on a SCSI HBA,
+  NVMe as PCIe controllers), solid-state or spinning, with serials;
+- the unit config as a CD (ISO 9660), which the core's init reads on first boot.
+A NIC is virtio-net (the core has no emulated tg3/bnxt_en): ports the rules find by PCI address match, ports found by
+driver (option cards with no fixed address) cannot be rehearsed here and are reported in `notes`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+
+from oemkit.catalog.schema import HardwareModel
+from oemkit.facts_tree import DiskSpec, unit_mac
+
+SIZES_GIB = (240, 480, 960, 1920, 3840, 7680, 15360)  # drive sizes vendors sell
+SATA_PORTS = 5  # the q35 chipset AHCI has 6 ports; the last one holds the config CD
+SPARE_BUS = 0xE0  # for ports with no known address
+
+
+@dataclass(frozen=True)
+class TwinNic:
+    port: str
+    pci_address: str
+    mac: str
+    speed_mbps: int
+
+
+@dataclass(frozen=True)
+class TwinDisk:
+    interface: str  # sata | sas | nvme
+    ssd: bool
+    size_gib: int
+    serial: str
+    model: str
+
+
+@dataclass(frozen=True)
+class Twin:
+    model_id: str
+    serial: str
+    smbios: tuple[str, ...]
+    nics: tuple[TwinNic, ...]
+    disks: tuple[TwinDisk, ...]
+    notes: tuple[str, ...] = field(default=())
+
+
+def _opt(value: str) -> str:
+    """QEMU option values escape a comma by doubling it."""
+    return value.replace(",", ",,")
+
+
+def smbios(model: HardwareModel, serial: str) -> tuple[str, ...]:
+    ident = model.identity
+    vendor, product = ident.manufacturers[0], ident.product_names[0]
+    system = [f"manufacturer={_opt(vendor)}", f"product={_opt(product)}", f"serial={_opt(serial)}"]
+    system.append(f"uuid={uuid.uuid5(uuid.NAMESPACE_OID, f'oemkit/{model.id}/{serial}')}")
+    if ident.sku_example:
+        system.append(f"sku={_opt(ident.sku_example)}")
+    if ident.family:
+        system.append(f"family={_opt(ident.family)}")
+    return (
+        f"type=0,vendor={_opt(vendor)},version=oemkit-twin",
+        "type=1," + ",".join(system),
+        f"type=2,manufacturer={_opt(vendor)},product={_opt(product)},serial={_opt(serial)}",
+        f"type=3,manufacturer={_opt(vendor)},serial={_opt(serial)}",
+    )
+
+
+def nics(model: HardwareModel, serial: str) -> tuple[tuple[TwinNic, ...], tuple[str, ...]]:
+    out, notes = [], []
+    for i, port in enumerate(model.nics):
+        pci = port.pci_address
+        if pci is None:
+            pci = f"0000:{SPARE_BUS + i // 8:02x}:00.{i % 8}"
+            notes.append(f"{port.id} ({port.driver}) has no catalog PCI address: placed at {pci}, found by driver only")
+        out.append(TwinNic(port.id, pci, unit_mac(serial, port.id), port.speed_mbps))
+    return tuple(out), tuple(notes)
+
+
+def disks_for_rule(model: HardwareModel, rule: object | None) -> list[DiskSpec]:
+    """Disks that satisfy the unit's datastore rule (interface, SSD/HDD, the smallest common size that fits);
+    without a rule, two SSDs on the model's main bay interface."""
+    bays = max(model.storage.bays, key=lambda b: b.count)
+    iface = getattr(rule, "interface", None) or next(i for i in ("sata", "sas", "nvme") if i in bays.interfaces)
+    rotational = getattr(rule, "rotational", None)
+    need = getattr(rule, "min_size_gib", None) or 0
+    size = next((s for s in SIZES_GIB if s >= need), need)
+    return [DiskSpec(iface, rotational is not True, size, getattr(rule, "count", 2) or 1)]
+
+
+def disks(specs: list[DiskSpec], serial: str) -> tuple[TwinDisk, ...]:
+    out = []
+    for spec in specs:
+        for _ in range(spec.count):
+            n = len(out)
+            digest = hashlib.sha256(f"{serial}/disk{n}".encode()).hexdigest()[:8].upper()
+            kind = "SSD" if spec.ssd else "HDD"
+            out.append(TwinDisk(spec.interface, spec.ssd, spec.size_gib, f"TW{digest}", f"{kind} {spec.size_gib}G"))
+    return tuple(out)
+
+
+def twin(model: HardwareModel, serial: str, specs: list[DiskSpec]) -> Twin:
+    nic_list, notes = nics(model, serial)
+    return Twin(model.id, serial, smbios(model, serial), nic_list, disks(specs, serial), notes)
+
+
+def _split(pci: str) -> tuple[int, int, int]:
+    _, bus, devfn = pci.split(":")
+    dev, fn = devfn.split(".")
+    return int(bus, 16), int(dev, 16), int(fn)
+
+
+def _runs(buses: list[int]) -> list[list[int]]:
+    """Consecutive bus numbers share one expander bridge: [4, 5, 0x31] → [[4, 5], [0x31]]."""
+    runs: list[list[int]] = []
+    for bus in sorted(set(buses)):
+        if runs and bus == runs[-1][-1] + 1:
+            runs[-1].append(bus)
+        else:
+            runs.append([bus])
+    return runs
+
+
+def nic_args(nic_list: tuple[TwinNic, ...]) -> list[str]:
+    """-device arguments that put each NIC at its PCI address. Bus 0 slots the twin uses itself: 0x03 (SAS HBA),
+    0x06 (state disk), 0x08-0x0f (expander bridges), 0x10+ (NVMe), 0x1c+ (root ports for bus 1), 0x1f (chipset)."""
+    args: list[str] = []
+    by_bus: dict[int, list[tuple[int, int, int, TwinNic]]] = {}
+    for i, nic in enumerate(nic_list):
+        bus, dev, fn = _split(nic.pci_address)
+        by_bus.setdefault(bus, []).append((dev, fn, i, nic))
+    parent: dict[int, str] = {0: "pcie.0"}
+    for n, run in enumerate(_runs([b for b in by_bus if b != 0])):
+        if run[0] == 1:  # buses 1, 2, … are what the firmware gives the root ports on bus 0, in slot order
+            host, slot0 = "pcie.0", 0x1C
+        else:
+            host, slot0 = f"pxb{n}", 0
+            args += ["-device", f"pxb-pcie,id={host},bus_nr={run[0] - 1},bus=pcie.0,addr={0x08 + n:#x}"]
+        for k, bus in enumerate(run):
+            parent[bus] = f"rp{bus:02x}"
+            args += ["-device", f"pcie-root-port,id=rp{bus:02x},bus={host},chassis={bus},addr={slot0 + k:#x}"]
+    for bus in sorted(by_bus):
+        ports = sorted(by_bus[bus])
+        functions_in_slot: dict[int, int] = {}
+        for dev, _fn, _i, _nic in ports:
+            functions_in_slot[dev] = functions_in_slot.get(dev, 0) + 1
+        for dev, fn, i, nic in ports:
+            multi = ",multifunction=on" if fn == 0 and functions_in_slot[dev] > 1 else ""
+            args += ["-netdev", f"user,id=net{i},restrict=on"]
+            args += [
+                "-device",
+                f"virtio-net-pci,netdev=net{i},bus={parent[bus]},addr={dev:#x}.{fn:#x}{multi},"
+                f"mac={nic.mac},speed={nic.speed_mbps},duplex=full,romfile=",  # no iPXE ROM: seconds of BIOS
+            ]
+    return args
+
+
+def disk_args(disk_list: tuple[TwinDisk, ...], paths: list[str]) -> list[str]:
+    """SATA on the chipset AHCI (ide.N), SAS on a virtio-scsi HBA at 00:03.0, NVMe at 00:10.0 onwards."""
+    args: list[str] = []
+    sata = sas = nvme = 0
+    for i, (disk, path) in enumerate(zip(disk_list, paths, strict=True)):
+        args += ["-drive", f"if=none,id=disk{i},format=raw,file={_opt(path)}"]
+        rate = 1 if disk.ssd else 7200
+        if disk.interface == "sata":
+            if sata == SATA_PORTS:
+                raise ValueError(f"the twin has {SATA_PORTS} SATA ports; {len(disk_list)} SATA disks asked for")
+            args += [
+                "-device",
+                f"ide-hd,drive=disk{i},bus=ide.{sata},rotation_rate={rate},serial={disk.serial},model={disk.model}",
+            ]
+            sata += 1
+        elif disk.interface == "sas":
+            if sas == 0:
+                args += ["-device", "virtio-scsi-pci,id=hba0,bus=pcie.0,addr=0x3"]
+            args += [
+                "-device",
+                f"scsi-hd,drive=disk{i},bus=hba0.0,scsi-id={sas},lun=0,rotation_rate={rate},"
+                f"serial={disk.serial},vendor=SEAGATE,product={disk.model}",
+            ]
+            sas += 1
+        else:
+            args += ["-device", f"nvme,drive=disk{i},serial={disk.serial},bus=pcie.0,addr={0x10 + nvme:#x}"]
+            nvme += 1
+    return args
+
+
+def qemu_argv(
+    tw: Twin,
+    *,
+    kernel: str,
+    initrd: str,
+    disk_paths: list[str],
+    config_iso: str | None,
+    accel: str,
+    memory_mib: int = 3072,
+    cpus: int = 2,
+    append: str = "",
+) -> list[str]:
+    """The whole QEMU command line: direct kernel boot of the core, console on stdio, nothing else attached."""
+    argv = [
+        "qemu-system-x86_64",
+        "-accel",
+        accel,
+        "-machine",
+        "q35",
+        "-cpu",
+        "host" if accel == "kvm" else "max",
+        "-smp",
+        str(cpus),
+        "-m",
+        str(memory_mib),
+        "-nographic",
+        "-nodefaults",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-kernel",
+        kernel,
+        "-initrd",
+        initrd,
+        "-append",
+        " ".join(filter(None, ["console=ttyS0 panic=-1 quiet", append])),
+    ]
+    for entry in tw.smbios:
+        argv += ["-smbios", entry]
+    argv += nic_args(tw.nics)
+    argv += disk_args(tw.disks, disk_paths)
+    if config_iso:
+        argv += ["-drive", f"if=none,id=cfg,format=raw,readonly=on,media=cdrom,file={_opt(config_iso)}"]
+        argv += ["-device", "ide-cd,drive=cfg,bus=ide.5"]
+    return argv

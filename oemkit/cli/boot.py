@@ -1,0 +1,70 @@
+"""`oemkit boot UNIT.json --core COREDIR`: boot a built core with a unit's sealed config on the virtual twin of its
+hardware under QEMU and report what the agent inside said. Exit 0 READY, 1 FAILED, 2 bad input, 3 timeout."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from oemkit.cli.output import EXIT_NO, EXIT_OK, emit_json, fail
+
+EXIT_TIMEOUT = 3
+
+
+def boot_command(
+    ctx: typer.Context,
+    unit: Annotated[Path, typer.Argument(help="The unit's sealed config (UNIT.json from `oemkit compile`).")],
+    core: Annotated[Path, typer.Option("--core", help="A core folder from `oemkit core build`.")],
+    as_model: Annotated[
+        str | None, typer.Option("--as-model", help="Boot on another catalog model's twin (rehearse a wrong box).")
+    ] = None,
+    disks: Annotated[
+        str | None,
+        typer.Option("--disks", help="Data disks, e.g. sata:ssd:960x2 (default: what the unit's datastore rule asks)."),
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the status line.", min=1)] = 900,
+    accel: Annotated[str, typer.Option("--accel", help="auto (detect), kvm or tcg.")] = "auto",
+    state_disk: Annotated[
+        Path | None,
+        typer.Option("--state-disk", help="Keep the core's state on this disk image (made if missing): reboot it."),
+    ] = None,
+    log: Annotated[Path | None, typer.Option("--log", help="Write the console, with host timestamps, here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")] = False,
+) -> None:
+    """Boot the core with UNIT on its model's twin (SMBIOS, NICs at the catalog's PCI addresses, datastore disks,
+    the config on a CD) and print the agent's OEMKIT-STATUS result."""
+    from oemkit.boot import accel as accel_mod
+    from oemkit.boot import session
+    from oemkit.catalog.store import load_catalog
+    from oemkit.errors import OemkitError
+
+    if accel not in ("auto", "kvm", "tcg"):
+        fail(OemkitError(f"--accel must be auto, kvm or tcg, not {accel!r}"), as_json=as_json)
+    try:
+        plan = session.plan(unit, load_catalog((ctx.obj or {}).get("catalog_dir")), as_model, disks)
+        if not (core / "vmlinuz").is_file():
+            raise OemkitError("not a core: vmlinuz is missing (build one with `oemkit core build`)", file=str(core))
+        why = "asked for"
+        if accel == "auto":
+            accel, why = accel_mod.detect(core / "vmlinuz")
+        say = (lambda text: None) if as_json else (lambda text: sys.stderr.write(text + "\n"))
+        say(f"oemkit boot: {plan.serial} ({plan.unit_model}) on a {plan.twin.model_id} twin, {accel} ({why})")
+        for note in plan.twin.notes:
+            say(f"oemkit boot: note: {note}")
+        echo = None if as_json else (lambda line: sys.stderr.write("  | " + line + "\n"))
+        result = session.boot(plan, core, accel=accel, timeout=timeout, log=log, state_disk=state_disk, echo=echo)
+    except (OemkitError, ValueError) as exc:
+        fail(exc, as_json=as_json)
+    doc = {**result.to_dict(), "accel": accel, "twin": plan.twin.model_id}
+    if as_json:
+        emit_json(doc)
+    else:
+        split = doc["boot"]
+        times = ", ".join(f"{k} {v:.1f} s" for k, v in split.items() if v is not None)
+        sys.stdout.write(f"{result.status}: {plan.serial} {result.reason or ''}".rstrip() + f" ({times})\n")
+    if result.status == "READY":
+        raise typer.Exit(EXIT_OK)
+    raise typer.Exit(EXIT_TIMEOUT if result.status == "TIMEOUT" else EXIT_NO)

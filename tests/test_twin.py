@@ -1,0 +1,155 @@
+"""The virtual twin `oemkit boot` runs a core on: QEMU arguments (golden), PCI placement, the config CD, the console
+reader, and the command's refusals of bad input. The real boots are in test_core_boot.py."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from oemkit.boot import twin as tw
+from oemkit.boot.configdisk import VOLUME_ID, read_config_iso, write_config_iso
+from oemkit.boot.runner import run
+from oemkit.boot.session import plan, twin_memory_mib
+from oemkit.catalog.store import load_catalog
+from oemkit.cli.app import app
+
+from .conftest import REPO
+from .firstboot_kit import compile_to
+
+PROFILE = REPO / "profiles" / "retail-branch.yaml"
+LAB = REPO / "profiles" / "sites" / "retail-lab.yaml"
+QEMU = shutil.which("qemu-system-x86_64")
+
+
+@pytest.fixture(scope="module")
+def unit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("unit") / "unit.json"
+    compile_to(PROFILE, LAB, "J30LAB01", out)
+    return out
+
+
+def test_golden_argv_for_the_lab_unit(unit: Path, catalog, golden) -> None:
+    p = plan(unit, catalog)
+    argv = tw.qemu_argv(
+        p.twin,
+        kernel="CORE/vmlinuz",
+        initrd="CORE/initrd.img",
+        disk_paths=[f"WORK/disk{i}.raw" for i in range(len(p.twin.disks))],
+        config_iso="WORK/config.iso",
+        accel="tcg",
+        memory_mib=p.memory_mib,
+    )
+    golden(REPO / "tests" / "golden" / "boot" / "retail-lab-J30LAB01.argv", "\n".join(argv) + "\n")
+    # what the agent's rules need: both LOM ports at the catalog's addresses, two SATA SSDs of at least 400 GiB
+    assert [n.pci_address for n in p.twin.nics[:2]] == ["0000:04:00.0", "0000:04:00.1"]
+    assert [(d.interface, d.ssd, d.size_gib >= 400) for d in p.twin.disks] == [("sata", True, True)] * 2
+    assert p.memory_mib == 18432 + 2048  # the three workloads and the core
+
+
+def test_as_model_takes_the_other_box_identity_and_its_own_disks(unit: Path, catalog) -> None:
+    p = plan(unit, catalog, as_model="hpe-proliant-dl360-gen10-plus")
+    assert p.twin.model_id == "hpe-proliant-dl360-gen10-plus"
+    assert "manufacturer=HPE" in p.twin.smbios[1] and "serial=J30LAB01" in p.twin.smbios[1]
+    assert p.unit_model == "dell-poweredge-r650"
+
+
+def test_pci_placement_buses_and_functions() -> None:
+    nics = tuple(
+        tw.TwinNic(f"P{i}", pci, f"02:00:00:00:00:{i:02x}", 1000)
+        for i, pci in enumerate(["0000:00:19.0", "0000:01:00.0", "0000:04:00.0", "0000:04:00.1", "0000:05:00.0"])
+    )
+    args = " ".join(tw.nic_args(nics))
+    assert "bus=pcie.0,addr=0x19.0x0" in args  # bus 0: on the root complex itself
+    assert "pcie-root-port,id=rp01,bus=pcie.0" in args  # bus 1: the first root port's secondary bus
+    assert "pxb-pcie,id=pxb1,bus_nr=3" in args  # buses 4 and 5 are consecutive: one expander numbered 3
+    assert args.count("pxb-pcie") == 1
+    assert "bus=rp04,addr=0x0.0x0,multifunction=on" in args and "bus=rp04,addr=0x0.0x1," in args
+    assert "bus=rp05,addr=0x0.0x0," in args and "bus=rp05,addr=0x0.0x0,multifunction" not in args
+
+
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed (scripts/libvirtd.sh installs it)")
+@pytest.mark.parametrize("model_id", load_catalog(REPO / "hardware_catalog").ids)
+def test_qemu_accepts_every_models_twin(model_id: str, catalog, tmp_path: Path) -> None:
+    """The real QEMU builds each twin's machine (paused before the firmware runs), then quits."""
+    model = catalog.get(model_id)
+    twin = tw.twin(model, "TWIN0001", tw.disks_for_rule(model, None))
+    paths = []
+    for i, _disk in enumerate(twin.disks):
+        paths.append(str(tmp_path / f"d{i}.raw"))
+        Path(paths[-1]).write_bytes(b"")
+    argv = tw.qemu_argv(twin, kernel="/dev/null", initrd="/dev/null", disk_paths=paths, config_iso=None, accel="tcg")
+    argv = [a for a in argv if a not in ("-kernel", "-initrd", "/dev/null")]
+    argv = argv[: argv.index("-append")] + argv[argv.index("-append") + 2 :]
+    argv[argv.index("-monitor") + 1] = "stdio"
+    argv[argv.index("-serial") + 1] = "none"
+    done = subprocess.run([*argv, "-S"], input="quit\n", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_config_cd_is_byte_identical_and_readable(tmp_path: Path) -> None:
+    write_config_iso(tmp_path / "a.iso", b'{"a": 1}\n')
+    write_config_iso(tmp_path / "b.iso", b'{"a": 1}\n')
+    data = (tmp_path / "a.iso").read_bytes()
+    assert data == (tmp_path / "b.iso").read_bytes()
+    assert VOLUME_ID.encode() in data[32768 : 32768 + 2048]  # the primary volume descriptor's label
+    assert read_config_iso(tmp_path / "a.iso") == b'{"a": 1}\n'
+
+
+def _sh(script: str) -> list[str]:
+    return ["/bin/sh", "-c", script]
+
+
+def test_console_reader_takes_the_status_and_the_phases() -> None:
+    result = run(
+        _sh(
+            "printf '\\033[2Joemkit-core: init t=1.5\\r\\n'; echo 'oemkit-core: agent t=2.0'; "
+            'echo \'noise OEMKIT-STATUS {"status":"READY","model":"m","serial":"S1","reason":null,"steps":[]}\'; '
+            "sleep 30"
+        ),
+        timeout=20,
+    )
+    assert (result.status, result.serial, result.reason) == ("READY", "S1", None)
+    assert result.guest_uptime == {"init": 1.5, "agent": 2.0}
+    assert set(result.split()) == {"kernel", "init", "agent"}
+    assert result.seconds < 20  # it stopped at the status line instead of waiting for the process
+
+
+def test_console_reader_times_out_on_a_silent_core() -> None:
+    result = run(_sh("echo 'oemkit-core: init t=1.0'; sleep 30"), timeout=1.5)
+    assert result.status == "TIMEOUT"
+    assert "no OEMKIT-STATUS within 2 s" in result.reason and "oemkit-core: init" in result.reason
+
+
+def test_console_reader_reports_a_core_that_ends_without_status() -> None:
+    result = run(_sh("echo 'Kernel panic - not syncing: VFS'; exit 7"), timeout=20)
+    assert result.status == "FAILED"
+    assert "QEMU exit 7" in result.reason and "Kernel panic" in result.reason
+
+
+def test_twin_memory_leaves_room_for_the_workloads() -> None:
+    assert twin_memory_mib(0) == 3072
+    assert twin_memory_mib(4096) == 6144
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["boot", "missing.json", "--core", "."], "cannot read the unit config"),
+        (["boot", "{unit}", "--core", "{tmp}"], "not a core: vmlinuz is missing"),
+        (["boot", "{unit}", "--core", "{tmp}", "--as-model", "acme-x1"], "'acme-x1' is not in the catalog"),
+        (["boot", "{unit}", "--core", "{tmp}", "--disks", "floppy:1"], "disk spec 'floppy:1'"),
+        (["boot", "{tmp}/bad.json", "--core", "{tmp}"], "not a unit config"),
+        (["boot", "{unit}", "--core", "{tmp}", "--accel", "hvf"], "--accel must be auto, kvm or tcg"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_exit_2(args: list[str], message: str, unit: Path, tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text('{"schema": "something/else"}')
+    argv = [a.replace("{unit}", str(unit)).replace("{tmp}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
