@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from oemkit import __version__
-from oemkit.cli import build, catalog, core, firstboot, profile
+from oemkit.cli import boot, build, catalog, core, firstboot, profile
 
 app = typer.Typer(
     name="oemkit",
@@ -24,6 +24,7 @@ app.command("compile")(build.compile_command)
 app.add_typer(firstboot.facts_app, name="facts")
 app.add_typer(firstboot.firstboot_app, name="firstboot")
 app.add_typer(core.app, name="core")
+app.command("boot")(boot.boot_command)
 
 
 def _version(value: bool) -> None:
