@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
+import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -93,7 +95,58 @@ def test_python_is_sourceless_and_measured(contents: dict[str, dict[str, cpio.En
     assert f"/usr/lib/{PY}/os.pyc" in files and f"/usr/lib/{PY}/lib-dynload" in files  # getpath()'s landmarks
     assert "/usr/lib/python3/dist-packages/libvirt.pyc" in files
     assert f"/usr/lib/{PY}/urllib/request.pyc" in files  # imported inside a function by images.py
+    assert f"/usr/lib/{PY}/textwrap.pyc" in files  # imported inside argparse's functions
     assert f"/usr/lib/{PY}/tkinter/__init__.pyc" not in files  # nothing the agent does not import
+    assert not [p for p in files if "readline" in p]  # the interactive prompt's, never used by `python3 -m`
+
+
+@pytest.fixture(scope="module")
+def unpacked(core_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The initrd unpacked into a folder, as the kernel would (device nodes left out)."""
+    root = tmp_path_factory.mktemp("initrd")
+    manifest = json.loads((core_dir / "manifest.json").read_text())
+    initrd = (core_dir / "initrd.img").read_bytes()
+    for part in manifest["parts"]:
+        data = lzma.decompress(initrd[part["offset"] : part["offset"] + part["stream_bytes"]])
+        for e in cpio.read_newc(data):
+            dest = root / e.name
+            if e.is_dir:
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.is_symlink() or dest.exists():
+                dest.unlink()
+            if e.is_link:
+                dest.symlink_to(e.data.decode())
+            elif stat.S_ISREG(e.mode):
+                dest.write_bytes(e.data)
+                dest.chmod(stat.S_IMODE(e.mode))
+    return root
+
+
+def _in_core(root: Path, *cmd: str) -> subprocess.CompletedProcess:
+    """Run a command of the core with only the core's files (chroot; the host's kernel)."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+    return subprocess.run(["/usr/sbin/chroot", str(root), *cmd], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_the_core_runs_its_own_tools(unpacked: Path) -> None:
+    helped = _in_core(unpacked, "python3", "-m", "hypervisor_core", "--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("usage:"), helped.stderr
+    refused = _in_core(unpacked, "python3", "-m", "hypervisor_core", "--bogus")
+    assert refused.returncode == 2 and "unrecognized arguments" in refused.stderr, refused.stderr  # not ImportError
+    probe = (
+        "import json, subprocess\n"
+        "out = subprocess.run(['ip', '-j', 'link', 'show'], check=True, capture_output=True).stdout\n"
+        "print(json.loads(out)[0]['ifname'])"
+    )
+    ip = _in_core(unpacked, "python3", "-c", probe)  # the agent's way of running ip: iproute2, with JSON
+    assert ip.returncode == 0 and ip.stdout.strip(), ip.stderr
+    imports = "import hypervisor_core.firstboot, hypervisor_core.hostnet, libvirt, urllib.request; print('ok')"
+    assert _in_core(unpacked, "python3", "-c", imports).stdout == "ok\n"
+    for tool in ("libvirtd", "virtlogd", "qemu-system-x86_64", "qemu-img", "dmidecode"):
+        done = _in_core(unpacked, tool, "--version")
+        assert done.returncode == 0, (tool, done.stderr)
 
 
 def test_modules_follow_the_recipe_and_the_catalog(contents: dict[str, dict[str, cpio.Entry]]) -> None:

@@ -1,11 +1,13 @@
-"""Python in the core: the stdlib modules the agent really imports — measured by importing every hypervisor_core
-module (and everything its source imports, even inside functions) in the staged interpreter and reading
-sys.modules — compiled by that same interpreter to sourceless .pyc at the source's path.
+"""Python in the core: the stdlib modules the agent really imports, compiled to sourceless .pyc at the source's
+path by the staged interpreter itself.
 
-Measured on the prototype: 83 stdlib modules and 4 lib-dynload extensions (Debian builds pyexpat, _socket,
-_struct and the hashes into python3.11). Sourceless .pyc at the old .py path import fine (also from
-dist-packages for `python3 -m hypervisor_core`); getpath() needs the lib/python3.11/os.pyc landmark and a
-lib-dynload/ folder."""
+The set is measured, not listed: the staged python3.11 (in a chroot) imports every hypervisor_core module and
+everything the agent's source imports anywhere (also inside functions), then follows the imports written inside
+the functions of every stdlib module so loaded (argparse imports textwrap only to print help or an error), until
+nothing new loads; sys.modules is the answer. Following only what loads at import time missed textwrap, and
+`--bogus` then died with ImportError instead of a usage line. Sourceless .pyc at the old .py path import fine
+(also from dist-packages for `python3 -m hypervisor_core`); getpath() needs the lib/python3.11/os.pyc landmark
+and a lib-dynload/ folder; Debian builds pyexpat, _socket, _struct and the hashes into python3.11."""
 
 from __future__ import annotations
 
@@ -16,16 +18,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oemkit.core.debian import CHROOT, BuildError, run
-from oemkit.core.recipe import PY
+from oemkit.core.recipe import PY, PY_NEVER
 
 AGENT_PACKAGE = "hypervisor_core"
 AGENT_DEST = "/usr/lib/python3/dist-packages"
 STDLIB = f"/usr/lib/{PY}"
+SCANNED = (f"{STDLIB}/", "/usr/lib/python3/dist-packages/libvirt")  # sources whose lazy imports are followed
 CHROOT_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
 
 PROBE = r"""
-import importlib, json, pkgutil, sys
+import ast, importlib, importlib.util, json, pkgutil, sys
 imports, agent = json.loads(sys.argv[1]), sys.argv[2]
+prefixes, never = tuple(json.loads(sys.argv[3])), set(json.loads(sys.argv[4]))
+
+def attempt(name):
+    if name.split(".")[0] in never or name in sys.modules:
+        return
+    try:
+        importlib.import_module(name)
+    except Exception:  # another platform's module, a name that is not a submodule: not needed here
+        pass
+
 sys.path.insert(0, agent)
 import hypervisor_core
 for info in pkgutil.walk_packages(hypervisor_core.__path__, "hypervisor_core."):
@@ -34,10 +47,38 @@ for info in pkgutil.walk_packages(hypervisor_core.__path__, "hypervisor_core."):
 for module, names in imports:
     importlib.import_module(module)
     for name in names:  # `from a import b`: b may be a submodule
-        try:
-            importlib.import_module(f"{module}.{name}")
-        except ModuleNotFoundError:
-            pass
+        attempt(f"{module}.{name}")
+
+def lazy_imports(name, path):
+    # every import in the module's source, also inside functions (argparse imports textwrap only to print help),
+    # but not in its `if __name__ == "__main__":` self-test
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    tree = ast.parse(open(path, "rb").read())
+    for stmt in tree.body:
+        if isinstance(stmt, ast.If) and "__main__" in ast.dump(stmt.test):
+            continue
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Import):
+                yield from (a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                try:
+                    base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+                except ImportError:
+                    continue
+                yield base
+                yield from (f"{base}.{a.name}" for a in node.names if a.name != "*")
+
+scanned = set()
+while True:
+    todo = [(n, m.__file__) for n, m in list(sys.modules.items())
+            if n not in scanned and (getattr(m, "__file__", None) or "").endswith(".py")
+            and m.__file__.startswith(prefixes)]
+    if not todo:
+        break
+    for name, path in todo:
+        scanned.add(name)
+        for wanted in lazy_imports(name, path):
+            attempt(wanted)
 files = {n: m.__file__ for n, m in sys.modules.items() if getattr(m, "__file__", None)}
 print(json.dumps({n: f for n, f in sorted(files.items()) if not f.startswith(agent)}))
 """
@@ -105,7 +146,8 @@ def build_python(stage: Path, agent: Path, seeds: tuple[str, ...], work: Path) -
     imports = [(s, []) for s in seeds] + source_imports(agent)
     tmp = _ChrootTmp(stage, agent)
     try:
-        out = tmp.python(stage, "-c", PROBE, json.dumps(imports), f"{tmp.inside}/agent", what="the Python import probe")
+        args = [json.dumps(imports), f"{tmp.inside}/agent", json.dumps(SCANNED), json.dumps(PY_NEVER)]
+        out = tmp.python(stage, "-c", PROBE, *args, what="the Python import probe")
         result = PythonSet(modules=json.loads(out))
         jobs: list[tuple[str, str, str]] = []
         targets: dict[str, tuple[str, str]] = {}  # image path -> (kind, path under the compiler's output)

@@ -130,6 +130,12 @@ HARDWARE_MODULES = (
 # Python modules imported in the probe besides everything hypervisor_core imports (found by reading its source):
 # what `python3 -m` itself needs, and the codecs the agent may meet on a console or in a file name.
 PY_SEEDS = ("runpy", "encodings.utf_8", "encodings.ascii", "encodings.latin_1", "encodings.aliases")
+# Imports inside stdlib functions are followed too (argparse imports textwrap only when it prints help or an
+# error), except into these: debuggers, test runners, help and GUI tools that some modules reach only from a
+# debugging helper, and the interactive prompt's readline (site loads it only for an interactive session).
+PY_NEVER = ("doctest", "pdb", "unittest", "pydoc", "pydoc_data", "tkinter", "idlelib", "turtle", "turtledemo",
+            "lib2to3", "ensurepip", "venv", "distutils", "test", "this", "antigravity", "__hello__", "__phello__",
+            "readline", "rlcompleter")  # fmt: skip
 
 
 def catalog_drivers(catalog_dir: Path | None = None) -> list[str]:
