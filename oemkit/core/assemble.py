@@ -14,6 +14,7 @@ from oemkit.core.recipe import (
     DATA,
     ELF_ROOTS,
     HARDWARE_MODULES,
+    IPTABLES_LINKS,
     KVM_VENDOR_MODULES,
     LOADED_MODULES,
     OPTIONAL_DATA,
@@ -34,8 +35,11 @@ PASSWD = (
     "root:x:0:0:root:/root:/bin/sh\n"
     # libvirtd refuses to start without the user its QEMU driver is built for, even when qemu.conf says root
     "libvirt-qemu:x:64055:64055:Libvirt Qemu:/var/lib/libvirt:/bin/false\n"
+    # dnsmasq drops to these; it will not start for a libvirt network without them
+    "libvirt-dnsmasq:x:108:108:Libvirt Dnsmasq:/var/lib/libvirt/dnsmasq:/bin/false\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 )
-GROUP = "root:x:0:\nkvm:x:101:\nlibvirt:x:102:\nlibvirt-qemu:x:64055:\n"
+GROUP = "root:x:0:\nkvm:x:101:\nlibvirt:x:102:\nlibvirt-dnsmasq:x:108:\nlibvirt-qemu:x:64055:\nnogroup:x:65534:\n"
 FOLDERS = ("/proc", "/sys", "/dev", "/run", "/tmp", "/root", "/mnt", "/var/lib/libvirt", "/var/log/libvirt",
            "/var/cache/libvirt")  # fmt: skip
 
@@ -45,6 +49,9 @@ def assemble(userland: Userland, kernel: Kernel, opts: Options, work: Path) -> t
     sel = Selector(userland.root, image)
     for part in ("rest", "libvirt", "qemu", "python"):
         sel.add_elf_closure(ELF_ROOTS.get(part, ()), part)
+        for plugins in DATA.get(f"{part}-plugins", ()):
+            real = sel.add_path(plugins, part)
+            sel.add_elf_closure(sorted(f"{real}/{p.name}" for p in sel.host(real).glob("*.so")), part)
         for path in DATA.get(part, ()):
             if path in OPTIONAL_DATA and not sel.exists(path):
                 continue
@@ -120,6 +127,8 @@ def _own_files(image: Image, kernel: Kernel, userland: Userland, opts: Options, 
         image.put(path, Node.blob(content.encode()), "rest", replace=True)
     for path in FOLDERS:
         image.put(path, Node.dir(0o1777 if path == "/tmp" else 0o755), "rest", replace=True)
+    for link in IPTABLES_LINKS:
+        image.put(link, Node.link("xtables-legacy-multi"), "libvirt", replace=True)
     image.put("/var/run", Node.link("/run"), "rest", replace=True)  # the libvirt binding looks in /var/run/libvirt
     image.put("/dev/console", Node.chr(5, 1), "rest", replace=True)  # PID 1's console before devtmpfs is mounted
     image.put("/dev/null", Node.chr(1, 3, 0o666), "rest", replace=True)

@@ -36,6 +36,8 @@ PACKAGES = (
     "libvirt-daemon-driver-qemu",  # the QEMU/KVM connection driver
     "qemu-system-x86",  # the VMM
     "qemu-utils",  # qemu-img: libvirt's dir pool runs it to create the qcow2 volumes the agent defines
+    "dnsmasq-base",  # libvirt starts dnsmasq for every NAT or isolated network with an address (DHCP, DNS)
+    "iptables",  # libvirt's network driver writes its firewall rules with it (measured: no start without)
 )
 
 # Parts of the initrd, in the order they are concatenated (a later archive may override an earlier one's path).
@@ -60,6 +62,10 @@ ELF_ROOTS: dict[str, tuple[str, ...]] = {
         f"{_DRV}/connection-driver/libvirt_driver_storage.so",  # ... and a dir pool with volumes
         f"{_DRV}/storage-backend/libvirt_storage_backend_fs.so",  # the dir pool
         f"{_DRV}/storage-file/libvirt_storage_file_fs.so",  # volume files on it
+        "/usr/sbin/dnsmasq",
+        "/usr/lib/libvirt/libvirt_leaseshelper",  # dnsmasq's --dhcp-script: without it dnsmasq exits at start
+        # iptables-legacy: the kernel's x_tables modules below, fewer than the nf_tables stack iptables-nft needs
+        "/usr/sbin/xtables-legacy-multi",
     ),
     "qemu": (
         "/usr/bin/qemu-system-x86_64",
@@ -75,6 +81,8 @@ DATA: dict[str, tuple[str, ...]] = {
         "/usr/share/libvirt/cpu_map",  # the QEMU driver's CPU model database
         "/usr/share/libvirt/schemas",  # VIR_DOMAIN_DEFINE_VALIDATE needs the RNG schemas
     ),
+    # iptables' match and target extensions, dlopen()ed by name: no ELF closure reaches them
+    "libvirt-plugins": (f"{ARCH_LIB}/xtables",),
     "qemu": (
         # firmware a q35 guest without graphics boots with (measured: a nested domain reached RUNNING)
         "/usr/share/seabios/bios-256k.bin",
@@ -101,9 +109,17 @@ LOADED_MODULES: tuple[tuple[str, str], ...] = (
     ("sr_mod", ""),
     ("sd_mod", ""),
     ("ext4", ""),  # the state location
-    ("efivarfs", ""),  # Secure Boot state (built in on some kernels: then simply not listed)
     ("kvm", ""),
+    # libvirt's network firewall (iptables-legacy). Loaded up front: the conntrack stack needs a crc32c
+    # implementation that nothing requests by name, and a table missing at network start fails the agent's step.
+    ("crc32c_generic", ""),
+    *((m, "") for m in ("ip_tables", "iptable_filter", "iptable_nat", "iptable_mangle")),
+    *((m, "") for m in ("ip6_tables", "ip6table_filter", "ip6table_nat", "ip6table_mangle")),
+    *((m, "") for m in ("xt_MASQUERADE", "xt_conntrack", "xt_CHECKSUM", "xt_comment", "xt_tcpudp", "xt_state")),
+    *((m, "") for m in ("ipt_REJECT", "ip6t_REJECT")),
 )
+# The names libvirt runs, all one multi-call binary (it dispatches on its own name).
+IPTABLES_LINKS = tuple(f"/usr/sbin/{t}{s}" for t in ("iptables", "ip6tables") for s in ("", "-save", "-restore"))
 # Shipped, but loaded by the init according to the CPU flags (svm/vmx): loading both logs an error.
 KVM_VENDOR_MODULES = ("kvm_amd", "kvm_intel")
 # Hardware drivers: shipped, loaded by modalias at coldplug. The catalog's NIC drivers are added at build time.
@@ -125,6 +141,7 @@ HARDWARE_MODULES = (
     "uas",
     "tpm_crb",
     "tpm_tis",
+    "efivarfs",  # Secure Boot state: the init loads it only when the firmware is UEFI (it refuses to load otherwise)
 )
 
 # Python modules imported in the probe besides everything hypervisor_core imports (found by reading its source):

@@ -1,0 +1,72 @@
+"""The real thing: the core this session built boots under QEMU on a unit's twin, the agent inside configures the
+box through the guest's own libvirtd, and the console's OEMKIT-STATUS says so. Slow (TCG), run in CI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from oemkit.cli.app import app
+
+from .conftest import REPO
+from .firstboot_kit import compile_to
+
+pytestmark = pytest.mark.slow
+PROFILE = REPO / "profiles" / "retail-branch.yaml"
+LAB = REPO / "profiles" / "sites" / "retail-lab.yaml"
+SERIAL = "J30LAB01"
+
+
+def _boot(unit: Path, core: Path, *extra: str) -> tuple[int, dict]:
+    result = CliRunner().invoke(app, ["boot", str(unit), "--core", str(core), "--json", "--timeout", "900", *extra])
+    assert result.exit_code in (0, 1, 3), result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def first_boot(core_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, Path, Path]:
+    work = tmp_path_factory.mktemp("boot")
+    unit = work / "unit.json"
+    compile_to(PROFILE, LAB, SERIAL, unit)
+    code, doc = _boot(unit, core_dir, "--state-disk", str(work / "state.img"), "--log", str(work / "first.log"))
+    return code, doc, work, unit
+
+
+def test_the_unit_boots_ready_on_its_twin(first_boot) -> None:
+    code, doc, work, _ = first_boot
+    console = (work / "first.log").read_text()
+    assert (code, doc["status"], doc["reason"]) == (0, "READY", None), console[-3000:]
+    assert (doc["model"], doc["serial"]) == ("dell-poweredge-r650", SERIAL)  # from the SMBIOS QEMU presented
+    steps = {s["id"] for s in doc["steps"]}
+    # the host config was written and applied, and workloads were defined through the guest's own libvirtd
+    assert {"host.hostname", "host.management-network", "host.datastore", "libvirt.pool.datastore"} <= steps
+    assert {"libvirt.domain.pos-server", "libvirt.domain.nvr", "libvirt.domain.edge-fw"} <= steps
+    # the uplink rule found the LOM ports at the catalog's PCI addresses; the datastore rule the two SATA SSDs
+    assert "(0000:04:00.0), " in console and "(0000:04:00.1); datastore: sda, sdb" in console
+    assert "active-backup over" in console and "vlan 100, static, applied" in console
+    assert "==== Northwind Retail Systems Northwind StoreBox ====" in console and "powered by oemkit core" in console
+    assert all(doc["boot"][k] > 0 for k in ("kernel", "init", "agent")), doc["boot"]
+
+
+def test_a_reboot_keeps_the_state_and_reapplies_the_host_config(first_boot, core_dir: Path) -> None:
+    code, doc, work, unit = first_boot
+    assert code == 0
+    code, doc = _boot(unit, core_dir, "--state-disk", str(work / "state.img"), "--log", str(work / "second.log"))
+    console = (work / "second.log").read_text()
+    assert (code, doc["status"], doc["reason"]) == (0, "READY", "already done"), console[-3000:]
+    assert "state t=" in console and "persistent on /dev/vda" in console
+    assert "hostconfig t=" in console and " applied" in console.split("hostconfig t=", 1)[1].splitlines()[0]
+    assert doc["steps"] == []  # nothing applied twice
+
+
+def test_the_same_unit_on_another_vendors_box_fails_on_identity(core_dir: Path, tmp_path: Path) -> None:
+    unit = tmp_path / "unit.json"
+    compile_to(PROFILE, LAB, SERIAL, unit)
+    code, doc = _boot(unit, core_dir, "--as-model", "hpe-proliant-dl360-gen10-plus", "--log", str(tmp_path / "c.log"))
+    assert (code, doc["status"]) == (1, "FAILED"), (tmp_path / "c.log").read_text()[-3000:]
+    assert doc["reason"].startswith("wrong hardware: this config is for dell-poweredge-r650"), doc["reason"]
+    assert "this box is HPE ProLiant DL360 Gen10 Plus" in doc["reason"]
+    assert doc["steps"] == []  # refused before anything was applied
