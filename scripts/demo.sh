@@ -2,7 +2,8 @@
 # The main job so far, end to end with the real CLI: show the catalog, tell real servers apart by what they report
 # about themselves (each dump copied to a neutral name: identify reads content, not names), check an example
 # appliance profile with its site overlay, see how a mistake is reported, then seal a unit config for one serial,
-# preview its first boot on a real server's dump, and run the real first-boot agent against libvirt's test driver.
+# preview its first boot on a real server's dump, and run the real first-boot agent against libvirt's test driver;
+# then build the embedded core and boot a unit on its hardware's twin under QEMU (needs root, like the set-up).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 oemkit=".venv/bin/oemkit"
@@ -35,3 +36,13 @@ step "$oemkit" firstboot preview "$work/J30ABC12.json" --pubkey "$work/keys/sign
 step "$oemkit" facts from-dmi "$work/unit-0001.txt" --serial J30ABC12 -o "$work/box"
 step "$oemkit" firstboot run "$work/J30ABC12.json" --pubkey "$work/keys/signing.pub" --facts "$work/box" \
     --root "$work/root"
+
+# The embedded core: build it from Debian packages with this factory's key (cached: minutes the first time, seconds
+# after), see what takes the space, then boot a unit of the rehearsal lab on its R650 twin under QEMU, and the same
+# unit on an HPE box, which the agent inside must refuse.
+step "$oemkit" core build -o "$work/core" --pubkey "$work/keys/signing.pub"
+step "$oemkit" core footprint "$work/core"
+step "$oemkit" compile profiles/retail-branch.yaml --site profiles/sites/retail-lab.yaml --serial J30LAB01 \
+    --key "$work/keys/signing.key" -o "$work/J30LAB01.json"
+step "$oemkit" boot "$work/J30LAB01.json" --core "$work/core" --log "$work/console.txt"
+step "$oemkit" boot "$work/J30LAB01.json" --core "$work/core" --as-model hpe-proliant-dl360-gen10-plus --json

@@ -15,6 +15,8 @@ lock=requirements.lock
 packages=(gcc pkg-config libvirt-dev)
 # oemkit core build: mmdebstrap stages the Debian packages; xz and zstd compress the initrd parts.
 packages+=(mmdebstrap xz-utils zstd)
+# oemkit boot: QEMU runs the core on a unit's twin; mkfs.ext4 makes its state disk.
+packages+=(qemu-system-x86 e2fsprogs)
 python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
 python3 - <<'PY' 2>/dev/null || packages+=(python3-dev)
 import os, sys, sysconfig
