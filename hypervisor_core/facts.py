@@ -16,6 +16,7 @@ from typing import Any
 from hypervisor_core.identity import DMI_FIELDS, SmbiosIdentity, clean
 
 _PCI = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+_VIRTIO = re.compile(r"^virtio\d+$")
 _SKIP_BLOCK = ("loop", "ram", "dm-", "sr", "zram", "md", "nbd", "fd")
 
 
@@ -146,14 +147,16 @@ def _nics(root: Path) -> tuple[Nic, ...]:
 
 
 def _pci_address(device: Path) -> str | None:
-    """The PCI function a NIC is: its device link, or, for virtio NICs (device → virtio0), the PCI device above."""
+    """The PCI function a NIC is: its device link, or, for a virtio NIC (device → virtioN), the PCI function above.
+    Anything else (a USB NIC such as the BMC's host interface) has none: never its USB controller's address."""
     try:
-        path = os.path.realpath(device)
+        parts = os.path.realpath(device).split("/")
     except OSError:
         return None
-    for part in reversed(path.split("/")):
-        if _PCI.match(part):
-            return part
+    if _PCI.match(parts[-1]):
+        return parts[-1]
+    if _VIRTIO.match(parts[-1]) and len(parts) > 1 and _PCI.match(parts[-2]):
+        return parts[-2]
     return None
 
 

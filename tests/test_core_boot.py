@@ -58,7 +58,8 @@ def test_a_reboot_keeps_the_state_and_reapplies_the_host_config(first_boot, core
     console = (work / "second.log").read_text()
     assert (code, doc["status"], doc["reason"]) == (0, "READY", "already done"), console[-3000:]
     assert "state t=" in console and "persistent on /dev/vda" in console
-    assert "hostconfig t=" in console and " applied" in console.split("hostconfig t=", 1)[1].splitlines()[0]
+    hostconfig = console.split("hostconfig t=", 1)[1].splitlines()[0]
+    assert "applied, hostname br-lab01-j30lab01" in hostconfig  # the name and network first boot set, restored
     assert doc["steps"] == []  # nothing applied twice
 
 
@@ -70,3 +71,12 @@ def test_the_same_unit_on_another_vendors_box_fails_on_identity(core_dir: Path, 
     assert doc["reason"].startswith("wrong hardware: this config is for dell-poweredge-r650"), doc["reason"]
     assert "this box is HPE ProLiant DL360 Gen10 Plus" in doc["reason"]
     assert doc["steps"] == []  # refused before anything was applied
+
+
+def test_a_core_that_does_not_report_in_time_is_exit_3(core_dir: Path, tmp_path: Path) -> None:
+    unit = tmp_path / "unit.json"
+    compile_to(PROFILE, LAB, SERIAL, unit)
+    result = CliRunner().invoke(app, ["boot", str(unit), "--core", str(core_dir), "--json", "--timeout", "3"])
+    assert result.exit_code == 3, result.output
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "TIMEOUT" and doc["reason"].startswith("no OEMKIT-STATUS within 3 s")

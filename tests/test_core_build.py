@@ -71,7 +71,14 @@ def test_initrd_holds_what_a_kvm_host_needs(contents: dict[str, dict[str, cpio.E
     assert init.data == (Path(__file__).resolve().parents[1] / "oemkit" / "core" / "files" / "init").read_bytes()
     assert files["/usr/bin/python3"].is_link and files["/usr/bin/python3"].data.decode() == PY
     assert elf.is_elf(files[f"/usr/bin/{PY}"].data)
-    assert files["/etc/oemkit/factory.pub"].data == TEST_PUB.read_bytes()
+    assert files["/usr/share/oemkit/factory.pub"].data == TEST_PUB.read_bytes()
+    assert "/etc/oemkit/factory.pub" not in files  # /etc/oemkit is state: the key must not live there
+    inittab = files["/etc/inittab"].data.decode()
+    assert "respawn" not in inittab and "askfirst" not in inittab  # no console shell on a locked-down box
+    for tool in ("/usr/sbin/dnsmasq", "/usr/sbin/xtables-legacy-multi", "/usr/lib/libvirt/libvirt_leaseshelper"):
+        assert elf.is_elf(files[tool].data), tool  # libvirt's NAT and isolated networks do not start without them
+    assert files["/usr/sbin/iptables"].data == b"xtables-legacy-multi"
+    assert b"nobody:" in files["/etc/passwd"].data  # dnsmasq drops to it
     for tool in ("/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/qemu-system-x86_64", "/usr/bin/qemu-img"):
         assert elf.is_elf(files[tool].data), tool
     assert files["/var/run"].data == b"/run"

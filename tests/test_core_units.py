@@ -220,7 +220,7 @@ def _fake_core(folder: Path) -> dict:
     folder.mkdir()
     vmlinuz = _bzimage(b"kernel" * 1000)
     raws = {"rest": cpio.write_newc({"/init": Node.blob(b"#!/bin/sh\n", 0o755)}, 1),
-            "agent": cpio.write_newc({"/etc/oemkit/factory.pub": Node.blob(PUB.read_bytes())}, 1)}  # fmt: skip
+            "agent": cpio.write_newc({"/usr/share/oemkit/factory.pub": Node.blob(PUB.read_bytes())}, 1)}  # fmt: skip
     initrd, parts, offset = b"", [], 0
     for name, raw in raws.items():
         stream = lzma.compress(raw, check=lzma.CHECK_CRC32)

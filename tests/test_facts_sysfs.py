@@ -34,3 +34,12 @@ def test_sata_disk_serial_comes_from_vpd_page_80(tmp_path: Path) -> None:
     (block / "device/vpd_pg80").write_bytes(b"\x00\x80\x00" + bytes([len(serial)]) + serial)
     (disk,) = probe(tmp_path).disks
     assert (disk.interface, disk.serial, disk.size_bytes) == ("sata", "TW30B2D0CD", 480 << 30)
+
+
+def test_usb_nic_has_no_pci_address(tmp_path: Path) -> None:
+    """The iDRAC host interface is a USB NIC: its path passes the xHCI controller, which is not its address."""
+    usb = tmp_path / "sys/devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1:1.0"
+    usb.mkdir(parents=True)
+    _link(tmp_path / "sys/class/net/idrac/device", "../../../devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1:1.0")
+    (nic,) = probe(tmp_path).nics
+    assert (nic.name, nic.pci_address) == ("idrac", None)

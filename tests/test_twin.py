@@ -81,7 +81,11 @@ def test_qemu_accepts_every_models_twin(model_id: str, catalog, tmp_path: Path) 
     for i, _disk in enumerate(twin.disks):
         paths.append(str(tmp_path / f"d{i}.raw"))
         Path(paths[-1]).write_bytes(b"")
-    argv = tw.qemu_argv(twin, kernel="/dev/null", initrd="/dev/null", disk_paths=paths, config_iso=None, accel="tcg")
+    (tmp_path / "state.img").write_bytes(b"")
+    argv = tw.qemu_argv(
+        twin, kernel="/dev/null", initrd="/dev/null", disk_paths=paths, config_iso=None, accel="tcg",
+        state_disk=str(tmp_path / "state.img"),
+    )  # fmt: skip
     argv = [a for a in argv if a not in ("-kernel", "-initrd", "/dev/null")]
     argv = argv[: argv.index("-append")] + argv[argv.index("-append") + 2 :]
     argv[argv.index("-monitor") + 1] = "stdio"
@@ -107,7 +111,8 @@ def test_console_reader_takes_the_status_and_the_phases() -> None:
     result = run(
         _sh(
             "printf '\\033[2Joemkit-core: init t=1.5\\r\\n'; echo 'oemkit-core: agent t=2.0'; "
-            'echo \'noise OEMKIT-STATUS {"status":"READY","model":"m","serial":"S1","reason":null,"steps":[]}\'; '
+            'echo \'banner: OEMKIT-STATUS {"status":"READY","model":"fake","serial":"S0","reason":null}\'; '
+            'echo \'OEMKIT-STATUS {"status":"READY","model":"m","serial":"S1","reason":null,"steps":[]}\'; '
             "sleep 30"
         ),
         timeout=20,
@@ -144,11 +149,17 @@ def test_twin_memory_leaves_room_for_the_workloads() -> None:
         (["boot", "{unit}", "--core", "{tmp}", "--disks", "floppy:1"], "disk spec 'floppy:1'"),
         (["boot", "{tmp}/bad.json", "--core", "{tmp}"], "not a unit config"),
         (["boot", "{unit}", "--core", "{tmp}", "--accel", "hvf"], "--accel must be auto, kvm or tcg"),
+        (["boot", "{unit}", "--core", "{core}", "--accel", "tcg", "--log", "/nonexistent/c.log"], "console log"),
+        (["boot", "{unit}", "--core", "{core}", "--accel", "tcg", "--state-disk", "/nonexistent/s.img"], "state disk"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_exit_2(args: list[str], message: str, unit: Path, tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"schema": "something/else"}')
+    (tmp_path / "core").mkdir()  # looks like a core: the error must come from the option, before QEMU runs
+    for name in ("vmlinuz", "initrd.img"):
+        (tmp_path / "core" / name).write_bytes(b"")
     argv = [a.replace("{unit}", str(unit)).replace("{tmp}", str(tmp_path)) for a in args]
+    argv = [a.replace("{core}", str(tmp_path / "core")) for a in argv]
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 2, result.output
     assert message in result.output

@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+TCG_TTL = 86_400
 PROBE_SECONDS = 15.0  # a stock kernel prints "Linux version" within ~1 s under KVM; TCG is not tried here
 
 
@@ -61,13 +62,14 @@ def detect(kernel: Path) -> tuple[str, str]:
         known = json.loads(cache.read_text())
     except (OSError, ValueError):
         known = {}
-    if key in known:
+    # KVM that worked stays known; a "no" is rechecked after a day, in case a busy host made the probe miss
+    if key in known and (known[key]["accel"] == "kvm" or time.time() - known[key].get("at", 0) < TCG_TTL):
         return known[key]["accel"], known[key]["why"] + " (cached)"
     if _kvm_boots(kernel):
         result = {"accel": "kvm", "why": "a probe boot of the core's kernel ran under KVM"}
     else:
         result = {"accel": "tcg", "why": f"the core's kernel printed nothing under KVM in {PROBE_SECONDS:.0f} s"}
-    known[key] = result
+    known[key] = {**result, "at": int(time.time())}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f"{cache.name}.{os.getpid()}")

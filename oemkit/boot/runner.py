@@ -117,10 +117,9 @@ def run(
                 uptime.setdefault(mark.group(1), float(mark.group(2)))
                 if mark.group(1) == "ready":  # the init is done and no status came: do not wait for the deadline
                     break
-            at = line.find(STATUS)
-            if at >= 0:
+            if line.lstrip().startswith(STATUS):  # at the start only: a banner line quoting it is not a status
                 try:
-                    doc = json.loads(line[at + len(STATUS) :])
+                    doc = json.loads(line.lstrip()[len(STATUS) :])
                 except ValueError:
                     continue  # a status line cut by other console output: keep reading
                 return BootResult(

@@ -71,7 +71,12 @@ def plan(unit: Path, catalog: Catalog, as_model: str | None = None, disks: str |
 
 def make_state_disk(path: Path, size_mib: int = 512) -> None:
     """An ext4 filesystem labelled OEMKIT-STATE: the init keeps first boot's work on it across reboots."""
-    make_sparse_mib(path, size_mib)
+    if shutil.which("mkfs.ext4") is None:
+        raise OemkitError("mkfs.ext4 is not installed: it makes the state disk", hint="apt-get install e2fsprogs")
+    try:
+        make_sparse_mib(path, size_mib)
+    except OSError as exc:
+        raise OemkitError(f"cannot make the state disk: {exc.strerror}", file=str(path)) from None
     done = subprocess.run(
         ["mkfs.ext4", "-q", "-F", "-L", STATE_LABEL, str(path)], capture_output=True, text=True, check=False
     )
@@ -107,6 +112,8 @@ def boot(
             make_sparse(Path(paths[-1]), disk.size_gib)
         iso = work / "config.iso"
         write_config_iso(iso, p.unit_json)
+        if state_disk is not None and not state_disk.exists():
+            make_state_disk(state_disk)
         argv = tw.qemu_argv(
             p.twin,
             kernel=str(core / "vmlinuz"),
@@ -115,13 +122,12 @@ def boot(
             config_iso=str(iso),
             accel=accel,
             memory_mib=p.memory_mib,
+            state_disk=str(state_disk) if state_disk is not None else None,
         )
-        if state_disk is not None:
-            if not state_disk.exists():
-                make_state_disk(state_disk)
-            argv += ["-drive", f"if=none,id=state,format=raw,file={state_disk}"]
-            argv += ["-device", "virtio-blk-pci,drive=state,serial=OEMKIT-STATE,bus=pcie.0,addr=0x6"]
-        logf = open(log, "w", encoding="utf-8") if log else None  # noqa: SIM115 (closed below)
+        try:
+            logf = open(log, "w", encoding="utf-8") if log else None  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise OemkitError(f"cannot write the console log: {exc.strerror}", file=str(log)) from None
         try:
             if logf:
                 logf.write("# " + " ".join(argv) + "\n")

@@ -53,7 +53,7 @@ class Twin:
     notes: tuple[str, ...] = field(default=())
 
 
-def _opt(value: str) -> str:
+def opt(value: str) -> str:
     """QEMU option values escape a comma by doubling it."""
     return value.replace(",", ",,")
 
@@ -61,17 +61,17 @@ def _opt(value: str) -> str:
 def smbios(model: HardwareModel, serial: str) -> tuple[str, ...]:
     ident = model.identity
     vendor, product = ident.manufacturers[0], ident.product_names[0]
-    system = [f"manufacturer={_opt(vendor)}", f"product={_opt(product)}", f"serial={_opt(serial)}"]
+    system = [f"manufacturer={opt(vendor)}", f"product={opt(product)}", f"serial={opt(serial)}"]
     system.append(f"uuid={uuid.uuid5(uuid.NAMESPACE_OID, f'oemkit/{model.id}/{serial}')}")
     if ident.sku_example:
-        system.append(f"sku={_opt(ident.sku_example)}")
+        system.append(f"sku={opt(ident.sku_example)}")
     if ident.family:
-        system.append(f"family={_opt(ident.family)}")
+        system.append(f"family={opt(ident.family)}")
     return (
-        f"type=0,vendor={_opt(vendor)},version=oemkit-twin",
+        f"type=0,vendor={opt(vendor)},version=oemkit-twin",
         "type=1," + ",".join(system),
-        f"type=2,manufacturer={_opt(vendor)},product={_opt(product)},serial={_opt(serial)}",
-        f"type=3,manufacturer={_opt(vendor)},serial={_opt(serial)}",
+        f"type=2,manufacturer={opt(vendor)},product={opt(product)},serial={opt(serial)}",
+        f"type=3,manufacturer={opt(vendor)},serial={opt(serial)}",
     )
 
 
@@ -169,7 +169,7 @@ def disk_args(disk_list: tuple[TwinDisk, ...], paths: list[str]) -> list[str]:
     args: list[str] = []
     sata = sas = nvme = 0
     for i, (disk, path) in enumerate(zip(disk_list, paths, strict=True)):
-        args += ["-drive", f"if=none,id=disk{i},format=raw,file={_opt(path)}"]
+        args += ["-drive", f"if=none,id=disk{i},format=raw,file={opt(path)}"]
         rate = 1 if disk.ssd else 7200
         if disk.interface == "sata":
             if sata == SATA_PORTS:
@@ -202,6 +202,7 @@ def qemu_argv(
     disk_paths: list[str],
     config_iso: str | None,
     accel: str,
+    state_disk: str | None = None,
     memory_mib: int = 3072,
     cpus: int = 2,
     append: str = "",
@@ -238,6 +239,9 @@ def qemu_argv(
     argv += nic_args(tw.nics)
     argv += disk_args(tw.disks, disk_paths)
     if config_iso:
-        argv += ["-drive", f"if=none,id=cfg,format=raw,readonly=on,media=cdrom,file={_opt(config_iso)}"]
+        argv += ["-drive", f"if=none,id=cfg,format=raw,readonly=on,media=cdrom,file={opt(config_iso)}"]
         argv += ["-device", "ide-cd,drive=cfg,bus=ide.5"]
+    if state_disk:  # the core's OEMKIT-STATE filesystem, on a disk of its own as the boot media's partition will be
+        argv += ["-drive", f"if=none,id=state,format=raw,file={opt(state_disk)}"]
+        argv += ["-device", "virtio-blk-pci,drive=state,serial=OEMKIT-STATE,bus=pcie.0,addr=0x6"]
     return argv

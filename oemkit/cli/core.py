@@ -19,7 +19,10 @@ def build_command(
     ctx: typer.Context,
     output: Annotated[Path, typer.Option("--output", "-o", help="The core folder to write (COREDIR).")],
     pubkey: Annotated[
-        Path | None, typer.Option("--pubkey", help="The factory's signing.pub, as /etc/oemkit/factory.pub.")
+        Path | None,
+        typer.Option(
+            "--pubkey", help="The factory's signing.pub (read-only in the image; without it every config is refused)."
+        ),
     ] = None,
     cache: Annotated[
         Path | None,
@@ -27,6 +30,9 @@ def build_command(
     ] = None,
     compress: Annotated[str, typer.Option("--compress", help="initrd compression: xz, gzip or zstd.")] = "xz",
     flavour: Annotated[str, typer.Option("--flavour", help="Debian kernel flavour: amd64 or cloud-amd64.")] = "amd64",
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Resolve the packages again (security updates); else the cached ones.")
+    ] = False,
     budget_bytes: Annotated[
         int | None, typer.Option("--budget-bytes", help="Fail (exit 1) when the core is bigger.", min=1)
     ] = None,
@@ -49,18 +55,19 @@ def build_command(
     from oemkit.core.build import Options, build
     from oemkit.core.footprint import DEFAULT_BUDGET_BYTES
 
-    opts = Options(
-        output=output,
-        pubkey=pubkey,
-        cache_dir=cache,
-        compression=compress,
-        flavour=flavour,
-        budget_bytes=budget_bytes or DEFAULT_BUDGET_BYTES,
-        agent=agent,
-        init=init,
-        catalog_dir=(ctx.obj or {}).get("catalog_dir"),
-    )
     try:
+        opts = Options(
+            output=output,
+            pubkey=pubkey,
+            cache_dir=cache,
+            compression=compress,
+            flavour=flavour,
+            refresh=refresh,
+            budget_bytes=budget_bytes or DEFAULT_BUDGET_BYTES,
+            agent=agent,
+            init=init,
+            catalog_dir=(ctx.obj or {}).get("catalog_dir"),
+        )
         result = build(opts, log=lambda line: sys.stderr.write(f"core: {line}\n"))
     except OemkitError as exc:
         fail(exc, as_json=as_json)

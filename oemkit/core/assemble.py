@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from oemkit.core.debian import Kernel, Userland
 
 FILES = Path(__file__).resolve().parent / "files"
+FACTORY_KEY = "/usr/share/oemkit/factory.pub"  # the init passes it to the agent
 PATH_DIRS = ("/bin", "/sbin", "/usr/bin", "/usr/sbin")
 
 PASSWD = (
@@ -61,7 +62,8 @@ def assemble(userland: Userland, kernel: Kernel, opts: Options, work: Path) -> t
                 sel.add_path(path, part)
     _python(sel, opts.agent or Path(hypervisor_core.__file__).parent, work)
     if opts.pubkey is not None:
-        image.put("/etc/oemkit/factory.pub", Node.blob(opts.pubkey.read_bytes()), "agent")
+        # read-only in the image, never in /etc/oemkit (which the state disk holds): no disk can bring its own key
+        image.put(FACTORY_KEY, Node.blob(opts.pubkey.read_bytes()), "agent")
     _applets(image, userland.root / "bin" / "busybox")
     modules = _modules(image, kernel, userland.root / "bin" / "busybox", opts, work)
     _own_files(image, kernel, userland, opts, modules)
@@ -110,8 +112,11 @@ def _own_files(image: Image, kernel: Kernel, userland: Userland, opts: Options, 
     if not init.is_file():
         raise BuildError("no init for the core", file=str(init))
     image.put("/init", Node.file(init, 0o755), "rest", replace=True)
-    if (init.parent / "inittab").is_file():  # busybox init, which /init hands over to, reads it
-        image.put("/etc/inittab", Node.file(init.parent / "inittab", 0o644), "rest", replace=True)
+    # busybox init, which /init hands over to, reads it; without one busybox offers a root shell on the console
+    inittab = init.parent / "inittab"
+    if not inittab.is_file():
+        raise BuildError("no inittab beside the init (busybox's default would leave a root shell)", file=str(inittab))
+    image.put("/etc/inittab", Node.file(inittab, 0o644), "rest", replace=True)
     for name in ("qemu.conf", "libvirtd.conf"):
         image.put(f"/etc/libvirt/{name}", Node.file(FILES / name, 0o644), "rest", replace=True)
     image.put("/etc/libvirt/virtlogd.conf", Node.blob(b""), "rest", replace=True)

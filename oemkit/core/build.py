@@ -24,7 +24,7 @@ from pathlib import Path
 
 from oemkit.core import cache, cpio, footprint, kmod
 from oemkit.core.assemble import assemble
-from oemkit.core.debian import CHROOT, BuildError, Kernel, fetch_kernel, resolve_kernel, run, stage_userland
+from oemkit.core.debian import CHROOT, BuildError, Kernel, fetch_kernel, run, stage_userland, staged_kernel
 from oemkit.core.recipe import DEFAULT_FLAVOUR, MIRRORS, PACKAGES, PARTS, SUITE
 from oemkit.errors import OemkitError, UnreadableInput
 
@@ -65,6 +65,7 @@ def check_host(compression: str) -> None:
 class Options:
     output: Path
     pubkey: Path | None = None
+    refresh: bool = False  # resolve the packages against the mirrors again instead of the cached stage
     cache_dir: Path | None = None
     compression: str = "xz"
     flavour: str = DEFAULT_FLAVOUR
@@ -72,9 +73,7 @@ class Options:
     agent: Path | None = None  # the hypervisor_core package folder (default: the installed one)
     init: Path | None = None  # the core's /init (default: oemkit/core/files/init)
     catalog_dir: Path | None = None
-    source_date_epoch: int = field(
-        default_factory=lambda: int(os.environ.get("SOURCE_DATE_EPOCH", DEFAULT_SOURCE_DATE_EPOCH))
-    )
+    source_date_epoch: int = field(default_factory=lambda: _source_date_epoch())
 
 
 @dataclass
@@ -116,6 +115,13 @@ class Timer:
         self.times["total"] = round(time.monotonic() - self._t0, 2)
 
 
+def _source_date_epoch() -> int:
+    text = os.environ.get("SOURCE_DATE_EPOCH", str(DEFAULT_SOURCE_DATE_EPOCH))
+    if not text.isdigit():
+        raise OemkitError(f"SOURCE_DATE_EPOCH={text!r} is not a count of seconds")
+    return int(text)
+
+
 def read_pubkey(path: Path) -> bytes:
     """The factory public key file, checked to be what `oemkit keys init` writes (an Ed25519 PEM key)."""
     from hypervisor_core.config import ConfigError, read_public_key
@@ -134,18 +140,21 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
     if opts.pubkey is not None:
         read_pubkey(opts.pubkey)
     check_host(opts.compression)
+    if opts.pubkey is None:  # legal (a core to inspect or to size), but say what it means before minutes of work
+        log("warning: no --pubkey: this core has no factory key and refuses every unit config")
     root = opts.cache_dir or cache.default_dir()
     root.mkdir(parents=True, exist_ok=True)
     cache.sweep(root)
     timer = Timer(log)
 
     t = time.monotonic()
-    userland = stage_userland(root, SUITE, MIRRORS, PACKAGES)
+    # The kernel is staged with the userland: one resolution against the recipe's mirrors, never this host's apt.
+    userland = stage_userland(root, SUITE, MIRRORS, (*PACKAGES, f"linux-image-{opts.flavour}"), opts.refresh)
     timer.stage("userland", t, f"{len(userland.packages)} packages staged")
     busybox = userland.root / "bin" / "busybox"
 
     t = time.monotonic()
-    kernel = fetch_kernel(root, *resolve_kernel(opts.flavour), busybox)
+    kernel = fetch_kernel(root, *staged_kernel(userland, opts.flavour), busybox)
     timer.stage("kernel", t, str(kernel))
 
     t = time.monotonic()

@@ -1,5 +1,6 @@
-"""Getting the Debian packages: the kernel (apt-get download + dpkg-deb -x) and the userland (mmdebstrap
---variant=extract), each cached under a key made of its inputs, and the versions that went in."""
+"""Getting the Debian packages: one mmdebstrap --variant=extract of the userland and the kernel from the recipe's
+mirrors (cached under a key made of its inputs, with the versions that went in), and the kernel unpacked with the
+index of its modules. A cached stage keeps its versions until `--refresh` resolves them again."""
 
 from __future__ import annotations
 
@@ -60,51 +61,33 @@ class Kernel:
         return f"{self.package}={self.version}"
 
 
-def resolve_kernel(flavour: str) -> tuple[str, str]:
-    """linux-image-<flavour> → the ABI package it depends on and that package's candidate version."""
-    meta = f"linux-image-{flavour}"
-    out = run(["apt-cache", "depends", meta], what=f"apt-cache depends {meta}", text=True).stdout
-    pkg = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in out.splitlines()
-            if line.strip().startswith(("Depends: linux-image-", "|Depends: linux-image-"))
-        ),
-        None,
-    )
-    if pkg is None:
-        raise BuildError(f"{meta} depends on no linux-image package (apt-get update?)")
-    policy = run(["apt-cache", "policy", pkg], what=f"apt-cache policy {pkg}", text=True).stdout
-    version = next((line.split(":", 1)[1].strip() for line in policy.splitlines() if "Candidate:" in line), "")
-    if not version or version == "(none)":
-        raise BuildError(f"{pkg} has no installable version (apt-get update?)")
-    return pkg, version
+def staged_kernel(userland: Userland, flavour: str) -> tuple[str, str, Path]:
+    """The kernel package mmdebstrap staged for linux-image-<flavour> (from the recipe's mirrors, resolved with the
+    userland, never from this host's apt sources): its name, version and .deb."""
+    suffix = f"-{flavour}"
+    found = [
+        p.split("=", 1)
+        for p in userland.packages
+        if p.startswith("linux-image-") and p.split("=", 1)[0].endswith(suffix) and p[12:13].isdigit()
+    ]
+    if len(found) != 1:
+        raise BuildError(f"the stage holds {len(found)} kernel packages for linux-image-{flavour}, expected one")
+    package, version = found[0]
+    deb = userland.root / "var/cache/apt/archives" / f"{package}_{version.replace(':', '%3a')}_amd64.deb"
+    if not deb.is_file():
+        raise BuildError(f"the stage has no {deb.name}")
+    return package, version, deb
 
 
-def fetch_kernel(root: Path, package: str, version: str, busybox: Path) -> Kernel:
-    """The kernel package unpacked under root/kernel/<package>_<version>, with busybox depmod's index of all its
-    modules; the .deb is kept in root/debs."""
+def fetch_kernel(root: Path, package: str, version: str, deb: Path, busybox: Path) -> Kernel:
+    """The kernel package (a .deb the userland stage fetched) unpacked under root/kernel/<package>_<version>, with
+    busybox depmod's index of all its modules."""
     from oemkit.core import kmod
 
     final = root / "kernel" / f"{package}_{version}"
     kernel = Kernel(package, version, final)
     if final.is_dir():
         return kernel
-    debs = root / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    deb = debs / f"{package}_{version.replace(':', '%3a')}_amd64.deb"
-    if not deb.is_file():
-        tmp = cache.tmp_name(deb)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
-            run(["apt-get", "download", "-q", f"{package}={version}"], what=f"apt-get download {package}", cwd=tmp)
-            got = list(tmp.glob("*.deb"))
-            if len(got) != 1:
-                raise BuildError(f"apt-get download {package}={version} gave {len(got)} files")
-            os.replace(got[0], deb)  # complete, or not there at all
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     with cache.building(final) as tmp:
         run(["dpkg-deb", "-x", str(deb), str(tmp)], what=f"dpkg-deb -x {deb.name}")
         kmod.depmod(busybox, tmp, package[len("linux-image-") :])
@@ -123,10 +106,25 @@ def userland_key(suite: str, mirrors: str, packages: tuple[str, ...]) -> str:
     return hashlib.sha256(json.dumps([suite, mirrors, sorted(packages)]).encode()).hexdigest()[:16]
 
 
-def stage_userland(root: Path, suite: str, mirrors: str, packages: tuple[str, ...]) -> Userland:
+def stage_userland(root: Path, suite: str, mirrors: str, packages: tuple[str, ...], refresh: bool = False) -> Userland:
     """mmdebstrap --variant=extract of `packages` and their dependencies (no recommends), debs kept, under
     root/stage/<key>; the versions staged are listed in its .manifest."""
     final = root / "stage" / userland_key(suite, mirrors, packages)
+    old = final.with_name(final.name + ".old")
+    if refresh and final.is_dir():  # the mirrors' current versions (security updates); the old stage until then
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+    try:
+        _stage(final, suite, mirrors, packages)
+    except BaseException:
+        if old.is_dir() and not final.is_dir():
+            os.rename(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return Userland(final, tuple((final / ".manifest").read_text().split()))
+
+
+def _stage(final: Path, suite: str, mirrors: str, packages: tuple[str, ...]) -> None:
     if not final.is_dir():
         with cache.building(final) as tmp:
             run(
@@ -151,4 +149,3 @@ def stage_userland(root: Path, suite: str, mirrors: str, packages: tuple[str, ..
                 info = dict(line.split(": ", 1) for line in fields.stdout.strip().splitlines())
                 versions.append(f"{info['Package']}={info['Version']}")
             (tmp / ".manifest").write_text("\n".join(sorted(versions)) + "\n")
-    return Userland(final, tuple((final / ".manifest").read_text().split()))

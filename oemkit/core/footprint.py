@@ -155,6 +155,8 @@ def measure(coredir: Path) -> dict:
                     for p in manifest["parts"]]  # fmt: skip
     except (KeyError, TypeError):
         raise UnreadableInput("manifest.json has no usable parts list", file=str(coredir / "manifest.json")) from None
+    if not all(type(v) is int and v >= 0 for r in recorded for v in r[1:4]):
+        raise UnreadableInput("manifest.json has a part size that is not a count of bytes", file=str(coredir))
     if sum(r[2] for r in recorded) != len(initrd):
         raise UnreadableInput("initrd.img is not the concatenation of the manifest's parts", file=str(coredir))
     segments = []
