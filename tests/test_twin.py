@@ -113,12 +113,12 @@ def test_console_reader_takes_the_status_and_the_phases() -> None:
             "printf '\\033[2Joemkit-core: init t=1.5\\r\\n'; echo 'oemkit-core: agent t=2.0'; "
             'echo \'banner: OEMKIT-STATUS {"status":"READY","model":"fake","serial":"S0","reason":null}\'; '
             'echo \'OEMKIT-STATUS {"status":"READY","model":"m","serial":"S1","reason":null,"steps":[]}\'; '
-            "sleep 30"
+            "sleep 1; echo 'oemkit-core: ready t=3.0'; sleep 30"
         ),
         timeout=20,
     )
     assert (result.status, result.serial, result.reason) == ("READY", "S1", None)
-    assert result.guest_uptime == {"init": 1.5, "agent": 2.0}
+    assert result.guest_uptime == {"init": 1.5, "agent": 2.0, "ready": 3.0}  # it waited for the init to sync
     assert set(result.split()) == {"kernel", "init", "agent"}
     assert result.seconds < 20  # it stopped at the status line instead of waiting for the process
 

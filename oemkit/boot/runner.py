@@ -22,6 +22,7 @@ from typing import IO, Any
 _ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[@-Z\\-_])")
 _MARK = re.compile(r"oemkit-core: (\w+) t=([0-9.]+)")
 STATUS = "OEMKIT-STATUS "
+SETTLE_SECONDS = 30.0  # after the status line, for the init's "ready" (state saved and synced)
 
 
 @dataclass
@@ -62,12 +63,12 @@ class BootResult:
         }
 
 
-def _lines(proc: subprocess.Popen[bytes], deadline: float):
-    """Console lines as they come; stops at EOF or the deadline even when the guest is silent."""
+def _lines(proc: subprocess.Popen[bytes], deadline: Callable[[], float]):
+    """Console lines as they come; stops at EOF or the deadline (which may move) even when the guest is silent."""
     assert proc.stdout is not None
     fd, buf = proc.stdout.fileno(), b""
     while True:
-        left = deadline - time.monotonic()
+        left = deadline() - time.monotonic()
         if left <= 0:
             return
         ready, _, _ = select.select([fd], [], [], min(left, 1.0))
@@ -102,8 +103,10 @@ def run(
     phases: dict[str, float] = {}
     uptime: dict[str, float] = {}
     tail: list[str] = []
+    result: BootResult | None = None
+    deadline = [started + timeout]  # moved closer once the status line is in
     try:
-        for raw in _lines(proc, started + timeout):
+        for raw in _lines(proc, lambda: deadline[0]):
             now = time.monotonic() - started
             line = _ANSI.sub("", raw.decode("utf-8", "replace")).replace("\r", "").rstrip()
             if log:
@@ -115,14 +118,14 @@ def run(
             if mark:
                 phases.setdefault(mark.group(1), now)
                 uptime.setdefault(mark.group(1), float(mark.group(2)))
-                if mark.group(1) == "ready":  # the init is done and no status came: do not wait for the deadline
+                if mark.group(1) == "ready":  # the init has saved the state and synced: the box may be switched off
                     break
-            if line.lstrip().startswith(STATUS):  # at the start only: a banner line quoting it is not a status
+            if result is None and line.lstrip().startswith(STATUS):  # at the start: a banner quoting it is no status
                 try:
                     doc = json.loads(line.lstrip()[len(STATUS) :])
                 except ValueError:
                     continue  # a status line cut by other console output: keep reading
-                return BootResult(
+                result = BootResult(
                     doc.get("status", "FAILED"),
                     doc.get("model"),
                     doc.get("serial"),
@@ -133,6 +136,12 @@ def run(
                     uptime,
                     tail,
                 )
+                # Let the init save what first boot wrote and sync before QEMU is stopped, as a person would wait
+                # for the ready line before pulling the plug; the result stands even if it never comes.
+                deadline[0] = min(deadline[0], time.monotonic() + SETTLE_SECONDS)
+        if result is not None:
+            result.tail = tail
+            return result
         elapsed = time.monotonic() - started
         if proc.poll() is None and elapsed >= timeout:
             last = next((t for t in reversed(tail) if t.strip()), "(nothing)")
