@@ -85,29 +85,16 @@ def test_a_core_that_does_not_report_in_time_is_exit_3(core_dir: Path, tmp_path:
 def test_a_state_filesystem_on_a_usb_stick_is_refused(core_dir: Path, tmp_path: Path, catalog) -> None:
     """A stick in a front port must not bring its own state (hostname, network, a 'done' marker): the init boots
     volatile and first boot runs as on a new box."""
-    from oemkit.boot import runner, session
-    from oemkit.boot import twin as tw
+    from oemkit.boot import session
 
     unit = tmp_path / "unit.json"
     compile_to(PROFILE, LAB, SERIAL, unit)
-    plan = session.plan(unit, catalog)
     stick = tmp_path / "stick.img"
     session.make_state_disk(stick, 64)
-    paths = []
-    for i, disk in enumerate(plan.twin.disks):
-        paths.append(str(tmp_path / f"d{i}.raw"))
-        runner.make_sparse(Path(paths[-1]), disk.size_gib)
-    from oemkit.boot.configdisk import write_config_iso
-
-    write_config_iso(tmp_path / "cfg.iso", plan.unit_json)
-    argv = tw.qemu_argv(
-        plan.twin, kernel=str(core_dir / "vmlinuz"), initrd=str(core_dir / "initrd.img"), disk_paths=paths,
-        config_iso=str(tmp_path / "cfg.iso"), accel="tcg", memory_mib=plan.memory_mib,
-    )  # fmt: skip
-    argv += ["-device", "qemu-xhci,id=xhci,bus=pcie.0,addr=0x7", "-drive", f"if=none,id=stick,format=raw,file={stick}"]
-    argv += ["-device", "usb-storage,bus=xhci.0,drive=stick"]
-    with open(tmp_path / "console.log", "w") as log:
-        result = runner.run(argv, 900, log)
-    console = (tmp_path / "console.log").read_text()
+    usb = ("-device", "qemu-xhci,id=xhci,bus=pcie.0,addr=0x7", "-drive", f"if=none,id=stick,format=raw,file={stick}")
+    usb += ("-device", "usb-storage,bus=xhci.0,drive=stick")
+    log = tmp_path / "console.log"
+    result = session.boot(session.plan(unit, catalog), core_dir, accel="tcg", timeout=900, log=log, extra_args=usb)
+    console = log.read_text()
     assert "volatile: refused /dev/sd" in console and "(USB)" in console, console[-3000:]
     assert result.status == "READY", result.reason  # and the stick is no datastore candidate either

@@ -163,7 +163,7 @@ def run(
         _stop(proc)
 
 
-def make_sparse(path: Path, size_gib: int) -> None:
+def make_sparse(path: Path, size_bytes: int) -> None:
     """A raw disk of the drive's full size that costs no space until written."""
     with open(path, "wb") as f:
-        f.truncate(size_gib << 30)
+        f.truncate(size_bytes)

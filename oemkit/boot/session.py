@@ -74,7 +74,7 @@ def make_state_disk(path: Path, size_mib: int = 512) -> None:
     if shutil.which("mkfs.ext4") is None:
         raise OemkitError("mkfs.ext4 is not installed: it makes the state disk", hint="apt-get install e2fsprogs")
     try:
-        make_sparse_mib(path, size_mib)
+        make_sparse(path, size_mib << 20)
     except OSError as exc:
         raise OemkitError(f"cannot make the state disk: {exc.strerror}", file=str(path)) from None
     done = subprocess.run(
@@ -84,9 +84,9 @@ def make_state_disk(path: Path, size_mib: int = 512) -> None:
         raise OemkitError(f"cannot make the state disk: {done.stderr.strip()}", file=str(path))
 
 
-def make_sparse_mib(path: Path, size_mib: int) -> None:
-    with open(path, "wb") as f:
-        f.truncate(size_mib << 20)
+def require_qemu() -> None:
+    if shutil.which("qemu-system-x86_64") is None:
+        raise OemkitError("qemu-system-x86_64 is not installed", hint="apt-get install qemu-system-x86")
 
 
 def boot(
@@ -98,18 +98,19 @@ def boot(
     log: Path | None = None,
     state_disk: Path | None = None,
     echo: Callable[[str], None] | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> BootResult:
+    """`extra_args` go to QEMU after the twin's own: devices a test attaches to rehearse an odd box."""
     for name in ("vmlinuz", "initrd.img"):
         if not (core / name).is_file():
             raise UnreadableInput(f"not a core: {name} is missing (build one with `oemkit core build`)", file=str(core))
-    if shutil.which("qemu-system-x86_64") is None:
-        raise OemkitError("qemu-system-x86_64 is not installed", hint="apt-get install qemu-system-x86")
+    require_qemu()
     with tempfile.TemporaryDirectory(prefix="oemkit-boot-") as tmp:
         work = Path(tmp)
         paths = []
         for i, disk in enumerate(p.twin.disks):
             paths.append(str(work / f"disk{i}.raw"))
-            make_sparse(Path(paths[-1]), disk.size_gib)
+            make_sparse(Path(paths[-1]), disk.size_gib << 30)
         iso = work / "config.iso"
         write_config_iso(iso, p.unit_json)
         if state_disk is not None and not state_disk.exists():
@@ -123,7 +124,7 @@ def boot(
             accel=accel,
             memory_mib=p.memory_mib,
             state_disk=str(state_disk) if state_disk is not None else None,
-        )
+        ) + list(extra_args)
         try:
             logf = open(log, "w", encoding="utf-8") if log else None  # noqa: SIM115 (closed below)
         except OSError as exc:

@@ -3,7 +3,6 @@ hardware under QEMU and report what the agent inside said. Exit 0 READY, 1 FAILE
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -48,8 +47,7 @@ def boot_command(
         plan = session.plan(unit, load_catalog((ctx.obj or {}).get("catalog_dir")), as_model, disks)
         if not (core / "vmlinuz").is_file():
             raise OemkitError("not a core: vmlinuz is missing (build one with `oemkit core build`)", file=str(core))
-        if shutil.which("qemu-system-x86_64") is None:
-            raise OemkitError("qemu-system-x86_64 is not installed", hint="apt-get install qemu-system-x86")
+        session.require_qemu()  # before the KVM probe, which runs QEMU
         why = "asked for"
         if accel == "auto":
             accel, why = accel_mod.detect(core / "vmlinuz")
