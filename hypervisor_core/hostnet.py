@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hypervisor_core.layout import NETWORK_CONFIG
+
 BOND = "okbond0"
 
 
@@ -112,13 +114,13 @@ def apply(net: dict[str, Any], run: Runner) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m hypervisor_core.hostnet",
-        description="apply etc/oemkit/network.json (run by the core's init at every boot)",
+        description=f"apply {NETWORK_CONFIG} (run by the core's init at every boot)",
     )
     ap.add_argument("--root", type=Path, default=Path("/"))
     ap.add_argument("--netns", help="apply inside this network namespace (tests)")
     args = ap.parse_args(argv)
     try:
-        net = json.loads((args.root / "etc/oemkit/network.json").read_text())
+        net = json.loads((args.root / NETWORK_CONFIG).read_text())
         for line in apply(net, ip_runner(args.netns)):
             print(line)
     except (OSError, ValueError, HostNetError) as exc:

@@ -1,8 +1,8 @@
 """Disk images for workloads: found in the box's content-addressed store or fetched, always checked by SHA-256.
 
-The store is var/lib/oemkit/images/<sha256> under the root; the appliance image ships the images a unit needs
-there. An image that is not in the store is fetched from its URL (https://, or file:// for local media) into the
-store, and kept only if its SHA-256 is the one the signed unit config names — a wrong image is never used.
+The store is var/lib/oemkit/images/<sha256> under the root (layout.IMAGES); the appliance image ships the images a
+unit needs there. An image that is not in the store is fetched from its URL (https://, or file:// for local media)
+into the store, and kept only if its SHA-256 is the one the signed unit config names — a wrong image is never used.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import os
 import urllib.request
 from pathlib import Path
 
-STORE = "var/lib/oemkit/images"
+from hypervisor_core.layout import Layout
+
 CHUNK = 1 << 20
 
 
@@ -28,9 +29,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def obtain(root: Path, url: str, sha256: str, timeout: float = 60.0) -> Path:
+def obtain(layout: Layout, url: str, sha256: str, timeout: float = 60.0) -> Path:
     """The verified local copy of an image: from the store, or fetched into it."""
-    store = root / STORE
+    store = layout.images
     target = store / sha256
     if target.exists():
         if _sha256(target) == sha256:

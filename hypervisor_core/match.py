@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from hypervisor_core.config import PortRef, UnitConfig, UplinkRule
 from hypervisor_core.facts import Disk, Facts, Nic
-from hypervisor_core.identity import IdentitySpec
 
 GIB = 1 << 30
 
@@ -20,15 +19,16 @@ class Refusal(Exception):
 
 
 @dataclass(frozen=True)
-class Resolution:
+class Matched:
+    """What the rules mean on this box: the uplink NICs and datastore disks, and what could not be verified."""
+
     uplinks: tuple[Nic, ...]
     datastore: tuple[Disk, ...]
     warnings: tuple[str, ...] = ()
 
 
 def check_identity(cfg: UnitConfig, facts: Facts) -> None:
-    spec = IdentitySpec(cfg.identity.manufacturers, cfg.identity.product_names, cfg.identity.machine_types)
-    why = spec.mismatch(facts.dmi)
+    why = cfg.identity.mismatch(facts.dmi)
     if why:
         want = f"{cfg.identity.manufacturers[0]} {cfg.identity.product_names[0]}"
         box = f"{facts.dmi.sys_vendor or '?'} {facts.dmi.product_name or '?'}"
@@ -70,9 +70,11 @@ def _rule_candidates(rule: UplinkRule, nics: tuple[Nic, ...], known: tuple[str, 
     return chosen, None
 
 
-def resolve_uplinks(cfg: UnitConfig, facts: Facts) -> tuple[Nic, ...]:
+def resolve_uplinks(cfg: UnitConfig, facts: Facts) -> tuple[tuple[Nic, ...], tuple[str, ...]]:
+    """The uplinks, and a warning for each one taken without its speed known (a port with no link reports none)."""
     ups = cfg.management.uplinks
     picked: list[Nic] = []
+    unverified: dict[str, str] = {}
     for i, rule in enumerate(ups.rules):
         candidates, error = _rule_candidates(rule, facts.nics, ups.model_addresses)
         if error:
@@ -82,13 +84,20 @@ def resolve_uplinks(cfg: UnitConfig, facts: Facts) -> tuple[Nic, ...]:
                 continue
             if rule.link == "up" and nic.carrier is not True:
                 continue
+            if rule.min_speed_mbps and nic.speed_mbps is None:
+                unverified.setdefault(
+                    nic.name,
+                    f"uplink {nic.name} ({nic.pci_address}) reports no link speed: "
+                    f"rule {i + 1}'s minimum of {rule.min_speed_mbps} Mb/s is not verified",
+                )
             if nic not in picked:
                 picked.append(nic)
     if len(picked) < ups.count:
         wanted = "; ".join(", ".join(p.id for p in r.ports) or "(no port)" for r in ups.rules)
         found = ", ".join(f"{n.name} ({n.pci_address})" for n in picked) or "none"
         raise Refusal(f"uplinks: {ups.count} wanted ({wanted}), found {len(picked)}: {found}")
-    return tuple(picked[: ups.count])
+    chosen = tuple(picked[: ups.count])
+    return chosen, tuple(unverified[n.name] for n in chosen if n.name in unverified)
 
 
 def resolve_datastore(cfg: UnitConfig, facts: Facts) -> tuple[Disk, ...]:
@@ -126,9 +135,8 @@ def resolve_datastore(cfg: UnitConfig, facts: Facts) -> tuple[Disk, ...]:
     return tuple(fits)
 
 
-def match(cfg: UnitConfig, facts: Facts) -> Resolution:
+def match(cfg: UnitConfig, facts: Facts) -> Matched:
     check_identity(cfg, facts)
-    warnings = []
     sec = cfg.security
     if sec.require_secure_boot:
         if facts.secure_boot is False:
@@ -137,4 +145,5 @@ def match(cfg: UnitConfig, facts: Facts) -> Resolution:
             raise Refusal("Secure Boot is required but this box was not booted through UEFI: it cannot be verified")
     if sec.require_tpm and not facts.tpm:
         raise Refusal("a TPM is required but this box shows none (/sys/class/tpm/tpm0)")
-    return Resolution(resolve_uplinks(cfg, facts), resolve_datastore(cfg, facts), tuple(warnings))
+    uplinks, warnings = resolve_uplinks(cfg, facts)
+    return Matched(uplinks, resolve_datastore(cfg, facts), warnings)

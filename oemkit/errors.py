@@ -1,6 +1,13 @@
-"""The one error type oemkit raises for bad input: always located, never a traceback."""
+"""The error types oemkit raises for bad input: always located, never a traceback.
+
+An OemkitError is one Problem raised (`.problem()` gives it back as data, to be reported with others); an
+UnreadableInput is input that could not be read at all or is not what it claims to be, which the CLI maps to
+exit 2 — by its type, never by looking at a message or a path.
+"""
 
 from __future__ import annotations
+
+from oemkit.problems import Problem
 
 
 class OemkitError(Exception):
@@ -8,6 +15,8 @@ class OemkitError(Exception):
 
     `str()` renders it compiler-style, `file:line:col: message`, so a build-line log points straight at the cause.
     """
+
+    unreadable = False
 
     def __init__(
         self,
@@ -34,6 +43,18 @@ class OemkitError(Exception):
         text = f"{self.location}: {self.message}" if self.location else self.message
         return f"{text} (hint: {self.hint})" if self.hint else text
 
+    def problem(self, file: str | None = None, path: str = "(document)") -> Problem:
+        """This error as a located Problem (in `file` when it names none itself)."""
+        return Problem(
+            self.file or file or "(input)",
+            self.line or 1,
+            self.column or 1,
+            path,
+            self.message,
+            hint=self.hint,
+            unreadable=self.unreadable,
+        )
+
     def to_dict(self) -> dict[str, object]:
         return {
             "file": self.file,
@@ -46,3 +67,5 @@ class OemkitError(Exception):
 
 class UnreadableInput(OemkitError):
     """The input could not be read or is not what it claims to be (CLI exit code 2)."""
+
+    unreadable = True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Severity = Literal["error", "warning"]
@@ -28,13 +28,27 @@ class Problem:
     message: str
     severity: Severity = "error"
     hint: str | None = None
+    # The input could not be read at all (exit 2), as opposed to read and found wrong (exit 1).
+    unreadable: bool = field(default=False, compare=False)
 
     def __str__(self) -> str:
         text = f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.path}: {self.message}"
         return f"{text}\n  hint: {self.hint}" if self.hint else text
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": self.path,
+            "message": self.message,
+            "severity": self.severity,
+            "hint": self.hint,
+        }
+
+
+def unreadable(problems: list[Problem]) -> bool:
+    return any(p.unreadable for p in problems)
 
 
 class ProblemsError(Exception):

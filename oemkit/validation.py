@@ -125,10 +125,8 @@ def validate(
 ) -> tuple[M | None, list[Problem]]:
     if not isinstance(data, dict):
         file, line, col = locate(())
-        kind = type(data).__name__
-        return None, [
-            Problem(root_file or file, line, col, "(document)", f"expected a mapping at the top, found a {kind}")
-        ]
+        message = f"expected a mapping at the top, found a {type(data).__name__}"
+        return None, [Problem(root_file or file, line, col, "(document)", message, unreadable=True)]
     try:
         return model.model_validate(data), []
     except ValidationError as exc:

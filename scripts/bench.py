@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import REPO, write_section
+
 SAMPLES = REPO / "tests" / "data" / "dmi"
-DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:catalog:begin -->", "<!-- bench:catalog:end -->"
 
 # The framework floor: a typer app with one command that prints JSON and does nothing else.
@@ -88,7 +88,7 @@ def bench_cli(runs: int, dump: Path) -> list[tuple[str, float]]:
 
 def bench_inprocess(rounds: int) -> list[tuple[str, float, str]]:
     from oemkit.catalog.store import load_catalog
-    from oemkit.dmi import read_report
+    from oemkit.hardware.dmi import read_report
 
     dumps = sorted(SAMPLES.glob("*/*/*.txt"))
     t = time.perf_counter()
@@ -139,9 +139,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        doc = DOC.read_text()
-        start, end = doc.index(BEGIN), doc.index(END) + len(END)
-        DOC.write_text(doc[:start] + text + doc[end:])
+        write_section(text, BEGIN, END)
 
 
 if __name__ == "__main__":

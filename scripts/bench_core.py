@@ -14,16 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import KEY, PUB, REPO, write_section
 
-from oemkit.boot import accel, session  # noqa: E402
-from oemkit.catalog.store import load_catalog  # noqa: E402
-from oemkit.compile import compile_unit  # noqa: E402
-from oemkit.keys import load_private_key  # noqa: E402
+from oemkit.catalog.store import load_catalog
+from oemkit.seal.compile import compile_unit
+from oemkit.seal.keys import load_private_key
+from oemkit.twin import accel, session
 
-KEY = REPO / "tests/data/keys/signing.key"
-PUB = REPO / "tests/data/keys/signing.pub"
 BEGIN, END = "<!-- bench:core:begin -->", "<!-- bench:core:end -->"
 OEMKIT = str(REPO / ".venv/bin/oemkit")
 
@@ -50,10 +47,10 @@ def boots(core: Path, n: int, tmp: Path) -> tuple[str, list[dict]]:
     )
     unit.write_text(compiled.text())
     how, _ = accel.detect(core / "vmlinuz")
-    plan = session.plan(unit, load_catalog())
+    run = session.prepare(unit, load_catalog(), host_mib=session.host_memory_mib())
     out = []
     for _ in range(n):
-        result = session.boot(plan, core, accel=how, timeout=900)
+        result = session.boot(run, core, accel=how, timeout=900)
         if result.status != "READY":
             sys.exit(f"boot ended {result.status}: {result.reason}")
         out.append({**result.split(), "total": result.seconds, "uptime": result.guest_uptime})
@@ -109,14 +106,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if "--write" in sys.argv:
-        path = REPO / "docs" / "benchmarks.md"
-        page = path.read_text()
-        if BEGIN in page:
-            start, end = page.index(BEGIN), page.index(END) + len(END)
-            page = page[:start] + text + page[end:]
-        else:
-            page = page.rstrip("\n") + "\n\n" + text + "\n"
-        path.write_text(page)
+        write_section(text, BEGIN, END)
 
 
 if __name__ == "__main__":

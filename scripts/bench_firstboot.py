@@ -1,4 +1,4 @@
-"""Benchmarks of issue 4, each against its floor measured in the same run. Prints Markdown.
+"""Benchmarks of sealing and first boot, each against its floor measured in the same run. Prints Markdown.
 
 (a) compile a 10,000-unit order (one profile, 100 sites) vs writing the same JSON with plain json.dumps;
 (b) first boot of a 10-workload unit on libvirt's test driver vs a minimal script that defines the same
@@ -16,23 +16,20 @@ import time
 from pathlib import Path
 
 import libvirt
+from _common import KEY, PUB, REPO, write_section
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from hypervisor_core import actions, config
+from hypervisor_core.facts import probe
+from hypervisor_core.firstboot import first_boot
+from hypervisor_core.match import match
+from hypervisor_core.plan import make_plan
+from oemkit.catalog.store import load_catalog
+from oemkit.hardware.dmi import read_report
+from oemkit.hardware.facts_tree import build_tree
+from oemkit.seal.compile import compile_unit
+from oemkit.seal.keys import load_private_key
+from oemkit.seal.orders import compile_orders
 
-from hypervisor_core import config, firstboot  # noqa: E402
-from hypervisor_core.facts import probe  # noqa: E402
-from hypervisor_core.match import match  # noqa: E402
-from hypervisor_core.plan import make_plan  # noqa: E402
-from oemkit.catalog.store import load_catalog  # noqa: E402
-from oemkit.compile import compile_unit  # noqa: E402
-from oemkit.dmi import read_report  # noqa: E402
-from oemkit.facts_tree import build_tree  # noqa: E402
-from oemkit.keys import load_private_key  # noqa: E402
-from oemkit.orders import compile_orders  # noqa: E402
-
-KEY = REPO / "tests/data/keys/signing.key"
-PUB = REPO / "tests/data/keys/signing.pub"
 HOST = REPO / "tests/data/libvirt/empty-host.xml"
 UNITS, SITES = 10_000, 100
 
@@ -105,29 +102,28 @@ def bench_firstboot(tmp: Path, runs: int = 15) -> list[str]:
     for n in range(runs):
         conn = libvirt.open(f"test://{HOST}")
         t = time.perf_counter()
-        result = firstboot.run(raw, public, tmp / f"root{n}", lambda c=conn: c, facts, out=io.StringIO())
+        result = first_boot(raw, public, tmp / f"root{n}", lambda c=conn: c, facts, out=io.StringIO())
         agent.append(time.perf_counter() - t)
         assert result["status"] == "READY", result["reason"]
         conn = libvirt.open(f"test://{HOST}")
         t = time.perf_counter()
-        for step in plan:  # the same XML, straight into libvirt: no checks, no journal, no host files
-            a = step.params
-            if step.kind == "libvirt.network":
-                net = conn.networkDefineXML(a["xml"])
+        for action in plan:  # the same XML, straight into libvirt: no checks, no journal, no host files
+            if isinstance(action, actions.DefineNetwork):
+                net = conn.networkDefineXML(action.xml)
                 net.setAutostart(1)
                 net.create()
-            elif step.kind == "libvirt.pool":
-                pool = conn.storagePoolDefineXML(a["xml"])
+            elif isinstance(action, actions.DefinePool):
+                pool = conn.storagePoolDefineXML(action.xml)
                 pool.setAutostart(1)
                 pool.create()
-            elif step.kind == "libvirt.volume":
-                conn.storagePoolLookupByName(a["pool"]).createXML(a["xml"], 0)
-            elif step.kind == "libvirt.domain":
-                conn.defineXMLFlags(a["xml"], libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
-            elif step.kind == "libvirt.autostart":
-                conn.lookupByName(a["name"]).setAutostart(1)
-            elif step.kind == "libvirt.start":
-                conn.lookupByName(a["name"]).create()
+            elif isinstance(action, actions.CreateVolume):
+                conn.storagePoolLookupByName(action.pool).createXML(action.xml, 0)
+            elif isinstance(action, actions.DefineDomain):
+                conn.defineXMLFlags(action.xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+            elif isinstance(action, actions.SetAutostart):
+                conn.lookupByName(action.name).setAutostart(1)
+            elif isinstance(action, actions.StartDomain):
+                conn.lookupByName(action.name).create()
         minimal.append(time.perf_counter() - t)
     a_ms, m_ms = statistics.median(agent) * 1000, statistics.median(minimal) * 1000
     return [
@@ -161,10 +157,7 @@ def main() -> None:
     )
     print(text)
     if "--write" in sys.argv:
-        doc_path = REPO / "docs" / "benchmarks.md"
-        doc = doc_path.read_text()
-        start, end = doc.index(BEGIN), doc.index(END) + len(END)
-        doc_path.write_text(doc[:start] + text + doc[end:])
+        write_section(text, BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from oemkit.core import cache
+from oemkit.image import buildcache
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_PUB = REPO / "tests" / "data" / "keys" / "signing.pub"
-CORE_CACHE = cache.default_dir()  # at import: before the autouse fixture points XDG_CACHE_HOME at a temp folder
+CORE_CACHE = buildcache.default_dir()  # at import: before the autouse fixture points XDG_CACHE_HOME at a temp folder
 
 
 def core_cache() -> Path:

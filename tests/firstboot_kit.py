@@ -7,10 +7,11 @@ from pathlib import Path
 
 from hypervisor_core import config
 from oemkit.catalog.store import load_catalog
-from oemkit.compile import compile_unit
-from oemkit.dmi import read_report
-from oemkit.facts_tree import build_tree, parse_disks
-from oemkit.keys import load_private_key
+from oemkit.hardware.disks import parse_disks
+from oemkit.hardware.dmi import read_report
+from oemkit.hardware.facts_tree import build_tree
+from oemkit.seal.compile import compile_unit
+from oemkit.seal.keys import load_private_key
 
 from .conftest import REPO, samples_dir
 

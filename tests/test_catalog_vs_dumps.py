@@ -6,7 +6,7 @@ import pytest
 
 from oemkit.catalog.schema import HardwareModel
 from oemkit.catalog.store import Catalog
-from oemkit.dmi import read_report
+from oemkit.hardware.dmi import read_report
 
 from .conftest import REPO, samples_dir
 

@@ -48,7 +48,7 @@ def test_compile_is_sealed_and_deterministic(tmp_path: Path) -> None:
     assert doc["host"]["hostname"] == "br-ber01-j30abc12"
     assert doc["host"]["timezone"] == "Europe/Berlin"
     assert doc["management"]["uplinks"]["rules"][0]["ports"] == [
-        {"id": "LOM1", "pci_addresses": ["0000:04:00.0"], "driver": "tg3"}
+        {"id": "LOM1", "pci_addresses": ["0000:04:00.0"], "driver": "tg3", "position": None, "of": None}
     ]
     assert doc["identity"]["product_names"] == ["PowerEdge R650"]
     assert config.load(a, public_key()).serial == "J30ABC12"

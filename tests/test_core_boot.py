@@ -85,7 +85,7 @@ def test_a_core_that_does_not_report_in_time_is_exit_3(core_dir: Path, tmp_path:
 def test_a_state_filesystem_on_a_usb_stick_is_refused(core_dir: Path, tmp_path: Path, catalog) -> None:
     """A stick in a front port must not bring its own state (hostname, network, a 'done' marker): the init boots
     volatile and first boot runs as on a new box."""
-    from oemkit.boot import session
+    from oemkit.twin import session
 
     unit = tmp_path / "unit.json"
     compile_to(PROFILE, LAB, SERIAL, unit)

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from oemkit.catalog.store import load_catalog
 from oemkit.cli.app import app
-from oemkit.core import cpio, elf
-from oemkit.core.recipe import FOOTPRINT_PARTS, HARDWARE_MODULES, PY
+from oemkit.image.core import cpio, elf
+from oemkit.image.core.recipe import FOOTPRINT_PARTS, HARDWARE_MODULES, PY
 
 from .core_fixtures import TEST_PUB, build_args
 
@@ -26,7 +26,7 @@ AGENT = "/usr/lib/python3/dist-packages/hypervisor_core"
 
 
 @pytest.fixture(scope="module")
-def contents(core_dir: Path) -> dict[str, dict[str, cpio.Entry]]:
+def contents(core_dir: Path) -> dict[str, dict[str, cpio.Member]]:
     """part → path → entry, unpacked from initrd.img by the manifest's offsets."""
     manifest = json.loads((core_dir / "manifest.json").read_text())
     initrd = (core_dir / "initrd.img").read_bytes()
@@ -37,8 +37,8 @@ def contents(core_dir: Path) -> dict[str, dict[str, cpio.Entry]]:
     return out
 
 
-def _all(contents: dict[str, dict[str, cpio.Entry]]) -> dict[str, cpio.Entry]:
-    merged: dict[str, cpio.Entry] = {}
+def _all(contents: dict[str, dict[str, cpio.Member]]) -> dict[str, cpio.Member]:
+    merged: dict[str, cpio.Member] = {}
     for entries in contents.values():  # in initrd order: a later part's path wins, as in the kernel
         merged.update(entries)
     return merged
@@ -64,7 +64,7 @@ def test_core_json_and_footprint_match_the_files(core_dir: Path) -> None:
     assert any(p.startswith("libvirt-daemon=") for p in meta["packages"])
 
 
-def test_initrd_holds_what_a_kvm_host_needs(contents: dict[str, dict[str, cpio.Entry]]) -> None:
+def test_initrd_holds_what_a_kvm_host_needs(contents: dict[str, dict[str, cpio.Member]]) -> None:
     files = _all(contents)
     init = files["/init"]
     assert init.mode & 0o777 == 0o755
@@ -86,7 +86,7 @@ def test_initrd_holds_what_a_kvm_host_needs(contents: dict[str, dict[str, cpio.E
     assert b'NAME="oemkit core"' in files["/etc/os-release"].data
 
 
-def test_ip_is_iproute2_not_busybox(contents: dict[str, dict[str, cpio.Entry]]) -> None:
+def test_ip_is_iproute2_not_busybox(contents: dict[str, dict[str, cpio.Member]]) -> None:
     files = _all(contents)
     assert elf.is_elf(files["/bin/ip"].data) and b"busybox" not in files["/bin/ip"].data[: 1 << 20].lower()
     sbin_ip = files["/sbin/ip"]
@@ -94,7 +94,7 @@ def test_ip_is_iproute2_not_busybox(contents: dict[str, dict[str, cpio.Entry]]) 
     assert files["/sbin/modprobe"].data == b"/bin/busybox"  # other applets are busybox
 
 
-def test_python_is_sourceless_and_measured(contents: dict[str, dict[str, cpio.Entry]]) -> None:
+def test_python_is_sourceless_and_measured(contents: dict[str, dict[str, cpio.Member]]) -> None:
     files = _all(contents)
     assert not [p for p in files if p.endswith(".py")], "no Python sources in the core"
     agent = {p for p in contents["agent"] if p.startswith(AGENT)}
@@ -156,7 +156,7 @@ def test_the_core_runs_its_own_tools(unpacked: Path) -> None:
         assert done.returncode == 0, (tool, done.stderr)
 
 
-def test_modules_follow_the_recipe_and_the_catalog(contents: dict[str, dict[str, cpio.Entry]]) -> None:
+def test_modules_follow_the_recipe_and_the_catalog(contents: dict[str, dict[str, cpio.Member]]) -> None:
     mods = contents["modules"]
     names = {Path(p).name.split(".ko")[0].replace("-", "_") for p in mods if ".ko" in p}
     wanted = {d for m in load_catalog() for d in (n.driver for n in m.nics)} | {"virtio_net", "nvme", "kvm_amd"}

@@ -14,9 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from oemkit.cli.app import app
-from oemkit.core import cache, cpio, elf, footprint, kmod, pystdlib
-from oemkit.core.build import compressor
-from oemkit.core.selection import Image, Node, SelectError, Selector
+from oemkit.image import buildcache
+from oemkit.image.core import cpio, elf, footprint, kmod, pystdlib
+from oemkit.image.core.build import compressor
+from oemkit.image.core.selection import Initramfs, Inode, SelectError, Selector
 
 from .conftest import REPO
 
@@ -25,17 +26,17 @@ PUB = REPO / "tests" / "data" / "keys" / "signing.pub"
 
 
 # ------------------------------------------------------------------------------------------- cpio
-def _nodes(tmp_path: Path) -> dict[str, Node]:
+def _nodes(tmp_path: Path) -> dict[str, Inode]:
     exe = tmp_path / "tool"
     exe.write_bytes(b"\x7fELF not really")
     exe.chmod(0o4775)  # set-uid and group write never reach the core
     return {
-        "/usr/bin/tool": Node.file(exe),
-        "/etc/motd": Node.blob(b"hello\n"),
-        "/bin/sh": Node.link("/bin/busybox"),
-        "/tmp": Node.dir(0o1777),
-        "/dev/console": Node.chr(5, 1),
-        "/init": Node.blob(b"#!/bin/sh\n", 0o755),
+        "/usr/bin/tool": Inode.file(exe),
+        "/etc/motd": Inode.blob(b"hello\n"),
+        "/bin/sh": Inode.link("/bin/busybox"),
+        "/tmp": Inode.dir(0o1777),
+        "/dev/console": Inode.chr(5, 1),
+        "/init": Inode.blob(b"#!/bin/sh\n", 0o755),
     }
 
 
@@ -90,7 +91,7 @@ def test_elf_truncated_is_an_error() -> None:
 
 
 def test_selector_follows_links_and_takes_the_closure() -> None:
-    image = Image()
+    image = Initramfs()
     Selector(Path("/"), image).add_elf_closure(["/bin/ls"], "rest")
     files = [p for p, n in image.nodes.items() if n.kind == "file"]
     assert any(p.endswith("/libc.so.6") for p in files)
@@ -104,7 +105,7 @@ def test_selector_follows_links_and_takes_the_closure() -> None:
 def test_selector_missing_path(tmp_path: Path) -> None:
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "dangling").symlink_to("nowhere")
-    sel = Selector(tmp_path, Image())
+    sel = Selector(tmp_path, Initramfs())
     with pytest.raises(SelectError, match="not in the staged Debian root"):
         sel.add_path("/bin/dangling", "rest")
     with pytest.raises(SelectError, match=r"libnothing\.so\.1 \(needed by /bin/x\)"):
@@ -219,8 +220,8 @@ def _fake_core(folder: Path) -> dict:
     """A core folder as `core build` writes it, from synthetic parts (no root, no network)."""
     folder.mkdir()
     vmlinuz = _bzimage(b"kernel" * 1000)
-    raws = {"rest": cpio.write_newc({"/init": Node.blob(b"#!/bin/sh\n", 0o755)}, 1),
-            "agent": cpio.write_newc({"/usr/share/oemkit/factory.pub": Node.blob(PUB.read_bytes())}, 1)}  # fmt: skip
+    raws = {"rest": cpio.write_newc({"/init": Inode.blob(b"#!/bin/sh\n", 0o755)}, 1),
+            "agent": cpio.write_newc({"/usr/share/oemkit/factory.pub": Inode.blob(PUB.read_bytes())}, 1)}  # fmt: skip
     initrd, parts, offset = b"", [], 0
     for name, raw in raws.items():
         stream = lzma.compress(raw, check=lzma.CHECK_CRC32)
@@ -298,8 +299,8 @@ def test_build_names_missing_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_coredir_is_replaced_only_when_it_is_a_core(tmp_path: Path) -> None:
-    from oemkit.core.build import _write_coredir
-    from oemkit.core.debian import BuildError
+    from oemkit.image.core.build import _write_coredir
+    from oemkit.image.tools import BuildError
 
     out = tmp_path / "core"
     _write_coredir(out, {"core.json": b"{}", "vmlinuz": b"1"})
@@ -338,21 +339,21 @@ def test_xz_filters_per_part() -> None:
 # ------------------------------------------------------------------------------------------- cache
 def test_cache_stage_appears_only_when_complete(tmp_path: Path) -> None:
     final = tmp_path / "stage" / "key"
-    with pytest.raises(RuntimeError), cache.building(final) as tmp:
+    with pytest.raises(RuntimeError), buildcache.building(final) as tmp:
         (tmp / "half").write_text("x")
         raise RuntimeError("interrupted")
     assert not final.exists() and list((tmp_path / "stage").iterdir()) == []
-    with cache.building(final) as tmp:
+    with buildcache.building(final) as tmp:
         (tmp / "whole").write_text("x")
     assert [p.name for p in final.iterdir()] == ["whole"]
 
 
 def test_cache_sweep_removes_dead_builds_only(tmp_path: Path) -> None:
-    dead = tmp_path / "stage" / f"{cache.TMP_PREFIX}999999999-key"
-    mine = tmp_path / "stage" / f"{cache.TMP_PREFIX}{os.getpid()}-other"
+    dead = tmp_path / "stage" / f"{buildcache.TMP_PREFIX}999999999-key"
+    mine = tmp_path / "stage" / f"{buildcache.TMP_PREFIX}{os.getpid()}-other"
     for p in (dead, mine):
         p.mkdir(parents=True)
-    cache.sweep(tmp_path)
+    buildcache.sweep(tmp_path)
     assert not dead.exists() and mine.exists()
 
 
@@ -360,6 +361,6 @@ def test_cli_help_does_not_import_the_builder() -> None:
     import subprocess
     import sys
 
-    code = "import sys\nimport oemkit.cli.app\nprint(sorted(m for m in sys.modules if m.startswith('oemkit.core')))"
+    code = "import sys\nimport oemkit.cli.app\nprint(sorted(m for m in sys.modules if m.startswith('oemkit.image')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

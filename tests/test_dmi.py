@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from oemkit.dmi import parse_size, parse_structures, read_report, report_from_structures
 from oemkit.errors import UnreadableInput
+from oemkit.hardware.dmi import parse_size, parse_structures, read_report, report_from_structures
 
 from .conftest import sample_dumps, samples_dir
 

@@ -13,7 +13,7 @@ import pytest
 
 from hypervisor_core.identity import SmbiosIdentity
 from oemkit.catalog.store import Catalog
-from oemkit.dmi import read_report
+from oemkit.hardware.dmi import read_report
 
 from .conftest import REPO, sample_dumps, samples_dir
 

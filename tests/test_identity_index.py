@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from oemkit.catalog.index import load_index
+from oemkit.catalog.cache import load_index
 from oemkit.catalog.store import Catalog
-from oemkit.dmi import read_report
+from oemkit.hardware.dmi import read_report
 from oemkit.problems import ProblemsError
 
 from .conftest import REPO, sample_dumps
@@ -29,7 +29,7 @@ def test_cache_hit_imports_no_pydantic_or_yaml(tmp_path: Path) -> None:
     code = (
         "import sys, json\n"
         "from pathlib import Path\n"
-        "from oemkit.catalog.index import load_index\n"
+        "from oemkit.catalog.cache import load_index\n"
         f"load_index(Path({str(REPO / 'hardware_catalog')!r}))\n"
         "print(json.dumps(sorted(m for m in ('pydantic', 'yaml') if m in sys.modules)))\n"
     )

@@ -53,8 +53,8 @@ def test_plan_golden(name: str, tmp_path: Path, golden) -> None:
 @pytest.mark.parametrize("name", list(UNITS))
 def test_rendered_xml_golden(name: str, tmp_path: Path, golden) -> None:
     for step in _plan(name, tmp_path):
-        if "xml" in step.params:
-            golden(GOLDEN / "xml" / name / f"{step.id}.xml", step.params["xml"])
+        if "xml" in step.params():
+            golden(GOLDEN / "xml" / name / f"{step.id}.xml", step.params()["xml"])
 
 
 def test_plan_is_deterministic(tmp_path: Path) -> None:

@@ -33,9 +33,12 @@ def test_three_examples_each_with_two_sites() -> None:
 
 @pytest.mark.parametrize("site", SITES, ids=lambda p: p.stem)
 def test_every_example_site_validates_clean(site: Path) -> None:
-    result = _run("profile", "validate", str(site), "--serial", "CZ20230001")
+    result = _run("profile", "validate", str(site), "--serial", "CZ20230001", "--json")
     assert result.exit_code == 0, result.stdout
-    assert "warning" not in result.stdout and "error" not in result.stdout
+    problems = json.loads(result.stdout)
+    assert all(p["severity"] == "warning" for p in problems), problems
+    # the only warnings: settings the examples ask for that the appliance records but does not act on yet
+    assert all(p["message"].startswith("sealed, but not acted on yet:") for p in problems), problems
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem)

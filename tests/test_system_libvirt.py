@@ -227,8 +227,10 @@ def test_crash_at_every_step_boundary_converges(system: dict) -> None:
             assert status["reason"] == "already done", point
         else:
             assert status["status"] == "READY", f"{point}: {rerun.stdout[-800:]}"
+            assert "resuming: an earlier run stopped after" in rerun.stdout, point  # the journal told it
         assert _ours(conn, prefix) == reference[0], point  # same objects, nothing duplicated or leaked
         assert _host_files(root) == reference[1], point
         assert json.loads((root / "var/lib/oemkit/status.json").read_text())["status"] == "READY", point
         journal = [json.loads(x) for x in (root / "var/lib/oemkit/journal.jsonl").read_text().splitlines()]
-        assert journal and journal[-1]["step"] in ("report", steps[-1])
+        last = (journal[-1]["step"], journal[-1]["event"], journal[-1].get("status"))
+        assert last in (("run", "end", "ok"), ("report", "done", None)), (point, last)

@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from oemkit.boot import twin as tw
-from oemkit.boot.configdisk import VOLUME_ID, read_config_iso, write_config_iso
-from oemkit.boot.runner import run
-from oemkit.boot.session import plan, twin_memory_mib
 from oemkit.catalog.store import load_catalog
 from oemkit.cli.app import app
+from oemkit.hardware.disks import disks_for_rule
+from oemkit.twin import qemu
+from oemkit.twin.configdisk import VOLUME_ID, read_config_iso, write_config_iso
+from oemkit.twin.console import watch
+from oemkit.twin.session import prepare, twin_memory_mib
+from oemkit.twin.spec import TwinNic, twin
 
 from .conftest import REPO
 from .firstboot_kit import compile_to
@@ -33,8 +35,8 @@ def unit(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_golden_argv_for_the_lab_unit(unit: Path, catalog, golden) -> None:
-    p = plan(unit, catalog)
-    argv = tw.qemu_argv(
+    p = prepare(unit, catalog, host_mib=None)  # the twin's memory must not depend on the test machine's RAM
+    argv = qemu.qemu_argv(
         p.twin,
         kernel="CORE/vmlinuz",
         initrd="CORE/initrd.img",
@@ -51,18 +53,18 @@ def test_golden_argv_for_the_lab_unit(unit: Path, catalog, golden) -> None:
 
 
 def test_as_model_takes_the_other_box_identity_and_its_own_disks(unit: Path, catalog) -> None:
-    p = plan(unit, catalog, as_model="hpe-proliant-dl360-gen10-plus")
+    p = prepare(unit, catalog, as_model="hpe-proliant-dl360-gen10-plus")
     assert p.twin.model_id == "hpe-proliant-dl360-gen10-plus"
-    assert "manufacturer=HPE" in p.twin.smbios[1] and "serial=J30LAB01" in p.twin.smbios[1]
-    assert p.unit_model == "dell-poweredge-r650"
+    assert (p.twin.smbios.manufacturer, p.twin.smbios.serial) == ("HPE", "J30LAB01")
+    assert p.unit.model == "dell-poweredge-r650"
 
 
 def test_pci_placement_buses_and_functions() -> None:
     nics = tuple(
-        tw.TwinNic(f"P{i}", pci, f"02:00:00:00:00:{i:02x}", 1000)
+        TwinNic(f"P{i}", pci, f"02:00:00:00:00:{i:02x}", 1000)
         for i, pci in enumerate(["0000:00:19.0", "0000:01:00.0", "0000:04:00.0", "0000:04:00.1", "0000:05:00.0"])
     )
-    args = " ".join(tw.nic_args(nics))
+    args = " ".join(qemu.nic_args(nics))
     assert "bus=pcie.0,addr=0x19.0x0" in args  # bus 0: on the root complex itself
     assert "pcie-root-port,id=rp01,bus=pcie.0" in args  # bus 1: the first root port's secondary bus
     assert "pxb-pcie,id=pxb1,bus_nr=3" in args  # buses 4 and 5 are consecutive: one expander numbered 3
@@ -76,14 +78,14 @@ def test_pci_placement_buses_and_functions() -> None:
 def test_qemu_accepts_every_models_twin(model_id: str, catalog, tmp_path: Path) -> None:
     """The real QEMU builds each twin's machine (paused before the firmware runs), then quits."""
     model = catalog.get(model_id)
-    twin = tw.twin(model, "TWIN0001", tw.disks_for_rule(model, None))
+    machine = twin(model, "TWIN0001", disks_for_rule(model, None))
     paths = []
-    for i, _disk in enumerate(twin.disks):
+    for i, _disk in enumerate(machine.disks):
         paths.append(str(tmp_path / f"d{i}.raw"))
         Path(paths[-1]).write_bytes(b"")
     (tmp_path / "state.img").write_bytes(b"")
-    argv = tw.qemu_argv(
-        twin, kernel="/dev/null", initrd="/dev/null", disk_paths=paths, config_iso=None, accel="tcg",
+    argv = qemu.qemu_argv(
+        machine, kernel="/dev/null", initrd="/dev/null", disk_paths=paths, config_iso=None, accel="tcg",
         state_disk=str(tmp_path / "state.img"),
     )  # fmt: skip
     argv = [a for a in argv if a not in ("-kernel", "-initrd", "/dev/null")]
@@ -108,7 +110,7 @@ def _sh(script: str) -> list[str]:
 
 
 def test_console_reader_takes_the_status_and_the_phases() -> None:
-    result = run(
+    result = watch(
         _sh(
             "printf '\\033[2Joemkit-core: init t=1.5\\r\\n'; echo 'oemkit-core: agent t=2.0'; "
             'echo \'banner: OEMKIT-STATUS {"status":"READY","model":"fake","serial":"S0","reason":null}\'; '
@@ -124,20 +126,23 @@ def test_console_reader_takes_the_status_and_the_phases() -> None:
 
 
 def test_console_reader_times_out_on_a_silent_core() -> None:
-    result = run(_sh("echo 'oemkit-core: init t=1.0'; sleep 30"), timeout=1.5)
+    result = watch(_sh("echo 'oemkit-core: init t=1.0'; sleep 30"), timeout=1.5)
     assert result.status == "TIMEOUT"
     assert "no OEMKIT-STATUS within 2 s" in result.reason and "oemkit-core: init" in result.reason
 
 
 def test_console_reader_reports_a_core_that_ends_without_status() -> None:
-    result = run(_sh("echo 'Kernel panic - not syncing: VFS'; exit 7"), timeout=20)
+    result = watch(_sh("echo 'Kernel panic - not syncing: VFS'; exit 7"), timeout=20)
     assert result.status == "FAILED"
     assert "QEMU exit 7" in result.reason and "Kernel panic" in result.reason
 
 
-def test_twin_memory_leaves_room_for_the_workloads() -> None:
-    assert twin_memory_mib(0) == 3072
-    assert twin_memory_mib(4096) == 6144
+def test_twin_memory_leaves_room_for_the_workloads_within_the_host() -> None:
+    assert twin_memory_mib(0, None) == 3072
+    assert twin_memory_mib(4096, None) == 6144
+    assert twin_memory_mib(4096, 65536) == 6144  # a big host: what the workloads need
+    assert twin_memory_mib(30000, 16384) == 14336  # a small host: its RAM less 2 GiB for itself
+    assert twin_memory_mib(30000, 4096) == 3072  # never below what the core itself needs
 
 
 @pytest.mark.parametrize(

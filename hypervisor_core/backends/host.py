@@ -9,31 +9,18 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import socket
 import struct
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hypervisor_core import ed25519
-
-IDENTITY = "var/lib/oemkit/identity.json"
-
-
-def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
-    """Write, fsync, rename: after a crash the file is the old one or the new one, never half of either."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.oemkit-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, raw)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+from hypervisor_core import ed25519, hostnet
+from hypervisor_core.backends import BridgePort, DatastoreDisk, UplinkPort, UserAccount
+from hypervisor_core.config.codec import plain
+from hypervisor_core.fsutil import write_atomic
+from hypervisor_core.layout import Layout
 
 
 def _ssh_string(b: bytes) -> bytes:
@@ -64,24 +51,27 @@ def ssh_ed25519_keypair(comment: str) -> tuple[str, str]:
     return pem, f"ssh-ed25519 {base64.b64encode(blob).decode()} {comment}\n"
 
 
-class HostBackend:
-    def __init__(self, root: Path, live: bool = False) -> None:
-        self.root = root
+class HostFiles:
+    """The HostBackend of the agent: files under `layout.root`, applied at once too when `live` (on `/`)."""
+
+    def __init__(self, layout: Layout, live: bool = False) -> None:
+        self.layout = layout
         self.live = live
 
     def _path(self, rel: str) -> Path:
-        return self.root / rel
+        return self.layout.path(rel)
 
     def _identity(self) -> dict[str, Any]:
         try:
-            return json.loads(self._path(IDENTITY).read_text())
+            found = json.loads(self.layout.identity.read_text())
         except (OSError, ValueError):
             return {}
+        return found if isinstance(found, dict) else {}
 
     def _remember(self, key: str, value: str) -> None:
         ident = self._identity()
         ident[key] = value
-        write_atomic(self._path(IDENTITY), json.dumps(ident, indent=2, sort_keys=True) + "\n", 0o600)
+        write_atomic(self.layout.identity, json.dumps(ident, indent=2, sort_keys=True) + "\n", 0o600)
 
     def machine_id(self) -> str:
         path = self._path("etc/machine-id")
@@ -115,9 +105,11 @@ class HostBackend:
         return hostname
 
     def _config(self, name: str, data: dict[str, Any], mode: int = 0o644) -> None:
-        write_atomic(self._path(f"etc/oemkit/{name}.json"), json.dumps(data, indent=2, sort_keys=True) + "\n", mode)
+        write_atomic(self.layout.host_config(name), json.dumps(plain(data), indent=2, sort_keys=True) + "\n", mode)
 
-    def settings(self, timezone: str, ntp: list[str], dns_servers: list[str], dns_search: list[str]) -> str:
+    def settings(
+        self, timezone: str, ntp: tuple[str, ...], dns_servers: tuple[str, ...], dns_search: tuple[str, ...]
+    ) -> str:
         self._config(
             "settings", {"timezone": timezone, "ntp": ntp, "dns": {"servers": dns_servers, "search": dns_search}}
         )
@@ -128,25 +120,37 @@ class HostBackend:
         write_atomic(self._path("etc/resolv.conf"), resolv)
         return timezone
 
-    def network(self, **net: Any) -> str:
+    def network(
+        self,
+        uplinks: tuple[UplinkPort, ...],
+        bond: str | None,
+        vlan: int | None,
+        address: str,
+        cidr: str | None,
+        gateway: str | None,
+        bridges: tuple[BridgePort, ...],
+    ) -> str:
+        net = plain(
+            {"uplinks": [asdict(u) for u in uplinks], "bond": bond, "vlan": vlan, "address": address, "cidr": cidr,
+             "gateway": gateway, "bridges": [asdict(b) for b in bridges]}
+        )  # fmt: skip
         self._config("network", net)
-        members = ", ".join(u["name"] for u in net["uplinks"])
-        summary = f"{net['bond'] or 'single'} over {members}, vlan {net['vlan'] or 'none'}, {net['address']}"
+        members = ", ".join(u.name for u in uplinks)
+        summary = f"{bond or 'single'} over {members}, vlan {vlan or 'none'}, {address}"
         if self.live:  # on the appliance itself: now, not only at the next boot
-            from hypervisor_core import hostnet
-
             hostnet.apply(net, hostnet.ip_runner())
             summary += ", applied"
         return summary
 
-    def users(self, admins: list[dict[str, Any]], ssh: bool, lockdown: str) -> str:
-        self._config("users", {"admins": admins, "ssh": ssh, "lockdown": lockdown}, 0o600)  # holds hashes
+    def users(self, admins: tuple[UserAccount, ...], ssh: bool, lockdown: str) -> str:
+        accounts = [asdict(a) for a in admins]
+        self._config("users", {"admins": accounts, "ssh": ssh, "lockdown": lockdown}, 0o600)  # holds hashes
         for admin in admins:
-            if admin["ssh_keys"]:
-                home = self._path(f"home/{admin['name']}/.ssh")
-                write_atomic(home / "authorized_keys", "".join(k + "\n" for k in admin["ssh_keys"]), 0o600)
-        return ", ".join(a["name"] for a in admins)
+            if admin.ssh_keys:
+                home = self._path(f"home/{admin.name}/.ssh")
+                write_atomic(home / "authorized_keys", "".join(k + "\n" for k in admin.ssh_keys), 0o600)
+        return ", ".join(a.name for a in admins)
 
-    def datastore(self, layout: str, pool: str, disks: list[dict[str, Any]]) -> str:
-        self._config("datastore", {"layout": layout, "pool": pool, "disks": disks})
-        return f"{layout} of {', '.join(d['name'] for d in disks)}"
+    def datastore(self, layout: str, pool: str, disks: tuple[DatastoreDisk, ...]) -> str:
+        self._config("datastore", {"layout": layout, "pool": pool, "disks": [asdict(d) for d in disks]})
+        return f"{layout} of {', '.join(d.name for d in disks)}"

@@ -3,21 +3,42 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import time
 from typing import Any
+from xml.etree import ElementTree as ET
 
 import libvirt
 
+from hypervisor_core.backends import DomainCheck, ImageSource
+from hypervisor_core.fsutil import write_atomic
 from hypervisor_core.images import obtain
-from hypervisor_core.plan import STATE_DIR
-
-# libvirt prints every error to stderr by default; ours are exceptions that end up in the report instead.
-libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+from hypervisor_core.layout import Layout
 
 
-class LibvirtBackend:
-    def __init__(self, conn: libvirt.virConnect) -> None:
+def quiet() -> None:
+    """libvirt prints every error to stderr by default; ours are exceptions that end up in the report instead."""
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+def connect(uri: str, wait_s: float = 0.0) -> libvirt.virConnect:
+    """Open `uri`, retrying for up to `wait_s` seconds (at boot, libvirtd may still be starting)."""
+    quiet()
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return libvirt.open(uri)
+        except libvirt.libvirtError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1)
+
+
+class LibvirtConnection:
+    """The LibvirtBackend of the agent: one connection, and the state folder for volume markers and images."""
+
+    def __init__(self, conn: libvirt.virConnect, layout: Layout) -> None:
         self.conn = conn
+        self.layout = layout
         self.local = conn.getURI().startswith(("qemu:///", "qemu+unix:///"))
 
     def network(self, name: str, xml: str) -> str:
@@ -39,7 +60,7 @@ class LibvirtBackend:
         except libvirt.libvirtError:
             pool = self.conn.storagePoolDefineXML(xml)
             existed = False
-        if existed and f"<path>{path}</path>" not in pool.XMLDesc(0):
+        if existed and _pool_path(pool) != path:
             # a pool of that name pointing elsewhere (an earlier run with another root): make it ours
             if pool.isActive():
                 pool.destroy()
@@ -54,11 +75,11 @@ class LibvirtBackend:
         pool.refresh()
         return "exists" if existed else "defined"
 
-    def volume(self, pool: str, name: str, xml: str, source: dict[str, str] | None, size_gib: int, root: Path) -> str:
+    def volume(self, pool: str, name: str, xml: str, source: ImageSource | None, size_gib: int) -> str:
         """A volume, filled from its image when it has one. A marker in the state folder says the image went in
         whole: a volume without it (a crash mid-copy) is deleted and made again."""
         p = self.conn.storagePoolLookupByName(pool)
-        marker = root / STATE_DIR / "volumes" / pool / f"{name}.done"
+        marker = self.layout.volume_marker(pool, name)
         try:
             vol = p.storageVolLookupByName(name)
             if marker.exists() or source is None:
@@ -69,7 +90,7 @@ class LibvirtBackend:
         if source is None:
             p.createXML(xml, 0)
             return "created"
-        image = obtain(root, source["url"], source["sha256"])
+        image = obtain(self.layout, source.url, source.sha256)
         vol = p.createXML(xml, 0)
         size = image.stat().st_size
         stream = self.conn.newStream(0)
@@ -78,9 +99,8 @@ class LibvirtBackend:
             stream.sendAll(lambda _s, n, f: f.read(n), fh)
         stream.finish()
         vol.resize(size_gib << 30, 0)  # the image's own size is usually smaller than the disk the VM gets
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(source["sha256"] + "\n")
-        return f"created from {source['sha256'][:12]}"
+        write_atomic(marker, source.sha256 + "\n")
+        return f"created from {source.sha256[:12]}"
 
     def domain(self, name: str, xml: str) -> str:
         try:
@@ -108,7 +128,7 @@ class LibvirtBackend:
         dom.create()
         return "started"
 
-    def verify(self, networks: list[str], pool: str, domains: list[dict[str, Any]]) -> str:
+    def verify(self, networks: tuple[str, ...], pool: str, domains: tuple[DomainCheck, ...]) -> str:
         problems = []
         for name in networks:
             net = self.conn.networkLookupByName(name)
@@ -118,14 +138,20 @@ class LibvirtBackend:
         if not p.isActive():
             problems.append(f"pool {pool} is not active")
         for d in domains:
-            dom = self.conn.lookupByName(d["name"])
-            if bool(dom.autostart()) != d["autostart"]:
-                problems.append(f"domain {d['name']} autostart is {bool(dom.autostart())}")
-            if d["autostart"] and dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
-                problems.append(f"domain {d['name']} is not running")
+            dom = self.conn.lookupByName(d.name)
+            if bool(dom.autostart()) != d.autostart:
+                problems.append(f"domain {d.name} autostart is {bool(dom.autostart())}")
+            if d.autostart and dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+                problems.append(f"domain {d.name} is not running")
         if problems:
             raise RuntimeError("; ".join(problems))
         return f"{len(domains)} domains, {len(networks)} networks, pool {pool}"
+
+
+def _pool_path(pool: libvirt.virStoragePool) -> str | None:
+    """The folder a pool stands on, read from libvirt's own XML (never by matching text)."""
+    found = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+    return found.strip() if found else None
 
 
 def read_back(conn: libvirt.virConnect) -> dict[str, Any]:

@@ -1,22 +1,16 @@
 """The identity index: which model a box is, answerable without importing pydantic or YAML.
 
 `catalog identify` runs once per unit on a build line, thousands of times. Validating the whole catalog each time
-costs more than the answer, so the identity rules of a validated catalog are cached as JSON, keyed by a hash of the
-catalog's files: any edit to any model file makes a new key, and the next call validates the catalog again.
-Standard library only, on purpose.
+costs more than the answer, so the identity rules of a validated catalog are kept as JSON (catalog/cache.py).
+This module is the index itself and its JSON form: standard library only, on purpose, and it imports nothing
+else of the catalog.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from hypervisor_core.identity import IdentitySpec, SmbiosIdentity, fold
-from oemkit import __version__
 
 INDEX_FORMAT = 1
 
@@ -80,37 +74,3 @@ class IdentityIndex:
                 for r in data["rules"]
             ]
         )
-
-
-def fingerprint(root: Path) -> str:
-    """A hash of every model file's path and bytes (and our version: a new oemkit may read files differently)."""
-    h = hashlib.sha256(f"{__version__}/{INDEX_FORMAT}\0".encode())
-    for f in sorted(root.glob("*/*.yaml")):
-        h.update(f.relative_to(root).as_posix().encode() + b"\0")
-        h.update(f.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "oemkit"
-
-
-def load_index(root: Path) -> IdentityIndex:
-    """The cached index for the catalog at `root`, validating the catalog (ProblemsError) when the cache misses."""
-    cache = _cache_dir() / f"identity-{fingerprint(root)[:32]}.json"
-    try:
-        return IdentityIndex.from_json(json.loads(cache.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    from oemkit.catalog.store import load_catalog  # the slow, validating path
-
-    index = load_catalog(root).identity_index
-    try:  # a read-only home just means no cache: never fail the answer for it
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=cache.parent, delete=False, suffix=".tmp") as tmp:
-            json.dump(index.to_json(), tmp)
-        os.replace(tmp.name, cache)
-    except OSError:
-        pass
-    return index

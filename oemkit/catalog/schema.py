@@ -188,7 +188,3 @@ class HardwareModel(_Strict):
         if self.id != expected:
             raise ValueError(f"id must be {expected!r} (vendor-family-model), not {self.id!r}")
         return self
-
-    @property
-    def embedded_nics(self) -> list[NicPort]:
-        return [p for p in self.nics if p.pci_address]

@@ -10,19 +10,22 @@ from hypervisor_core.identity import SmbiosIdentity, fold
 from oemkit.catalog import default_catalog_dir
 from oemkit.catalog.index import Identification, IdentityIndex
 from oemkit.catalog.schema import HardwareModel
+from oemkit.errors import OemkitError
 from oemkit.problems import Problem, ProblemsError
 from oemkit.validation import doc_locator, validate
 from oemkit.yamlio import load_file
 
 
 @dataclass(frozen=True)
-class Entry:
+class ModelFile:
+    """A validated model and the file it came from."""
+
     model: HardwareModel
     file: Path
 
 
 class Catalog:
-    def __init__(self, entries: list[Entry], root: Path) -> None:
+    def __init__(self, entries: list[ModelFile], root: Path) -> None:
         self.root = root
         self._entries = sorted(entries, key=lambda e: e.model.id)
         self._by_id = {e.model.id: e for e in self._entries}
@@ -53,11 +56,11 @@ class Catalog:
         return self.identity_index.identify(box)
 
 
-def _overlaps(entries: list[Entry]) -> list[Problem]:
+def _overlaps(entries: list[ModelFile]) -> list[Problem]:
     """Two models that one box could both match: refuse the catalog instead of guessing later."""
     problems: list[Problem] = []
-    seen: dict[tuple[str, str], Entry] = {}
-    seen_mt: dict[tuple[str, str], Entry] = {}
+    seen: dict[tuple[str, str], ModelFile] = {}
+    seen_mt: dict[tuple[str, str], ModelFile] = {}
     for e in entries:
         keys = [(fold(v), fold(n)) for v in e.model.identity.manufacturers for n in e.model.identity.product_names]
         mts = [(fold(v), mt) for v in e.model.identity.manufacturers for mt in e.model.identity.machine_types]
@@ -82,23 +85,15 @@ def load_catalog(root: Path | None = None) -> Catalog:
     """Every `<vendor>/<model>.yaml` under root, validated; all problems at once as ProblemsError."""
     root = root or default_catalog_dir()
     if not root.is_dir():
-        raise ProblemsError([Problem(str(root), 1, 1, "(catalog)", "catalog folder not found")])
-    entries: list[Entry] = []
+        raise ProblemsError([Problem(str(root), 1, 1, "(catalog)", "catalog folder not found", unreadable=True)])
+    entries: list[ModelFile] = []
     problems: list[Problem] = []
     by_id: dict[str, Path] = {}
     for file in sorted(root.glob("*/*.yaml")):
         try:
             doc = load_file(file)
-        except Exception as exc:  # located YamlError: report it with the rest
-            problems.append(
-                Problem(
-                    str(file),
-                    getattr(exc, "line", 1) or 1,
-                    getattr(exc, "column", 1) or 1,
-                    "(document)",
-                    getattr(exc, "message", str(exc)),
-                )
-            )
+        except OemkitError as exc:  # located: report it with the rest
+            problems.append(exc.problem(str(file)))
             continue
         model, found = validate(HardwareModel, doc.data, doc_locator(doc))
         problems += found
@@ -125,7 +120,7 @@ def load_catalog(root: Path | None = None) -> Catalog:
             problems.append(Problem(str(file), line, col, "id", f"id {model.id} is already used by {by_id[model.id]}"))
             continue
         by_id[model.id] = file
-        entries.append(Entry(model, file))
+        entries.append(ModelFile(model, file))
     problems += _overlaps(entries)
     if problems:
         raise ProblemsError(problems)

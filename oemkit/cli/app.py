@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from oemkit import __version__
-from oemkit.cli import boot, build, catalog, core, firstboot, profile
+from oemkit.cli import boot, catalog, core, firstboot, profile, seal
+from oemkit.cli.common import AppState
 
 app = typer.Typer(
     name="oemkit",
@@ -19,8 +20,8 @@ app = typer.Typer(
 )
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(profile.app, name="profile")
-app.add_typer(build.keys_app, name="keys")
-app.command("compile")(build.compile_command)
+app.add_typer(seal.keys_app, name="keys")
+app.command("compile")(seal.compile_command)
 app.add_typer(firstboot.facts_app, name="facts")
 app.add_typer(firstboot.firstboot_app, name="firstboot")
 app.add_typer(core.app, name="core")
@@ -44,7 +45,7 @@ def root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    ctx.obj = {"catalog_dir": catalog_dir}
+    ctx.obj = AppState(catalog_dir=catalog_dir)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from oemkit.cli.output import EXIT_NO, EXIT_OK, emit_json, fail
+from oemkit.cli.common import EXIT_NO, EXIT_OK, JsonOpt, emit_json, fail, load_catalog_or_fail
 
 EXIT_TIMEOUT = 3
 
@@ -32,19 +32,19 @@ def boot_command(
         typer.Option("--state-disk", help="Keep the core's state on this disk image (made if missing): reboot it."),
     ] = None,
     log: Annotated[Path | None, typer.Option("--log", help="Write the console, with host timestamps, here.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Boot the core with UNIT on its model's twin (SMBIOS, NICs at the catalog's PCI addresses, datastore disks,
     the config on a CD) and print the agent's OEMKIT-STATUS result."""
-    from oemkit.boot import accel as accel_mod
-    from oemkit.boot import session
-    from oemkit.catalog.store import load_catalog
     from oemkit.errors import OemkitError
+    from oemkit.twin import accel as accel_mod
+    from oemkit.twin import session
 
     if accel not in ("auto", "kvm", "tcg"):
         fail(OemkitError(f"--accel must be auto, kvm or tcg, not {accel!r}"), as_json=as_json)
+    catalog = load_catalog_or_fail(ctx, as_json)
     try:
-        plan = session.plan(unit, load_catalog((ctx.obj or {}).get("catalog_dir")), as_model, disks)
+        run = session.prepare(unit, catalog, as_model, disks, host_mib=session.host_memory_mib())
         if not (core / "vmlinuz").is_file():
             raise OemkitError("not a core: vmlinuz is missing (build one with `oemkit core build`)", file=str(core))
         session.require_qemu()  # before the KVM probe, which runs QEMU
@@ -52,20 +52,20 @@ def boot_command(
         if accel == "auto":
             accel, why = accel_mod.detect(core / "vmlinuz")
         say = (lambda text: None) if as_json else (lambda text: sys.stderr.write(text + "\n"))
-        say(f"oemkit boot: {plan.serial} ({plan.unit_model}) on a {plan.twin.model_id} twin, {accel} ({why})")
-        for note in plan.twin.notes:
+        say(f"oemkit boot: {run.unit.serial} ({run.unit.model}) on a {run.twin.model_id} twin, {accel} ({why})")
+        for note in run.twin.notes:
             say(f"oemkit boot: note: {note}")
         echo = None if as_json else (lambda line: sys.stderr.write("  | " + line + "\n"))
-        result = session.boot(plan, core, accel=accel, timeout=timeout, log=log, state_disk=state_disk, echo=echo)
+        result = session.boot(run, core, accel=accel, timeout=timeout, log=log, state_disk=state_disk, echo=echo)
     except (OemkitError, ValueError) as exc:
         fail(exc, as_json=as_json)
-    doc = {**result.to_dict(), "accel": accel, "twin": plan.twin.model_id}
+    doc = {**result.to_dict(), "accel": accel, "twin": run.twin.model_id}
     if as_json:
         emit_json(doc)
     else:
         split = doc["boot"]
         times = ", ".join(f"{k} {v:.1f} s" for k, v in split.items() if v is not None)
-        sys.stdout.write(f"{result.status}: {plan.serial} {result.reason or ''}".rstrip() + f" ({times})\n")
+        sys.stdout.write(f"{result.status}: {run.unit.serial} {result.reason or ''}".rstrip() + f" ({times})\n")
     if result.status == "READY":
         raise typer.Exit(EXIT_OK)
     raise typer.Exit(EXIT_TIMEOUT if result.status == "TIMEOUT" else EXIT_NO)

@@ -8,38 +8,35 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from oemkit.cli.output import EXIT_NO, EXIT_OK, EXIT_UNREADABLE, console, emit_json, fail
+from oemkit.cli.common import (
+    EXIT_NO,
+    EXIT_OK,
+    EXIT_UNREADABLE,
+    JsonOpt,
+    catalog_dir,
+    console,
+    emit_json,
+    fail,
+    load_catalog_or_fail,
+)
 
 if TYPE_CHECKING:
     from oemkit.catalog.index import IdentityIndex
     from oemkit.catalog.schema import HardwareModel
-    from oemkit.catalog.store import Catalog
 
 app = typer.Typer(
     help="The hardware catalog: real vendor server models and how to recognise them.",
     no_args_is_help=True,
 )
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-
-
-def _load(ctx: typer.Context, as_json: bool) -> Catalog:
-    from oemkit.catalog.store import load_catalog
-    from oemkit.problems import ProblemsError
-
-    try:
-        return load_catalog((ctx.obj or {}).get("catalog_dir"))
-    except ProblemsError as exc:
-        fail(exc, as_json=as_json)
 
 
 def _identity_index(ctx: typer.Context, as_json: bool) -> IdentityIndex:
     """The cached identity rules: no pydantic, no YAML on the hot path of a build line."""
-    from oemkit.catalog import default_catalog_dir
-    from oemkit.catalog.index import load_index
+    from oemkit.catalog.cache import load_index
     from oemkit.problems import ProblemsError
 
     try:
-        return load_index((ctx.obj or {}).get("catalog_dir") or default_catalog_dir())
+        return load_index(catalog_dir(ctx))
     except ProblemsError as exc:
         fail(exc, as_json=as_json)
 
@@ -63,7 +60,7 @@ def _summary(m: HardwareModel) -> dict[str, Any]:
 @app.command("list")
 def list_models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List every model in the catalog."""
-    cat = _load(ctx, as_json)
+    cat = load_catalog_or_fail(ctx, as_json)
     rows = [_summary(m) for m in cat]
     if as_json:
         emit_json(rows)
@@ -95,7 +92,7 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show everything the catalog knows about one model."""
-    cat = _load(ctx, as_json)
+    cat = load_catalog_or_fail(ctx, as_json)
     model = cat.get(model_id)
     if model is None:
         from oemkit.errors import OemkitError
@@ -189,8 +186,8 @@ def identify(
 
     Only the content is read, never the file name. Exit 0: identified; 1: not in the catalog; 2: unreadable input.
     """
-    from oemkit.dmi import read_report
     from oemkit.errors import OemkitError
+    from oemkit.hardware.dmi import read_report
 
     try:
         report = read_report(path)

@@ -1,4 +1,4 @@
-"""`oemkit core build` and `oemkit core footprint`: the embedded hypervisor core (oemkit/core/)."""
+"""`oemkit core build` and `oemkit core footprint`: the embedded hypervisor core (oemkit/image/core/)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 
-from oemkit.cli.output import EXIT_NO, console, emit_json, fail
+from oemkit.cli.common import EXIT_NO, JsonOpt, app_state, console, emit_json, fail
 
 app = typer.Typer(help="The embedded hypervisor core: build it from Debian packages, measure it.", no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
 
 @app.command("build")
@@ -45,15 +44,16 @@ def build_command(
     Exit 0: built, within the budget; 1: over the budget (COREDIR untouched, the footprint printed and kept in
     the cache); 2: cannot build (not root, a tool missing, a bad key, a failed step).
     """
-    from oemkit.core.recipe import FLAVOURS
     from oemkit.errors import OemkitError
+    from oemkit.image.core.recipe import FLAVOURS
+    from oemkit.problems import ProblemsError
 
     if compress not in ("xz", "gzip", "zstd"):
         fail(OemkitError(f"--compress {compress!r}: choose xz, gzip or zstd"), as_json=as_json)
     if flavour not in FLAVOURS:
         fail(OemkitError(f"--flavour {flavour!r}: choose {' or '.join(FLAVOURS)}"), as_json=as_json)
-    from oemkit.core.build import Options, build
-    from oemkit.core.footprint import DEFAULT_BUDGET_BYTES
+    from oemkit.image.core.build import Options, build
+    from oemkit.image.core.footprint import DEFAULT_BUDGET_BYTES
 
     try:
         opts = Options(
@@ -66,10 +66,10 @@ def build_command(
             budget_bytes=budget_bytes or DEFAULT_BUDGET_BYTES,
             agent=agent,
             init=init,
-            catalog_dir=(ctx.obj or {}).get("catalog_dir"),
+            catalog_dir=app_state(ctx).catalog_dir,
         )
         result = build(opts, log=lambda line: sys.stderr.write(f"core: {line}\n"))
-    except OemkitError as exc:
+    except (OemkitError, ProblemsError) as exc:  # a build step, a bad key, the catalog that names the drivers
         fail(exc, as_json=as_json)
     except OSError as exc:
         fail(OemkitError(f"{exc.strerror}", file=exc.filename), as_json=as_json)
@@ -77,7 +77,7 @@ def build_command(
     if as_json:
         emit_json(doc)
     else:
-        from oemkit.core.footprint import render
+        from oemkit.image.core.footprint import render
 
         render(result.footprint, console())
         if result.coredir:
@@ -93,8 +93,8 @@ def footprint_command(
     as_json: JsonOpt = False,
 ) -> None:
     """What takes the space in a core, measured again from its files (the core id must match them)."""
-    from oemkit.core.footprint import measure, render
     from oemkit.errors import OemkitError
+    from oemkit.image.core.footprint import measure, render
 
     try:
         doc = measure(coredir)

@@ -1,33 +1,27 @@
-"""`oemkit facts from-dmi` and `oemkit firstboot preview|run`: rehearse a unit's first boot at the factory."""
+"""`oemkit facts probe|from-dmi` and `oemkit firstboot preview|run`: rehearse a unit's first boot at the factory."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from oemkit.cli.output import EXIT_NO, EXIT_OK, emit_json, fail
+from oemkit.cli.common import EXIT_NO, EXIT_OK, JsonOpt, console, emit_json, fail, load_catalog_or_fail
 
 if TYPE_CHECKING:
+    from hypervisor_core.actions import Action
     from hypervisor_core.facts import Facts
 
 facts_app = typer.Typer(help="Hardware facts as first boot reads them.", no_args_is_help=True)
 firstboot_app = typer.Typer(help="Preview or run a unit's first boot (the real agent).", no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 PubOpt = Annotated[Path, typer.Option("--pubkey", help="The factory's signing.pub.")]
 FactsOpt = Annotated[
     Path | None, typer.Option("--facts", help="A dmidecode dump, a sysfs-shaped folder, or a facts JSON file.")
 ]
-
-
-def _catalog(ctx: typer.Context):
-    from oemkit.catalog.store import load_catalog
-
-    return load_catalog((ctx.obj or {}).get("catalog_dir"))
 
 
 @facts_app.command("probe")
@@ -52,55 +46,32 @@ def from_dmi(
 ) -> None:
     """Build a sysfs/procfs tree of the server the dump describes: SMBIOS, CPUs, memory, NICs at the catalog's
     PCI addresses, disks, boot device, TPM/Secure Boot. First boot reads it exactly as it reads a real box."""
-    from oemkit.dmi import read_report
     from oemkit.errors import OemkitError
-    from oemkit.facts_tree import build_tree, parse_disks
+    from oemkit.hardware.disks import parse_disks
+    from oemkit.hardware.dmi import read_report
+    from oemkit.hardware.facts_tree import build_tree
+    from oemkit.profile.schema import serial_problem
 
     try:
         report = read_report(dump)
         specs = parse_disks(disks) if disks is not None else None
     except OemkitError as exc:
         fail(exc, as_json=False)
-    catalog = _catalog(ctx)
+    catalog = load_catalog_or_fail(ctx, False)
     found = catalog.identify(report.identity)
-    if found.model_id is None:
+    model = catalog.get(found.model_id) if found.model_id else None
+    if model is None:
         fail(OemkitError(f"not a catalog model: {found.reason}", file=str(dump)), as_json=False, code=EXIT_NO)
-    from oemkit.profile.check import SERIAL
-
-    if not SERIAL.match(serial):
-        fail(OemkitError(f"serial {serial!r} is not 3-32 letters, digits and '-'"), as_json=False, code=EXIT_NO)
+    why = serial_problem(serial)
+    if why:
+        fail(OemkitError(why), as_json=False, code=EXIT_NO)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         fail(OemkitError("exists and is not an empty folder", file=str(output)), as_json=False, code=EXIT_NO)
     try:
-        build_tree(output, report, catalog.get(found.model_id), serial, specs)
+        build_tree(output, report, model, serial, specs)
     except OSError as exc:
         fail(OemkitError(f"cannot write: {exc.strerror}", file=str(exc.filename or output)), as_json=False)
-    sys.stdout.write(f"{output}: {found.model_id}, serial {serial}\n")
-
-
-def _load_facts(ctx: typer.Context, path: Path, serial: str) -> Facts:
-    """DUMP → a temporary tree (with the config's serial, since dumps mask theirs); DIR → probe; file → JSON."""
-    from hypervisor_core.facts import load_facts, probe
-
-    if path.is_dir() or path.suffix == ".json":
-        try:
-            return load_facts(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            from oemkit.errors import UnreadableInput
-
-            raise UnreadableInput(f"not a facts file or folder: {type(exc).__name__}: {exc}", file=str(path)) from None
-    from oemkit.dmi import read_report
-    from oemkit.errors import OemkitError
-    from oemkit.facts_tree import build_tree
-
-    report = read_report(path)
-    catalog = _catalog(ctx)
-    found = catalog.identify(report.identity)
-    if found.model_id is None:
-        raise OemkitError(f"not a catalog model: {found.reason}", file=str(path))
-    with tempfile.TemporaryDirectory() as tmp:
-        build_tree(Path(tmp), report, catalog.get(found.model_id), report.identity.product_serial or serial)
-        return probe(Path(tmp))
+    sys.stdout.write(f"{output}: {model.id}, serial {serial}\n")
 
 
 def _read_inputs(unit: Path, pubkey: Path, as_json: bool) -> tuple[bytes, bytes, str]:
@@ -121,64 +92,84 @@ def _read_inputs(unit: Path, pubkey: Path, as_json: bool) -> tuple[bytes, bytes,
     return raw, public, serial if isinstance(serial, str) else ""
 
 
+def _facts(ctx: typer.Context, path: Path, serial: str, as_json: bool) -> Facts:
+    from oemkit.errors import OemkitError
+    from oemkit.hardware.facts import facts_of
+
+    try:
+        return facts_of(path, load_catalog_or_fail(ctx, as_json), serial)
+    except OemkitError as exc:
+        fail(exc, as_json=as_json)
+
+
 @firstboot_app.command("preview")
 def preview(
     ctx: typer.Context,
     unit: Annotated[Path, typer.Argument(help="The sealed UNIT.json.")],
     pubkey: PubOpt,
     facts: Annotated[Path, typer.Option("--facts", help="A dmidecode dump, a sysfs-shaped folder, or facts JSON.")],
+    plan_details: Annotated[
+        bool, typer.Option("--plan", help="Every action with all its parameters (the libvirt XML included).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """What first boot would do on that box, without doing it: the same checks, the same refusals, the plan."""
+    """What first boot would do on that box, without doing it: the same checks, the same refusals, the plan.
+
+    Exit 0: the box would be configured; 1: refused (wrong box, bad config); 2: unreadable input.
+    """
     from hypervisor_core import config
     from hypervisor_core.match import Refusal, match
     from hypervisor_core.plan import make_plan
-    from oemkit.errors import OemkitError
 
     raw, public, serial = _read_inputs(unit, pubkey, as_json)
-    try:
-        box = _load_facts(ctx, facts, serial)
-    except OemkitError as exc:
-        fail(exc, as_json=as_json)
+    box = _facts(ctx, facts, serial, as_json)
     try:
         cfg = config.load(raw, public)
-        resolution = match(cfg, box)
+        bound = match(cfg, box)
     except (config.ConfigError, Refusal) as exc:
         if as_json:
             emit_json({"status": "REFUSED", "reason": str(exc), "plan": []})
         else:
             sys.stdout.write(f"REFUSED: {exc}\n")
         raise typer.Exit(EXIT_NO) from None
-    plan = make_plan(cfg, box, resolution, "/")
+    plan = make_plan(cfg, box, bound, "/")
     if as_json:
+        steps = [_action_json(a) if plan_details else {"id": a.id, "kind": a.kind} for a in plan]
         emit_json(
-            {
-                "status": "OK",
-                "model": cfg.model,
-                "serial": cfg.serial,
-                "warnings": list(resolution.warnings),
-                "uplinks": [n.name for n in resolution.uplinks],
-                "datastore": [d.name for d in resolution.datastore],
-                "plan": [{"id": s.id, "kind": s.kind} for s in plan],
-            }
-        )
+            {"status": "OK", "model": cfg.model, "serial": cfg.serial, "warnings": list(bound.warnings),
+             "uplinks": [n.name for n in bound.uplinks], "datastore": [d.name for d in bound.datastore],
+             "plan": steps}
+        )  # fmt: skip
         raise typer.Exit(EXIT_OK)
-    sys.stdout.write(f"{cfg.serial} ({cfg.model}) would be configured as {cfg.host.hostname}:\n")
-    for w in resolution.warnings:
-        sys.stdout.write(f"  warning: {w}\n")
-    sys.stdout.write(
-        "  uplinks: "
-        + ", ".join(f"{n.name} ({n.pci_address}, {n.driver})" for n in resolution.uplinks)
-        + "\n  datastore: "
-        + ", ".join(f"{d.name} ({d.size_bytes >> 30} GiB)" for d in resolution.datastore)
-        + "\n"
-    )
-    for i, step in enumerate(plan, 1):
-        sys.stdout.write(f"  {i:2}. {step.id}\n")
+    out = [f"{cfg.serial} ({cfg.model}) would be configured as {cfg.host.hostname}:"]
+    out += [f"  warning: {w}" for w in bound.warnings]
+    out.append("  uplinks: " + ", ".join(f"{n.name} ({n.pci_address}, {n.driver})" for n in bound.uplinks))
+    out.append("  datastore: " + ", ".join(f"{d.name} ({d.size_bytes >> 30} GiB)" for d in bound.datastore))
+    for i, action in enumerate(plan, 1):
+        out.append(f"  {i:2}. {action.id}" + (f" — {action.describe()}" if plan_details else ""))
+        if plan_details:
+            out += _param_lines(action.params(), " " * 6)
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+def _action_json(action: Action) -> dict[str, Any]:
+    return {"id": action.id, "kind": action.kind, "description": action.describe(), "args": action.params()}
+
+
+def _param_lines(params: dict[str, Any], pad: str) -> list[str]:
+    """Parameters for a person: one per line, JSON values; text of several lines (libvirt XML) as a block."""
+    lines = []
+    for key, value in params.items():
+        if isinstance(value, str) and "\n" in value:
+            lines.append(f"{pad}{key}: |")
+            lines += [f"{pad}  {line}" for line in value.rstrip("\n").splitlines()]
+        else:
+            lines.append(f"{pad}{key}: {json.dumps(value, ensure_ascii=False)}")
+    return lines
 
 
 @firstboot_app.command("run")
-def run(
+def run_command(
     ctx: typer.Context,
     unit: Annotated[Path, typer.Argument(help="The sealed UNIT.json.")],
     pubkey: PubOpt,
@@ -192,14 +183,12 @@ def run(
 
     Exit 0: READY; 1: FAILED or refused. --json prints the report plus what libvirt holds afterwards.
     """
-    from hypervisor_core import firstboot
+    from hypervisor_core.backends import libvirt as lv
+    from hypervisor_core.firstboot import first_boot
     from oemkit.errors import OemkitError
 
     raw, public, serial = _read_inputs(unit, pubkey, as_json)
-    try:
-        box = _load_facts(ctx, facts, serial) if facts else None
-    except OemkitError as exc:
-        fail(exc, as_json=as_json)
+    box = _facts(ctx, facts, serial, as_json) if facts else None
     root = root.resolve()  # libvirt pools need absolute paths
     if root == Path("/"):
         fail(OemkitError("--root / would rewrite this machine's own /etc: give a target folder"), as_json=as_json)
@@ -207,28 +196,18 @@ def run(
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         fail(OemkitError(f"cannot create: {exc.strerror}", file=str(root)), as_json=as_json)
-    holder: dict[str, Any] = {}
+    opened: list[Any] = []
 
     def open_connection() -> Any:
-        import libvirt
+        opened.append(lv.connect(connect))
+        return opened[-1]
 
-        import hypervisor_core.backends.libvirt  # noqa: F401  (silences libvirt's stderr error printer)
-
-        holder["conn"] = libvirt.open(connect)
-        return holder["conn"]
-
-    report = firstboot.run(
-        raw, public, root, open_connection, box, force, live=False, out=sys.stderr if as_json else sys.stdout
-    )
-    from hypervisor_core.backends.libvirt import read_back
-
-    conn = holder.get("conn")
-    if conn is None:
-        try:
-            conn = open_connection()
-        except Exception:  # libvirt unreachable: the report already says so
-            conn = None
-    held = read_back(conn) if conn is not None else None
+    out = sys.stderr if as_json else sys.stdout
+    report = first_boot(raw, public, root, open_connection, box, force=force, live=False, out=out)
+    if not opened:
+        with contextlib.suppress(Exception):  # libvirt unreachable: the report already says so
+            open_connection()
+    held = lv.read_back(opened[0]) if opened else None
     if as_json:
         report["libvirt"] = held
         emit_json(report)
@@ -241,8 +220,6 @@ def _summary(held: dict[str, Any]) -> None:
     """What libvirt holds after the run, read back from libvirt itself, for a person."""
     from rich.table import Table
     from rich.text import Text
-
-    from oemkit.cli.output import console
 
     # to stderr: on stdout the agent's OEMKIT-STATUS line stays the last line, as tools expect
     table = Table(title=f"libvirt now holds ({held['uri']})", title_justify="left")

@@ -9,13 +9,12 @@ from typing import Annotated, Any
 
 import typer
 
-from oemkit.cli.output import EXIT_NO, EXIT_OK, EXIT_UNREADABLE, emit_json, fail
+from oemkit.cli.common import EXIT_NO, EXIT_OK, EXIT_UNREADABLE, JsonOpt, app_state, emit_json, fail
 
 app = typer.Typer(
     help="Appliance profiles: what a site's appliance must be, in YAML, layered base → site → unit.",
     no_args_is_help=True,
 )
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 SiteOpt = Annotated[
     Path | None, typer.Option("--site", "-s", help="A site overlay (profiles/sites/*.yaml) merged onto the profile.")
 ]
@@ -23,10 +22,6 @@ SerialOpt = Annotated[str | None, typer.Option("--serial", help="A unit serial, 
 UnitOpt = Annotated[
     Path | None, typer.Option("--unit", help="A unit overlay (serial + per-unit overrides, e.g. from an order).")
 ]
-
-
-def _catalog_dir(ctx: typer.Context) -> Path | None:
-    return (ctx.obj or {}).get("catalog_dir")
 
 
 def _complete_model(incomplete: str) -> list[str]:
@@ -58,7 +53,7 @@ def validate(
     """
     from oemkit.profile.check import check
 
-    results = [check(p, site, serial, _catalog_dir(ctx), unit) for p in paths]
+    results = [check(p, site, serial, app_state(ctx).catalog_dir, unit) for p in paths]
     if as_json:
         emit_json([{k: v for k, v in p.to_dict().items()} for r in results for p in r.resolved.problems])
     else:
@@ -89,26 +84,25 @@ def show(
     """Show the merged, resolved profile (base → site → unit) exactly as compile will see it."""
     from oemkit.profile.check import check
 
-    r = check(path, site, serial, _catalog_dir(ctx), unit)
+    r = check(path, site, serial, app_state(ctx).catalog_dir, unit)
     if r.resolved.errors or r.resolved.profile is None:
         if as_json:
             emit_json({"problems": [p.to_dict() for p in r.resolved.problems]})
         for p in r.resolved.errors:
             sys.stderr.write(f"{p}\n")
         raise typer.Exit(EXIT_UNREADABLE if r.unreadable else EXIT_NO)
+    from oemkit.problems import format_path
+    from oemkit.profile.show import annotated_yaml
+
     res = r.resolved
     data = res.profile.model_dump(mode="json", exclude_none=True)
-    origins = {_fmt(k): f"{o.file}:{o.line}:{o.column}" for k, o in res.origins.items() if k}
+    origins = {format_path(k): f"{o.file}:{o.line}:{o.column}" for k, o in res.origins.items() if k}
     unit_info: dict[str, Any] = {}
     if res.site is not None:
         unit_info["site"] = res.site.site.model_dump(mode="json", exclude_none=True)
     if res.site is not None and res.unit is not None:
-        from oemkit.profile.lint import render_hostname
-
         unit_info["serial"] = res.unit.serial
-        unit_info["hostname"] = render_hostname(
-            res.profile.host.hostname, res.site.site.code, res.unit.serial, res.profile.models[0]
-        )
+        unit_info["hostname"] = res.profile.host.render(res.site.site.code, res.unit.serial, res.profile.models[0])
     if as_json:
         out = {"profile": data, "origins": origins} if origin else dict(data)
         if unit_info:
@@ -119,68 +113,11 @@ def show(
 
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
     if origin:
-        text = _annotate_yaml(data, r.resolved.origins)
+        text = annotated_yaml(data, r.resolved.origins)
     header = f"# {r.label}\n"
     if unit_info:
         header += "".join(f"# {k}: {json.dumps(v)}\n" for k, v in unit_info.items())
     sys.stdout.write(header + text)
-
-
-def _fmt(path: tuple[Any, ...]) -> str:
-    from oemkit.problems import format_path
-
-    return format_path(path)
-
-
-def _annotate_yaml(data: Any, origins: dict[tuple[Any, ...], Any]) -> str:
-    """YAML with `# file:line` after every scalar that a layer set (defaults have no origin)."""
-    lines: list[str] = []
-
-    def scalar(v: Any) -> str:
-        import yaml
-
-        if isinstance(v, str) and "\n" in v:
-            return json.dumps(v)  # one line, so the origin comment stays beside it
-        return yaml.safe_dump(v, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
-
-    def where(path: tuple[Any, ...]) -> str:
-        o = origins.get(path)
-        return f"  # {o.file}:{o.line}" if o else "  # (default)"
-
-    def walk(v: Any, path: tuple[Any, ...], indent: int, lead: str) -> None:
-        pad = " " * indent
-        if isinstance(v, dict) and v:
-            if lead:
-                lines.append(f"{pad}{lead}")
-                pad, indent = pad + "  ", indent + 2
-            for k, sub in v.items():
-                if isinstance(sub, (dict, list)) and sub:
-                    walk(sub, (*path, k), indent, f"{k}:")
-                else:
-                    lines.append(f"{pad}{k}: {scalar(sub)}{where((*path, k))}")
-        elif isinstance(v, list) and v:
-            lines.append(f"{pad}{lead}")
-            for i, item in enumerate(v):
-                if isinstance(item, dict) and item:
-                    first = True
-                    for k, sub in item.items():
-                        prefix = f"{pad}  - " if first else f"{pad}    "
-                        first = False
-                        if isinstance(sub, (dict, list)) and sub:
-                            lines.append(f"{prefix}{k}:")
-                            walk(sub, (*path, i, k), indent + 6, "") if isinstance(sub, dict) else [
-                                lines.append(f"{pad}      - {scalar(x)}{where((*path, i, k, j))}")
-                                for j, x in enumerate(sub)
-                            ]
-                        else:
-                            lines.append(f"{prefix}{k}: {scalar(sub)}{where((*path, i, k))}")
-                else:
-                    lines.append(f"{pad}  - {scalar(item)}{where((*path, i))}")
-        else:
-            lines.append(f"{pad}{lead} {scalar(v)}{where(path)}")
-
-    walk(data, (), 0, "")
-    return "\n".join(lines) + "\n"
 
 
 @app.command()
@@ -242,13 +179,12 @@ def init(
     import difflib
     import re
 
-    from oemkit.catalog.store import load_catalog
+    from oemkit.cli.common import load_catalog_or_fail
     from oemkit.errors import OemkitError
-    from oemkit.problems import ProblemsError
     from oemkit.profile.scaffold import scaffold
-    from oemkit.profile.schema_v1 import Metadata
+    from oemkit.profile.schema import NAME_PATTERN
 
-    if not re.match(Metadata.model_fields["name"].metadata[0].pattern, name):
+    if not re.match(NAME_PATTERN, name):
         fail(
             OemkitError(
                 f"--name {name!r} is not a profile name: lowercase letters, digits and '-', up to 31, "
@@ -257,10 +193,7 @@ def init(
             as_json=False,
             code=EXIT_UNREADABLE,
         )
-    try:
-        catalog = load_catalog(_catalog_dir(ctx))
-    except ProblemsError as exc:
-        fail(exc, as_json=False)
+    catalog = load_catalog_or_fail(ctx, False)
     hw = catalog.get(model)
     if hw is None:
         close = difflib.get_close_matches(model, catalog.ids, n=1, cutoff=0.5)

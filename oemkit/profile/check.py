@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from oemkit.problems import Problem
-from oemkit.profile.resolve import Resolved, kind_of, read_document, resolve, validate_layer
-from oemkit.profile.schema_v1 import SERIAL_PATTERN, UnitOverlay
+from oemkit.catalog.store import Catalog, load_catalog
+from oemkit.problems import Problem, ProblemsError, unreadable
+from oemkit.profile.lint import lint
+from oemkit.profile.resolve import ResolvedProfile, kind_of, read_document, resolve, validate_layer
+from oemkit.profile.schema import UnitOverlay, serial_problem
 from oemkit.yamlio import Document
-
-SERIAL = re.compile(SERIAL_PATTERN)
-
-if TYPE_CHECKING:
-    from oemkit.catalog.store import Catalog
 
 
 @dataclass
 class Checked:
     profile_path: Path
     site_path: Path | None
-    resolved: Resolved
-    unreadable: bool  # a layer could not be read at all (exit 2), as opposed to read and found wrong (exit 1)
+    resolved: ResolvedProfile
+
+    @property
+    def unreadable(self) -> bool:
+        """A layer (or the catalog) could not be read at all (exit 2), as opposed to read and found wrong (exit 1)."""
+        return unreadable(self.resolved.problems)
 
     @property
     def label(self) -> str:
@@ -50,12 +49,9 @@ def _unit_layer(
     if unit_path is None:
         if not serial:
             return None, None, []
-        if not SERIAL.match(serial):
-            return (
-                None,
-                None,
-                [Problem("(command line)", 1, 1, "--serial", f"serial {serial!r} is not 3-32 letters, digits and '-'")],
-            )
+        why = serial_problem(serial)
+        if why:
+            return None, None, [Problem("(command line)", 1, 1, "--serial", why)]
         return UnitOverlay(serial=serial), None, []
     doc, problems = read_document(unit_path)
     if doc is None:
@@ -90,7 +86,7 @@ def check(
                 if not profiles
                 else f"{len(profiles)} profiles are named {name!r}: {', '.join(map(str, profiles))}"
             )
-            res = Resolved(
+            res = ResolvedProfile(
                 problems=[
                     Problem(
                         str(path),
@@ -102,23 +98,17 @@ def check(
                     )
                 ]
             )
-            return Checked(path, None, res, unreadable=False)
+            return Checked(path, None, res)
         path, site = profiles[0], path
     unit, unit_doc, unit_problems = _unit_layer(unit_path, serial)
     if unit_problems:
-        res = Resolved(problems=unit_problems)
-        return Checked(path, site, res, unreadable=any(p.path == "(document)" for p in unit_problems))
-    res = resolve(path, site, unit, unit_doc) if doc is not None else Resolved(problems=problems)
-    unreadable = any(p.path == "(document)" for p in res.problems)
+        return Checked(path, site, ResolvedProfile(problems=unit_problems))
+    res = resolve(path, site, unit, unit_doc) if doc is not None else ResolvedProfile(problems=problems)
     if not res.errors and res.profile is not None:
-        from oemkit.catalog.store import load_catalog
-        from oemkit.problems import ProblemsError
-        from oemkit.profile.lint import lint
-
         try:
             lint(res, catalog or load_catalog(catalog_dir))
         except ProblemsError as exc:  # the catalog itself is broken: its problems, located in its files
-            res.problems += exc.problems
-            return Checked(path, site, res, unreadable=True)
+            res.problems += [replace(p, unreadable=True) for p in exc.problems]
+            return Checked(path, site, res)
     res.problems.sort(key=lambda p: (p.severity != "error", p))
-    return Checked(path, site, res, unreadable)
+    return Checked(path, site, res)

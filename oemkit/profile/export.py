@@ -6,7 +6,7 @@ import copy
 import json
 from typing import Any
 
-from oemkit.profile.schema_v1 import ApplianceProfile, SiteOverlay, UnitOverlay
+from oemkit.profile.schema import API_VERSION, ApplianceProfile, SiteOverlay, UnitOverlay
 
 KINDS = {"profile": ApplianceProfile, "site": SiteOverlay, "unit": UnitOverlay}
 
@@ -33,7 +33,7 @@ def json_schema(kind: str) -> dict[str, Any]:
     model = KINDS[kind]
     schema = model.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = f"https://oemkit.dev/schema/v1/{kind}.json"
+    schema["$id"] = f"https://oemkit.dev/schema/{API_VERSION.split('/')[-1]}/{kind}.json"
     if kind in ("site", "unit"):
         profile = ApplianceProfile.model_json_schema()
         partial = _partial({k: v for k, v in profile.items() if k != "$defs"})
@@ -85,6 +85,9 @@ def _rows(schema: dict[str, Any], defs: dict[str, Any], prefix: str, seen: set[s
         req = "yes" if name in required else ("site" if prop.get("x-site-value") else "")
         default = f"`{json.dumps(prop['default'])}`" if "default" in prop else ""
         desc = (prop.get("description") or "").replace("|", "\\|").replace("\n", " ")
+        recorded = prop.get("x-recorded-only")
+        if isinstance(recorded, dict):  # sealed, but the appliance does not act on it yet
+            desc += f" **Recorded only, not acted on yet:** {recorded['today']}."
         extra = _constraints(prop)
         rows.append(
             f"| `{path}` | {_type(prop, defs)} | {req} | {default} | {desc}{' (' + extra + ')' if extra else ''} |"
@@ -116,11 +119,13 @@ def _refs(prop: dict[str, Any]) -> list[str]:
 
 def reference_markdown() -> str:
     lines = [
-        "# Profile reference (oemkit/v1)",
+        f"# Profile reference ({API_VERSION})",
         "",
-        "Generated from `oemkit/profile/schema_v1.py` by `oemkit profile schema --format markdown`; a test fails when",
-        "this page and the schema disagree, so it cannot drift. Required: `yes`; `site`: may be left out of a base",
-        "profile, but the site overlay must then set it. Unknown keys are errors everywhere.",
+        "Generated from `oemkit/profile/schema/v1.py` by `oemkit profile schema --format markdown`; a test fails",
+        "when this page and the schema disagree, so it cannot drift. Required: `yes`; `site`: may be left out of a",
+        "base profile, but the site overlay must then set it. Unknown keys are errors everywhere. **Recorded only**:",
+        "sealed into the unit config, but the appliance does not act on it yet (validation warns when a profile asks",
+        "for more than what the box does today).",
         "",
     ]
     for kind, title in (

@@ -28,12 +28,14 @@ class Origin:
 
 
 @dataclass
-class Node:
-    value: Any  # dict[str, Node] | list[Node] | scalar
+class Traced:
+    """A value of a layer's tree with the place that set it."""
+
+    value: Any  # dict[str, Traced] | list[Traced] | scalar
     origin: Origin
 
 
-def annotate(doc: Document, prefix: Path_ = (), layer: int = 0) -> Node | None:
+def annotate(doc: Document, prefix: Path_ = (), layer: int = 0) -> Traced | None:
     """The subtree of `doc` at `prefix` as Nodes carrying their origin; None if the prefix is not there."""
     data: Any = doc.data
     for part in prefix:
@@ -45,17 +47,17 @@ def annotate(doc: Document, prefix: Path_ = (), layer: int = 0) -> Node | None:
     return _annotate(doc, data, prefix, layer)
 
 
-def _annotate(doc: Document, data: Any, path: Path_, layer: int) -> Node:
+def _annotate(doc: Document, data: Any, path: Path_, layer: int) -> Traced:
     line, col = doc.locate(path)
     origin = Origin(doc.file, line, col, layer)
     if isinstance(data, dict):
-        return Node({k: _annotate(doc, v, (*path, k), layer) for k, v in data.items()}, origin)
+        return Traced({k: _annotate(doc, v, (*path, k), layer) for k, v in data.items()}, origin)
     if isinstance(data, list):
-        return Node([_annotate(doc, v, (*path, i), layer) for i, v in enumerate(data)], origin)
-    return Node(data, origin)
+        return Traced([_annotate(doc, v, (*path, i), layer) for i, v in enumerate(data)], origin)
+    return Traced(data, origin)
 
 
-def duplicate_names(node: Node, path: Path_ = ()) -> list[tuple[Path_, Origin, str, int]]:
+def duplicate_names(node: Traced, path: Path_ = ()) -> list[tuple[Path_, Origin, str, int]]:
     """Items of a named list that share a name, in one layer: (path, where, name, index of the first).
     Found per layer because merging by name would otherwise fold the two silently into one."""
     found: list[tuple[Path_, Origin, str, int]] = []
@@ -75,13 +77,13 @@ def duplicate_names(node: Node, path: Path_ = ()) -> list[tuple[Path_, Origin, s
     return found
 
 
-def _keyed(items: list[Node]) -> bool:
+def _keyed(items: list[Traced]) -> bool:
     return bool(items) and all(
         isinstance(n.value, dict) and "name" in n.value and isinstance(n.value["name"].value, str) for n in items
     )
 
 
-def merge(base: Node, over: Node) -> Node:
+def merge(base: Traced, over: Traced) -> Traced:
     """`over` merged onto `base` (neither is modified)."""
     if isinstance(base.value, dict) and isinstance(over.value, dict):
         out = dict(base.value)
@@ -92,7 +94,7 @@ def merge(base: Node, over: Node) -> Node:
                 out[key] = merge(out[key], node)
             else:
                 out[key] = node
-        return Node(out, base.origin)
+        return Traced(out, base.origin)
     if isinstance(base.value, list) and isinstance(over.value, list) and _keyed(base.value) and _keyed(over.value):
         merged = {n.value["name"].value: n for n in base.value}
         order = list(merged)
@@ -103,15 +105,15 @@ def merge(base: Node, over: Node) -> Node:
             else:
                 merged[name] = node
                 order.append(name)
-        return Node([merged[name] for name in order], over.origin)
+        return Traced([merged[name] for name in order], over.origin)
     return over
 
 
-def flatten(node: Node) -> tuple[Any, dict[Path_, Origin]]:
+def flatten(node: Traced) -> tuple[Any, dict[Path_, Origin]]:
     """Plain data and path → origin of every value."""
     origins: dict[Path_, Origin] = {}
 
-    def walk(n: Node, path: Path_) -> Any:
+    def walk(n: Traced, path: Path_) -> Any:
         origins[path] = n.origin
         if isinstance(n.value, dict):
             return {k: walk(v, (*path, k)) for k, v in n.value.items()}

@@ -5,27 +5,20 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-from typing import TYPE_CHECKING
 
-from oemkit.profile.schema_v1 import ApplianceProfile, DiskRule, PortRule
-
-if TYPE_CHECKING:
-    from oemkit.catalog.schema import HardwareModel, NicPort
-    from oemkit.catalog.store import Catalog
-    from oemkit.profile.resolve import Resolved
+from oemkit.catalog.schema import HardwareModel
+from oemkit.catalog.store import Catalog
+from oemkit.profile.resolve import ResolvedProfile
+from oemkit.profile.schema import ApplianceProfile, DiskRule, hostname_problem
 
 HOST_THREADS_PER_CORE = 2  # every catalogued CPU family has SMT/Hyper-Threading
 
 
-def render_hostname(template: str, site: str, serial: str, model: str) -> str:
-    return template.format(site=site, serial=serial, model=model).lower()
-
-
-def lint(res: Resolved, catalog: Catalog) -> None:
+def lint(res: ResolvedProfile, catalog: Catalog) -> None:
     p = res.profile
     if p is None:
         return
-    _names(res, p)
+    _start_orders(res, p)
     _references(res, p)
     _addresses(res, p)
     _hostname(res, p)
@@ -45,8 +38,8 @@ def lint(res: Resolved, catalog: Catalog) -> None:
         _capacity(res, p, model)
 
 
-def _names(res: Resolved, p: ApplianceProfile) -> None:
-    # Duplicate names are found per layer, before merging (resolve.py): a merge by name would hide them here.
+def _start_orders(res: ResolvedProfile, p: ApplianceProfile) -> None:
+    # (Duplicate names are found per layer, before merging, in resolve.py: a merge by name would hide them here.)
     orders: dict[int, str] = {}
     for v, vm in enumerate(p.workloads.vms):
         if vm.autostart and vm.start_order in orders:
@@ -59,7 +52,7 @@ def _names(res: Resolved, p: ApplianceProfile) -> None:
         orders.setdefault(vm.start_order, vm.name)
 
 
-def _references(res: Resolved, p: ApplianceProfile) -> None:
+def _references(res: ResolvedProfile, p: ApplianceProfile) -> None:
     defined = [n.name for n in p.network.guest]
     used = {net for vm in p.workloads.vms for net in vm.networks}
     for g, net in enumerate(p.network.guest):
@@ -83,7 +76,7 @@ def _references(res: Resolved, p: ApplianceProfile) -> None:
                 )
 
 
-def _addresses(res: Resolved, p: ApplianceProfile) -> None:
+def _addresses(res: ResolvedProfile, p: ApplianceProfile) -> None:
     mgmt = p.network.management
     vlans: dict[int, tuple[str | int, ...]] = {}
     if mgmt.vlan is not None:
@@ -116,30 +109,18 @@ def _addresses(res: Resolved, p: ApplianceProfile) -> None:
         )
 
 
-def _hostname(res: Resolved, p: ApplianceProfile) -> None:
+def _hostname(res: ResolvedProfile, p: ApplianceProfile) -> None:
     template = p.host.hostname
     if "{site}" in template and res.site is None:
         res.problem(("host", "hostname"), "uses {site}: the site overlay supplies it", "warning")
     if res.site is None or res.unit is None:
         return
-    name = render_hostname(template, res.site.site.code, res.unit.serial, p.models[0])
-    first = name.split(".")[0]
-    if len(first) > 63:
-        res.problem(
-            ("host", "hostname"), f"renders to {name!r}: its first label is {len(first)} characters, the limit is 63"
-        )
+    why = hostname_problem(p.host.render(res.site.site.code, res.unit.serial, p.models[0]))
+    if why:
+        res.problem(("host", "hostname"), why)
 
 
-def port_matches(rule: PortRule, port: NicPort) -> bool:
-    return (
-        (rule.port is None or rule.port == port.id)
-        and (rule.kind is None or rule.kind == port.kind)
-        and (rule.min_speed_mbps is None or port.speed_mbps >= rule.min_speed_mbps)
-        and (rule.media is None or rule.media == port.media)
-    )
-
-
-def _uplinks(res: Resolved, p: ApplianceProfile, model: HardwareModel, mi: int) -> None:
+def _uplinks(res: ResolvedProfile, p: ApplianceProfile, model: HardwareModel, mi: int) -> None:
     uplinks = p.network.management.uplinks
     base = ("network", "management", "uplinks")
     usable: set[str] = set()
@@ -150,7 +131,7 @@ def _uplinks(res: Resolved, p: ApplianceProfile, model: HardwareModel, mi: int) 
                 (*base, "select", r, "port"), f"{model.id} has no port {rule.port!r}", hint=f"its ports: {ports}"
             )
             continue
-        matched = [n.id for n in model.nics if port_matches(rule, n)]
+        matched = [n.id for n in model.nics if rule.matches(n)]
         if not matched:
             res.problem(
                 (*base, "select", r),
@@ -167,7 +148,7 @@ def _uplinks(res: Resolved, p: ApplianceProfile, model: HardwareModel, mi: int) 
         )
 
 
-def _datastore(res: Resolved, p: ApplianceProfile, model: HardwareModel) -> None:
+def _datastore(res: ResolvedProfile, p: ApplianceProfile, model: HardwareModel) -> None:
     rule: DiskRule = p.storage.datastore
     bays = [b for b in model.storage.bays if rule.interface is None or rule.interface in b.interfaces]
     where = ("storage", "datastore")
@@ -189,14 +170,14 @@ def _datastore(res: Resolved, p: ApplianceProfile, model: HardwareModel) -> None
         )
 
 
-def _firmware(res: Resolved, p: ApplianceProfile, model: HardwareModel) -> None:
+def _firmware(res: ResolvedProfile, p: ApplianceProfile, model: HardwareModel) -> None:
     if p.security.require_secure_boot and not model.firmware.secure_boot:
         res.problem(("security", "require_secure_boot"), f"{model.id} firmware has no UEFI Secure Boot")
     if p.security.require_tpm and model.firmware.tpm != "2.0":
         res.problem(("security", "require_tpm"), f"{model.id} has no TPM 2.0 (catalog: {model.firmware.tpm})")
 
 
-def _capacity(res: Resolved, p: ApplianceProfile, model: HardwareModel) -> None:
+def _capacity(res: ResolvedProfile, p: ApplianceProfile, model: HardwareModel) -> None:
     w = p.workloads
     if not w.vms:
         return

@@ -1,9 +1,10 @@
 """Load a profile and its layers, merge them, validate the merged result, and say where every problem is.
 
-    resolve(profile.yaml, site.yaml?, unit?) → Resolved(data, origins, profile, site, unit, problems)
+    resolve(profile.yaml, site.yaml?, unit?) → ResolvedProfile(data, origins, profile, site, unit, problems)
 
 Nothing here raises for bad input: unreadable files, schema errors and cross-check failures all come back as
-located Problems, so a caller can report every one of them.
+located Problems, so a caller can report every one of them. Each layer is read by its own apiVersion's schema
+and translated up to the current one (profile/schema/__init__.py) before it is merged.
 """
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ from typing import Any
 from pydantic import BaseModel
 
 from oemkit.errors import OemkitError
-from oemkit.problems import Problem, format_path
-from oemkit.profile.layers import Node, Origin, annotate, duplicate_names, flatten, locate, locate_latest, merge
-from oemkit.profile.schema_v1 import ApplianceProfile, SiteOverlay, UnitOverlay
+from oemkit.problems import Problem, Severity, format_path
+from oemkit.profile import schema
+from oemkit.profile.layers import Origin, Traced, annotate, duplicate_names, flatten, locate, locate_latest, merge
+from oemkit.profile.markers import recorded_only, unset_site_values
+from oemkit.profile.schema import ApplianceProfile, SiteOverlay, UnitOverlay
 from oemkit.validation import doc_locator, validate
 from oemkit.yamlio import Document, load_file
 
-KINDS = {"ApplianceProfile": ApplianceProfile, "SiteOverlay": SiteOverlay, "UnitOverlay": UnitOverlay}
-
 
 @dataclass
-class Resolved:
+class ResolvedProfile:
     data: dict[str, Any] | None = None
     origins: dict[tuple[str | int, ...], Origin] = field(default_factory=dict)
     profile: ApplianceProfile | None = None
@@ -41,18 +42,23 @@ class Resolved:
     def warnings(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "warning"]
 
-    def problem(self, path: tuple[str | int, ...], message: str, severity: str = "error", hint: str | None = None):
+    def problem(
+        self, path: tuple[str | int, ...], message: str, severity: Severity = "error", hint: str | None = None
+    ) -> None:
+        """A problem at `path` of the merged profile, located where its value was last set."""
         o = locate_latest(self.origins, path)
-        self.problems.append(Problem(o.file, o.line, o.column, format_path(path), message, severity, hint))  # type: ignore[arg-type]
+        self.problems.append(Problem(o.file, o.line, o.column, format_path(path), message, severity, hint))
+
+    def where(self, path: tuple[str | int, ...]) -> Origin:
+        """Where `path` (or its nearest ancestor) was set."""
+        return locate(self.origins, path)
 
 
 def read_document(path: Path) -> tuple[Document | None, list[Problem]]:
     try:
         return load_file(path), []
     except OemkitError as exc:
-        return None, [
-            Problem(exc.file or str(path), exc.line or 1, exc.column or 1, "(document)", exc.message, hint=exc.hint)
-        ]
+        return None, [exc.problem(str(path))]
 
 
 def kind_of(doc: Document) -> str | None:
@@ -60,32 +66,26 @@ def kind_of(doc: Document) -> str | None:
 
 
 def _check_kind(doc: Document, want: str) -> list[Problem]:
+    """The document is a mapping of kind `want`, in an apiVersion this oemkit reads."""
     if not isinstance(doc.data, dict):
-        return [
-            Problem(
-                doc.file,
-                1,
-                1,
-                "(document)",
-                f"expected a mapping at the top, found a {type(doc.data).__name__}",
-                hint=f"start it with apiVersion: oemkit/v1 and kind: {want}",
-            )
-        ]
+        found = type(doc.data).__name__
+        hint = f"start it with apiVersion: {schema.CURRENT} and kind: {want}"
+        message = f"expected a mapping at the top, found a {found}"
+        return [Problem(doc.file, 1, 1, "(document)", message, hint=hint, unreadable=True)]
     kind = kind_of(doc)
-    if kind == want:
-        return []
-    line, col = doc.locate(("kind",))
-    found = f"kind {kind!r}" if kind else "no kind"
-    return [
-        Problem(
-            doc.file,
-            line,
-            col,
-            "kind",
-            f"expected an {want}, found {found}" if want[0] in "AEIOU" else f"expected a {want}, found {found}",
-            hint="profiles/*.yaml are ApplianceProfile, profiles/sites/*.yaml SiteOverlay",
-        )
-    ]
+    if kind != want:
+        line, col = doc.locate(("kind",))
+        found = f"kind {kind!r}" if kind else "no kind"
+        article = "an" if want[0] in "AEIOU" else "a"
+        hint = "profiles/*.yaml are ApplianceProfile, profiles/sites/*.yaml SiteOverlay"
+        return [Problem(doc.file, line, col, "kind", f"expected {article} {want}, found {found}", hint=hint)]
+    version = doc.data.get("apiVersion")
+    if isinstance(version, str) and version not in schema.VERSIONS:  # anything else: the schema says what is wrong
+        line, col = doc.locate(("apiVersion",))
+        known = ", ".join(schema.VERSIONS)
+        message = f"apiVersion {version!r} is not one this oemkit reads ({known})"
+        return [Problem(doc.file, line, col, "apiVersion", message)]
+    return []
 
 
 def validate_layer(doc: Document, model: type[BaseModel]) -> tuple[Any, list[Problem]]:
@@ -95,31 +95,19 @@ def validate_layer(doc: Document, model: type[BaseModel]) -> tuple[Any, list[Pro
     return validate(model, doc.data, doc_locator(doc))
 
 
-def _site_values(model: type[BaseModel], data: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
-    """Paths of fields marked site_value that are unset in `data`."""
-    out: list[tuple[str | int, ...]] = []
-    if not isinstance(data, dict):
-        return out
-    for name, info in model.model_fields.items():
-        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        if extra.get("x-site-value") and data.get(name) is None:
-            out.append((*path, name))
-        sub = _submodel(info.annotation)
-        if sub is not None and isinstance(data.get(name), dict):
-            out += _site_values(sub, data[name], (*path, name))
-    return out
-
-
-def _submodel(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return None
+def _layer(doc: Document, prefix: tuple[str, ...], layer: int) -> Traced | None:
+    """A layer's tree (or its `overrides`), translated to the current apiVersion."""
+    tree = annotate(doc, prefix, layer)
+    version = doc.data.get("apiVersion") if isinstance(doc.data, dict) else None
+    if tree is None or not isinstance(version, str) or version not in schema.VERSIONS:  # validation says so
+        return tree
+    return schema.upgrade(tree, version)
 
 
 def resolve(
     profile_path: Path, site_path: Path | None = None, unit: UnitOverlay | None = None, unit_doc: Document | None = None
-) -> Resolved:
-    out = Resolved(unit=unit)
+) -> ResolvedProfile:
+    out = ResolvedProfile(unit=unit)
     base_doc, problems = read_document(profile_path)
     out.problems += problems
     if base_doc is None:
@@ -127,9 +115,9 @@ def resolve(
     if problems := _check_kind(base_doc, "ApplianceProfile"):
         out.problems += problems
         return out
-    tree: Node | None = annotate(base_doc)
-    layers: list[tuple[Node, tuple[str | int, ...]]] = [(tree, ())]
-    site_doc = None
+    tree = _layer(base_doc, (), 0)
+    assert tree is not None
+    layers = [tree]
     if site_path is not None:
         site_doc, problems = read_document(site_path)
         out.problems += problems
@@ -139,45 +127,27 @@ def resolve(
         out.problems += problems
         if out.site is None:
             return out
-        name = (
-            base_doc.data.get("metadata", {}).get("name") if isinstance(base_doc.data.get("metadata"), dict) else None
-        )
+        meta = base_doc.data.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
         if out.site.profile != name:
             line, col = site_doc.locate(("profile",))
-            out.problems.append(
-                Problem(
-                    site_doc.file,
-                    line,
-                    col,
-                    "profile",
-                    f"this site overlay is for profile {out.site.profile!r}, not {name!r}",
-                    hint=f"use it with the profile whose metadata.name is {out.site.profile}",
-                )
-            )
+            message = f"this site overlay is for profile {out.site.profile!r}, not {name!r}"
+            hint = f"use it with the profile whose metadata.name is {out.site.profile}"
+            out.problems.append(Problem(site_doc.file, line, col, "profile", message, hint=hint))
             return out
-        overrides = annotate(site_doc, ("overrides",), layer=1)
-        if overrides is not None and isinstance(overrides.value, dict):
-            tree = merge(tree, overrides)
-            layers.append((overrides, ("overrides",)))
+        layers.append(_layer(site_doc, ("overrides",), 1))
     if unit_doc is not None:
-        overrides = annotate(unit_doc, ("overrides",), layer=2)
+        layers.append(_layer(unit_doc, ("overrides",), 2))
+    for overrides in layers[1:]:
         if overrides is not None and isinstance(overrides.value, dict):
             tree = merge(tree, overrides)
-            layers.append((overrides, ("overrides",)))
-    for layer, _ in layers:
+    for layer in (t for t in layers if t is not None):  # per layer: the merge by name would fold them into one
         for path, o, name, first in duplicate_names(layer):
-            from oemkit.problems import format_path as _fmt
-
-            out.problems.append(
-                Problem(
-                    o.file,
-                    o.line,
-                    o.column,
-                    _fmt(path),
-                    f"{name!r} appears twice in this list (first at [{first}]): "
-                    "named items merge by name, so one would silently replace the other",
-                )
+            message = (
+                f"{name!r} appears twice in this list (first at [{first}]): "
+                "named items merge by name, so one would silently replace the other"
             )
+            out.problems.append(Problem(o.file, o.line, o.column, format_path(path), message))
     out.data, out.origins = flatten(tree)
     out.profile, problems = validate(
         ApplianceProfile,
@@ -186,11 +156,13 @@ def resolve(
         locate_missing=lambda p: _as_tuple(locate(out.origins, p)),
     )
     out.problems += problems
-    for path in _site_values(ApplianceProfile, out.data):
+    for path in unset_site_values(ApplianceProfile, out.data):
         if out.site is None:
             out.problem(path, "left to the site overlay", "warning", hint="each site overlay must set it")
         else:
             out.problem(path, "must be set: neither the profile nor the site overlay sets it")
+    for path, today in recorded_only(ApplianceProfile, out.data):
+        out.problem(path, f"sealed, but not acted on yet: {today}", "warning")
     return out
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from oemkit.catalog.schema import HardwareModel
+from oemkit.catalog.schema import HardwareModel
+from oemkit.hardware.disks import main_interface
 
 _CRYPT64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -23,7 +22,7 @@ def scaffold(model: HardwareModel, name: str) -> str:
     ports = [p for p in model.nics if not p.optional] or model.nics
     uplinks = ports[:2]
     bays = max(model.storage.bays, key=lambda b: b.count)
-    interface = "nvme" if "nvme" in bays.interfaces else bays.interfaces[0]
+    interface = main_interface(model)  # what `facts from-dmi` and the twin give a box of this model by default
     two = len(uplinks) > 1
     select = "\n".join(
         f"        - {{port: {p.id}}}    # {p.controller}, {p.speed_mbps} Mb/s {p.media}" for p in uplinks

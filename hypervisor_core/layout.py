@@ -1,0 +1,97 @@
+"""Every path and name of the appliance's state, once. The core's init (oemkit/image/core/files/init) declares the
+same names in its layout block, and tests/test_layout.py compares the two, so the agent, the init and the factory
+(which writes the config CD and the state disk) can never disagree about where something lives.
+
+Paths are relative to a root: `/` on the appliance, a folder in a factory rehearsal (`--root DIR`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_DIR = "var/lib/oemkit"  # first boot's own state: config, marker, journal, status, report
+UNIT_CONFIG = f"{STATE_DIR}/unit.json"  # the sealed unit config, copied from the config CD
+DONE_MARKER = f"{STATE_DIR}/firstboot.done"  # the content id applied; written only when every step succeeded
+JOURNAL = f"{STATE_DIR}/journal.jsonl"  # one fsync'd line per step event: the audit trail
+STATUS = f"{STATE_DIR}/status.json"  # RUNNING, then READY or FAILED: the object of the last console line
+REPORT = f"{STATE_DIR}/report.json"  # the full report: steps with seconds and detail, what was resolved
+IDENTITY = f"{STATE_DIR}/identity.json"  # the machine-id and SSH host key this agent generated
+IMAGES = f"{STATE_DIR}/images"  # workload disk images by SHA-256
+VOLUMES = f"{STATE_DIR}/volumes"  # <pool>/<volume>.done: a volume filled from its image completely
+POOLS = f"{STATE_DIR}/pools"  # <pool>/: the libvirt storage pools' folders
+
+HOST_CONFIG = "etc/oemkit"  # <name>.json: host config the init applies at every boot
+NETWORK_CONFIG = f"{HOST_CONFIG}/network.json"
+FACTORY_KEY = "usr/share/oemkit/factory.pub"  # read-only in the image: never state, so no disk brings its own
+
+# What the init keeps on the OEMKIT-STATE filesystem: folders bound onto it, files copied there and back.
+PERSISTENT_DIRS = (
+    STATE_DIR,
+    HOST_CONFIG,
+    "etc/ssh",
+    "home",
+    "var/lib/libvirt",
+    "etc/libvirt/qemu",
+    "etc/libvirt/storage",
+)
+PERSISTENT_FILES = ("etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/timezone", "etc/machine-id")
+
+STATE_LABEL = "OEMKIT-STATE"  # ext4 label of the state filesystem on a fixed disk
+CONFIG_LABEL = "OEMKIT_CONFIG"  # ISO 9660 volume id of the config CD (d-characters only)
+CONFIG_NAME = "unit.json"  # the config's name on that CD
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The state paths under one root."""
+
+    root: Path
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def unit_config(self) -> Path:
+        return self.root / UNIT_CONFIG
+
+    @property
+    def done_marker(self) -> Path:
+        return self.root / DONE_MARKER
+
+    @property
+    def journal(self) -> Path:
+        return self.root / JOURNAL
+
+    @property
+    def status(self) -> Path:
+        return self.root / STATUS
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT
+
+    @property
+    def identity(self) -> Path:
+        return self.root / IDENTITY
+
+    @property
+    def images(self) -> Path:
+        return self.root / IMAGES
+
+    @property
+    def factory_key(self) -> Path:
+        return self.root / FACTORY_KEY
+
+    def host_config(self, name: str) -> Path:
+        return self.root / HOST_CONFIG / f"{name}.json"
+
+    def pool_dir(self, pool: str) -> Path:
+        return self.root / POOLS / pool
+
+    def volume_marker(self, pool: str, volume: str) -> Path:
+        return self.root / VOLUMES / pool / f"{volume}.done"

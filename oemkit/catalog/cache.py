@@ -1,0 +1,41 @@
+"""The identity index of a validated catalog, cached by content: `identify` without pydantic or YAML.
+
+The cache key is a hash of every model file's path and bytes (and our version: a new oemkit may read files
+differently), so any edit makes a new key and the next call validates the catalog again; a stale answer is
+impossible. A missing, corrupt or unwritable cache only costs the slow path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+
+from hypervisor_core.fsutil import write_atomic
+from oemkit import __version__
+from oemkit.catalog.index import INDEX_FORMAT, IdentityIndex
+from oemkit.paths import cache_dir
+
+
+def fingerprint(root: Path) -> str:
+    h = hashlib.sha256(f"{__version__}/{INDEX_FORMAT}\0".encode())
+    for f in sorted(root.glob("*/*.yaml")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0")
+        h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def load_index(root: Path) -> IdentityIndex:
+    """The cached index for the catalog at `root`, validating the catalog (ProblemsError) when the cache misses."""
+    cache = cache_dir(f"identity-{fingerprint(root)[:32]}.json")
+    try:
+        return IdentityIndex.from_json(json.loads(cache.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from oemkit.catalog.store import load_catalog  # the slow, validating path: pydantic and YAML only on a miss
+
+    index = load_catalog(root).identity_index
+    with contextlib.suppress(OSError):  # a read-only home just means no cache: never fail the answer for it
+        write_atomic(cache, json.dumps(index.to_json()))
+    return index

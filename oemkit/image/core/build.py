@@ -1,0 +1,280 @@
+"""`oemkit core build`: the stages in order, each cached by its inputs, and the core folder.
+
+  userland  mmdebstrap of recipe.PACKAGES                       cache/stage/<suite+mirrors+packages>
+  kernel    apt-get download + dpkg-deb -x + depmod             cache/kernel/<package>_<version>
+  select    ELF closure, measured Python set, module closure    (work folder, seconds)
+  cpio      one reproducible newc archive per part              (memory)
+  compress  each part on its own, deterministic (-T1)           cache/parts/<sha256(raw cpio + arguments)>
+  output    COREDIR.tmp-PID, then renamed to COREDIR
+
+The kernel unpacks a concatenation of compressed archives, so initrd.img is simply the parts one after another
+and only a changed part is compressed again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hypervisor_core
+from hypervisor_core.config import ConfigError, read_public_key
+from hypervisor_core.fsutil import write_atomic
+from oemkit.catalog.store import load_catalog
+from oemkit.errors import OemkitError, UnreadableInput
+from oemkit.image import buildcache
+from oemkit.image.core import cpio, footprint, kmod
+from oemkit.image.core.assemble import FILES, Inputs, assemble
+from oemkit.image.core.debian import Kernel, fetch_kernel, stage_userland, staged_kernel
+from oemkit.image.core.recipe import DEFAULT_FLAVOUR, MIRRORS, PACKAGES, PARTS, SUITE
+from oemkit.image.tools import CHROOT, PATH, BuildError, run_tool
+
+DEFAULT_SOURCE_DATE_EPOCH = 1_700_000_000
+_XZ = ["xz", "--format=xz", "--check=crc32", "--lzma2=preset=9e,dict=64MiB", "-T1", "-c"]
+COMPRESSORS: dict[str, list[str]] = {
+    "xz": _XZ,  # the kernel's xz decoder takes crc32 only; -T1: one block, the same bytes on any machine
+    "gzip": ["gzip", "-9", "-n", "-c"],  # -n: no name or time in the header
+    "zstd": ["zstd", "-19", "-T1", "-q", "-c"],
+}
+
+
+def compressor(method: str, part: str) -> list[str]:
+    """The x86 BCJ filter shrinks the binary parts by about 1.1 MB but enlarges relocatable kernel modules."""
+    if method == "xz" and part != "modules":
+        return [*_XZ[:3], "--x86", *_XZ[3:]]
+    return COMPRESSORS[method]
+
+
+class HostError(OemkitError):
+    """The build host cannot build a core (not root, a tool missing)."""
+
+
+def check_host(compression: str) -> None:
+    if os.geteuid() != 0:
+        raise HostError("building a core needs root (mmdebstrap --mode=root, chroot): run it with sudo")
+    tools = ["mmdebstrap", "apt-get", "apt-cache", "dpkg-deb", COMPRESSORS[compression][0]]
+    missing = [t for t in tools if shutil.which(t, path=PATH) is None]
+    if not os.access(CHROOT, os.X_OK):
+        missing.append("chroot")
+    if missing:
+        raise HostError(f"missing build tools: {', '.join(missing)} (bash scripts/setup.sh installs them)")
+
+
+@dataclass
+class Options:
+    output: Path
+    pubkey: Path | None = None
+    refresh: bool = False  # resolve the packages against the mirrors again instead of the cached stage
+    cache_dir: Path | None = None
+    compression: str = "xz"
+    flavour: str = DEFAULT_FLAVOUR
+    budget_bytes: int = footprint.DEFAULT_BUDGET_BYTES
+    agent: Path | None = None  # the hypervisor_core package folder (default: the installed one)
+    init: Path | None = None  # the core's /init (default: oemkit/core/files/init)
+    catalog_dir: Path | None = None
+    source_date_epoch: int = field(default_factory=lambda: _source_date_epoch())
+
+
+@dataclass
+class Result:
+    core_id: str
+    footprint: dict
+    times: dict[str, float]
+    coredir: Path | None  # None when over budget: nothing was written there
+    footprint_file: Path
+    over_budget: str | None
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def compress(root: Path, raw: bytes, args: list[str]) -> tuple[bytes, int]:
+    """The part compressed with `args` (cached by content) padded to 4 bytes, and the stream's own length."""
+    path = root / "parts" / f"{_sha(raw + json.dumps(args).encode())}.{args[0]}"
+    if path.is_file():
+        stream = path.read_bytes()
+    else:
+        stream = run_tool(args, what=f"{args[0]} compression", input=raw).stdout
+        write_atomic(path, stream)
+    return stream + b"\0" * (-len(stream) % 4), len(stream)  # the kernel skips zeros between archives
+
+
+class Timer:
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.times: dict[str, float] = {}
+        self.log = log
+        self._t0 = time.monotonic()
+
+    def stage(self, name: str, started: float, note: str = "") -> None:
+        self.times[name] = round(time.monotonic() - started, 2)
+        self.log(f"{name:<9} {self.times[name]:6.2f} s  {note}")
+
+    def total(self) -> None:
+        self.times["total"] = round(time.monotonic() - self._t0, 2)
+
+
+def _source_date_epoch() -> int:
+    text = os.environ.get("SOURCE_DATE_EPOCH", str(DEFAULT_SOURCE_DATE_EPOCH))
+    if not text.isdigit():
+        raise OemkitError(f"SOURCE_DATE_EPOCH={text!r} is not a count of seconds")
+    return int(text)
+
+
+def read_pubkey(path: Path) -> bytes:
+    """The factory public key file, checked to be what `oemkit keys init` writes (an Ed25519 PEM key)."""
+    try:
+        data = path.read_bytes()
+        read_public_key(data.decode("ascii"))
+    except OSError as exc:
+        raise UnreadableInput(f"cannot read the public key: {exc.strerror}", file=str(path)) from None
+    except (UnicodeDecodeError, ConfigError) as exc:
+        raise UnreadableInput(f"not the factory's public key: {exc}", file=str(path)) from None
+    return data
+
+
+def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result:
+    if opts.pubkey is not None:
+        read_pubkey(opts.pubkey)
+    check_host(opts.compression)
+    if opts.pubkey is None:  # legal (a core to inspect or to size), but say what it means before minutes of work
+        log("warning: no --pubkey: this core has no factory key and refuses every unit config")
+    root = opts.cache_dir or buildcache.default_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    buildcache.sweep(root)
+    drivers = tuple(sorted({port.driver for model in load_catalog(opts.catalog_dir) for port in model.nics}))
+    timer = Timer(log)
+
+    t = time.monotonic()
+    # The kernel is staged with the userland: one resolution against the recipe's mirrors, never this host's apt.
+    userland = stage_userland(root, SUITE, MIRRORS, (*PACKAGES, f"linux-image-{opts.flavour}"), opts.refresh)
+    timer.stage("userland", t, f"{len(userland.packages)} packages staged")
+    busybox = userland.root / "bin" / "busybox"
+
+    t = time.monotonic()
+    kernel = fetch_kernel(root, *staged_kernel(userland, opts.flavour), busybox)
+    timer.stage("kernel", t, str(kernel))
+
+    t = time.monotonic()
+    work = buildcache.tmp_name(root / "work")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        agent = opts.agent or Path(hypervisor_core.__file__).parent
+        inputs = Inputs(agent, opts.init or FILES / "init", opts.pubkey, drivers)
+        image, modules = assemble(userland, kernel, inputs, work)
+        timer.stage("select", t, f"{len(image.nodes)} paths, {len(modules.files)} modules")
+
+        t = time.monotonic()
+        raws = {p: cpio.write_newc(image.part(p), opts.source_date_epoch) for p in PARTS if image.part(p)}
+        listing = {p: {path: node.size() for path, node in sorted(image.part(p).items())} for p in raws}
+        timer.stage("cpio", t, ", ".join(f"{p} {len(r):,}" for p, r in raws.items()))
+
+        t = time.monotonic()
+        # xz -9e with a 64 MiB dictionary takes ~700 MB a process: at most 4 at once, whatever the core count
+        with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 2, 4)) as pool:
+            jobs = {p: pool.submit(compress, root, raws[p], compressor(opts.compression, p)) for p in raws}
+            compressed = {p: j.result() for p, j in jobs.items()}
+        timer.stage("compress", t, opts.compression)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    t = time.monotonic()
+    vmlinuz = kernel.vmlinuz.read_bytes()
+    initrd = b"".join(compressed[p][0] for p in raws)
+    cid = footprint.core_id(vmlinuz, initrd)
+    kernel_raw, kernel_note = _kernel_uncompressed(kernel, vmlinuz)
+    parts = [{"name": "kernel", "compressed_bytes": len(vmlinuz), "uncompressed_bytes": kernel_raw}]
+    manifest_parts, offset = [], 0
+    for p in raws:
+        data, stream = compressed[p]
+        parts.append({"name": p, "compressed_bytes": len(data), "uncompressed_bytes": len(raws[p])})
+        manifest_parts.append(
+            {
+                "name": p,
+                "offset": offset,  # in initrd.img
+                "compressed_bytes": len(data),  # with the zero padding to 4 bytes
+                "stream_bytes": stream,  # the compressed stream alone
+                "uncompressed_bytes": len(raws[p]),
+                "sha256": _sha(data),
+                "raw_sha256": _sha(raws[p]),
+                "files": listing[p],  # path -> bytes
+            }
+        )
+        offset += len(data)
+    doc = footprint.document(cid, parts, opts.budget_bytes, opts.compression, kernel_note)
+    meta = {
+        "core_id": cid,
+        "kernel": str(kernel),
+        "abi": kernel.abi,
+        "flavour": opts.flavour,
+        "compression": opts.compression,
+        "source_date_epoch": opts.source_date_epoch,
+        "packages": list(userland.packages),
+        "modules": sorted(kmod.module_name(f) for f in modules.files),  # shipped (.ko), dependencies included
+        "builtin_modules": sorted(modules.builtin),  # asked for, built into this kernel
+        "footprint": doc,
+    }
+    outputs = {
+        "vmlinuz": vmlinuz,
+        "initrd.img": initrd,
+        "core.json": _json(meta),
+        "footprint.json": _json(doc),
+        "manifest.json": _json({"core_id": cid, "parts": manifest_parts}),
+    }
+    message = footprint.over_budget(doc)
+    if message:
+        # nothing that could be mistaken for a good core: the footprint goes to the cache, COREDIR is untouched
+        where = root / "footprints" / f"{cid}.json"
+        write_atomic(where, outputs["footprint.json"])
+        timer.stage("output", t, f"over budget: footprint in {where}")
+        timer.total()
+        return Result(cid, doc, timer.times, None, where, message)
+    _write_coredir(opts.output, outputs)
+    timer.stage("output", t, f"core {cid} in {opts.output}")
+    timer.total()
+    return Result(cid, doc, timer.times, opts.output, opts.output / "footprint.json", None)
+
+
+def _kernel_uncompressed(kernel: Kernel, vmlinuz: bytes) -> tuple[int, str]:
+    """footprint.kernel_uncompressed, remembered beside the unpacked kernel (decompressing it costs ~0.5 s)."""
+    path = kernel.root / ".vmlinux-size.json"
+    if path.is_file():
+        known = json.loads(path.read_text())
+        return known["bytes"], known["how"]
+    size, how = footprint.kernel_uncompressed(vmlinuz)
+    write_atomic(path, json.dumps({"bytes": size, "how": how}))
+    return size, how
+
+
+def _json(data: object) -> bytes:
+    return (json.dumps(data, indent=1) + "\n").encode()
+
+
+def _write_coredir(out: Path, files: dict[str, bytes]) -> None:
+    """Build the folder as OUT.tmp-PID, then put it in OUT's place: a failed build leaves no mixed folder, and
+    only an empty folder or an earlier core is ever replaced."""
+    if out.exists() and not out.is_dir():
+        raise BuildError("exists and is not a folder", file=str(out))
+    if out.is_dir() and any(out.iterdir()) and not (out / "core.json").is_file():
+        raise BuildError("exists and is not a core folder; refusing to replace it", file=str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        if out.is_dir():
+            os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

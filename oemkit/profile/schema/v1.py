@@ -1,0 +1,443 @@
+"""Appliance profile schema, version oemkit/v1: what a site's appliance must be. Strict: unknown keys are errors.
+
+Fields marked `x-site-value` may be left out of a base profile (a warning says who must set them) but must be set
+once the site overlay is merged. Fields marked `x-recorded-only` are sealed into the unit config but not yet acted
+on by the appliance; validation warns when a profile asks for more than today's behaviour. The schema checks one
+document's own syntax and consistency; checks that need the hardware catalog live in lint.py. Frozen once
+released: a later apiVersion gets its own module (profile/schema/__init__.py dispatches).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, model_validator
+
+from hypervisor_core import __version__ as CORE_VERSION
+
+if TYPE_CHECKING:
+    from oemkit.catalog.schema import NicPort
+
+API_VERSION = "oemkit/v1"
+HOSTNAME_PLACEHOLDERS = ("site", "serial", "model")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_TEMPLATE_PART = re.compile(r"\{([^{}]*)\}")
+# One key on one line: type, base64 blob, optional comment — never options like command="..." or a second line.
+_SSH_KEY = re.compile(
+    r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/]+={0,3}( [ -~]*)?"
+)
+# crypt(3) with its structure: SHA-512/256 ($6$/$5$[rounds=N$]salt$hash), yescrypt ($y$params$salt$hash), bcrypt.
+_CRYPT = re.compile(
+    r"\$[56]\$(rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{43,86}"
+    r"|\$(y|gy)\$[./A-Za-z0-9]+\$[./A-Za-z0-9]{1,86}\$[./A-Za-z0-9]{43}"
+    r"|\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}"
+)
+SITE_VALUE = {"x-site-value": True}
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+SERIAL_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{1,30})[A-Za-z0-9]$"  # it ends up in a host name
+_SERIAL = re.compile(SERIAL_PATTERN)
+MAX_LABEL = 63
+
+
+def serial_problem(serial: str) -> str | None:
+    """Why `serial` cannot be a unit's serial, or None: the one rule for the CLI, orders and unit overlays."""
+    if _SERIAL.match(serial):
+        return None
+    return f"serial {serial!r} is not 3-32 letters, digits and '-' (not at either end)"
+
+
+def hostname_problem(hostname: str) -> str | None:
+    """Why a rendered host name is too long for DNS, or None (the template itself was checked by the schema)."""
+    first = hostname.split(".")[0]
+    if len(first) > MAX_LABEL:
+        return f"renders to {hostname!r}: its first label is {len(first)} characters, the limit is {MAX_LABEL}"
+    return None
+
+
+def _recorded_only(today: str, inert: Any) -> dict[str, Any]:
+    """Sealed into the unit config, not yet acted on by the appliance: `today` says what the box does instead, and
+    `inert` is the value that asks for nothing more than that (any other value gets a validation warning)."""
+    return {"x-recorded-only": {"today": today, "inert": inert}}
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeio" else "a"
+
+
+def _site_value(description: str) -> Any:
+    return Field(None, description=description + " May be left to the site overlay.", json_schema_extra=SITE_VALUE)
+
+
+class Strict(BaseModel):
+    # strict: "4" is not 4 and "yes" is not true — the CLI and the published JSON Schema agree on types
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _hostname(value: str) -> str:
+    labels = value.split(".")
+    if len(value) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(f"{value!r} is not a valid host name (lowercase letters, digits, '-', labels of 1-63)")
+    return value
+
+
+def _hostname_template(value: str) -> str:
+    for name in _TEMPLATE_PART.findall(value):
+        if name not in HOSTNAME_PLACEHOLDERS:
+            raise ValueError(
+                f"unknown placeholder {{{name}}}; use {', '.join('{' + p + '}' for p in HOSTNAME_PLACEHOLDERS)}"
+            )
+    _hostname(_TEMPLATE_PART.sub("x", value))
+    return value
+
+
+@functools.cache
+def _known_timezones() -> frozenset[str]:
+    import zoneinfo
+
+    return frozenset(zoneinfo.available_timezones())  # walks the tz database: once per process
+
+
+def _timezone(value: str) -> str:
+    known = _known_timezones()
+    if known and value not in known:  # no tz database on this machine: nothing to check against
+        import difflib
+
+        close = difflib.get_close_matches(value, sorted(known), n=1)
+        raise ValueError(f"unknown time zone {value!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    return value
+
+
+def _text(value: str) -> str:
+    """Console text: no control characters (escape sequences could hide the "powered by" line)."""
+    bad = [c for c in value if (ord(c) < 32 and c not in "\n\t") or 127 <= ord(c) < 160]
+    if bad:
+        raise ValueError(f"control character {bad[0]!r} is not allowed in console text")
+    return value
+
+
+def _ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+def _interface(value: str) -> str:
+    if "/" not in value:
+        raise ValueError(f"{value!r} needs a prefix length, e.g. {value}/24")
+    try:
+        iface = ipaddress.ip_interface(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an address with prefix (CIDR), e.g. 10.0.0.5/24") from None
+    if iface.ip == iface.network.network_address and iface.network.prefixlen < iface.max_prefixlen - 1:
+        raise ValueError(f"{value} is the network address of {iface.network}, not a host address")
+    return str(iface)
+
+
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a network in CIDR form ({exc})") from None
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description="Lowercase name: a-z, 0-9, '-'.")]
+Hostname = Annotated[str, AfterValidator(_hostname)]
+IPAddress = Annotated[str, AfterValidator(_ip)]
+Interface = Annotated[str, AfterValidator(_interface)]
+Network = Annotated[str, AfterValidator(_network)]
+Vlan = Annotated[int, Field(ge=1, le=4094, description="802.1Q VLAN id, 1-4094.")]
+Url = Annotated[
+    str,
+    Field(
+        pattern=r"^https://[^\s/@?#]+(/[^\s?#]*)?$",
+        description="An https:// URL, without credentials or a query: secrets never go into a profile.",
+    ),
+]
+
+
+class Metadata(Strict):
+    name: Name = Field(description="The profile's name; site overlays refer to it.")
+    description: str | None = None
+
+
+class Dns(Strict):
+    servers: list[IPAddress] = Field(default_factory=list, max_length=3)
+    search: list[Hostname] = Field(default_factory=list, max_length=6)
+
+
+class Host(Strict):
+    hostname: Annotated[str, AfterValidator(_hostname_template)] = Field(
+        description="Host name template; placeholders {site}, {serial}, {model}. E.g. br-{site}-{serial}.",
+    )
+    timezone: Annotated[str, AfterValidator(_timezone)] | None = _site_value("IANA time zone, e.g. Europe/Berlin.")
+    ntp: list[Hostname | IPAddress] = Field(default_factory=list, description="NTP servers.")
+    dns: Dns = Field(default_factory=Dns)
+
+    def render(self, site: str, serial: str, model: str) -> str:
+        """The host name of one unit: the template with its placeholders filled, lowercase."""
+        return self.hostname.format(site=site, serial=serial, model=model).lower()
+
+
+class PortRule(Strict):
+    """Selects NIC ports: every given criterion must hold. First boot resolves it against the real NICs."""
+
+    port: str | None = Field(None, description="A catalog port id of the model, e.g. LOM1, OCP-1.")
+    kind: Literal["lom", "ndc", "flexlom", "ocp", "mezz", "pcie"] | None = None
+    min_speed_mbps: int | None = Field(None, ge=10)
+    media: Literal["rj45", "sfp", "sfp+", "sfp28", "qsfp28"] | None = None
+    link: Literal["up", "any"] = Field("any", description="up: only ports with carrier at first boot.")
+
+    def matches(self, port: NicPort) -> bool:
+        """Whether a catalog port satisfies every criterion this rule gives."""
+        return (
+            (self.port is None or self.port == port.id)
+            and (self.kind is None or self.kind == port.kind)
+            and (self.min_speed_mbps is None or port.speed_mbps >= self.min_speed_mbps)
+            and (self.media is None or self.media == port.media)
+        )
+
+
+class Uplinks(Strict):
+    select: list[PortRule] = Field(min_length=1, description="Rules, in order of preference.")
+    count: int = Field(1, ge=1, le=8, description="How many ports form the uplink.")
+
+
+class StaticAddress(Strict):
+    address: Interface = Field(description="Host address with prefix, e.g. 10.20.1.10/24.")
+    gateway: IPAddress | None = None
+
+    @model_validator(mode="after")
+    def _gateway_in_subnet(self) -> StaticAddress:
+        if self.gateway and ipaddress.ip_address(self.gateway) not in ipaddress.ip_interface(self.address).network:
+            raise ValueError(f"gateway {self.gateway} is not in {ipaddress.ip_interface(self.address).network}")
+        return self
+
+
+class ManagementNetwork(Strict):
+    uplinks: Uplinks
+    bond: Literal["active-backup", "802.3ad", "balance-alb"] | None = Field(
+        None, description="Bond mode when uplinks.count > 1."
+    )
+    vlan: Vlan | None = None
+    address: Literal["dhcp"] | StaticAddress | None = _site_value("`dhcp`, or {address, gateway}.")
+
+    @model_validator(mode="after")
+    def _bond(self) -> ManagementNetwork:
+        if self.uplinks.count > 1 and self.bond is None:
+            raise ValueError(f"{self.uplinks.count} uplinks need a bond mode (active-backup, 802.3ad, balance-alb)")
+        return self
+
+
+class GuestNetwork(Strict):
+    name: Name
+    mode: Literal["bridge", "nat", "isolated"] = Field(
+        "bridge", description="bridge: on the uplink (VLAN-tagged if vlan is set); nat/isolated: host-internal."
+    )
+    vlan: Vlan | None = None
+    cidr: Network | None = Field(None, description="Subnet for nat/isolated networks (the host takes .1).")
+
+    @model_validator(mode="after")
+    def _mode(self) -> GuestNetwork:
+        if self.mode == "bridge" and self.cidr:
+            raise ValueError("a bridge network takes its addresses from the site LAN: remove cidr")
+        if self.mode != "bridge" and self.cidr is None:
+            raise ValueError(f"{_article(self.mode)} {self.mode} network needs a cidr")
+        if self.mode != "bridge" and self.vlan is not None:
+            raise ValueError(f"{_article(self.mode)} {self.mode} network is host-internal: remove vlan")
+        return self
+
+
+class Networks(Strict):
+    management: ManagementNetwork
+    guest: list[GuestNetwork] = Field(default_factory=list)
+
+
+class DiskRule(Strict):
+    interface: Literal["sata", "sas", "nvme"] | None = None
+    rotational: bool | None = Field(None, description="false: SSDs only; true: HDDs only.")
+    min_size_gib: int | None = Field(None, ge=1)
+    count: int = Field(1, ge=1, le=32)
+
+
+class Storage(Strict):
+    datastore: DiskRule = Field(description="Which disks form the datastore; first boot resolves it.")
+    layout: Literal["single", "mirror", "raid10", "stripe"] = Field(
+        "single",
+        description="How the datastore disks are combined.",
+        json_schema_extra=_recorded_only(
+            "the disks are matched and recorded; the pool is a folder under /var/lib/oemkit/pools", "single"
+        ),
+    )
+    pool: Name = Field("datastore", description="libvirt storage pool name.")
+
+    @model_validator(mode="after")
+    def _layout(self) -> Storage:
+        need = {"single": 1, "mirror": 2, "raid10": 4, "stripe": 2}[self.layout]
+        if self.datastore.count < need:
+            raise ValueError(
+                f"layout {self.layout} needs at least {need} disks, datastore.count is {self.datastore.count}"
+            )
+        if self.layout == "single" and self.datastore.count != 1:
+            raise ValueError(
+                f"layout single takes one disk; {self.datastore.count} disks need mirror, raid10 or stripe"
+            )
+        return self
+
+
+def _crypt_hash(value: str) -> str:
+    if not _CRYPT.fullmatch(value):
+        raise ValueError("not a crypt(3) hash ($6$..., $y$...): it looks like a plaintext password")
+    return value
+
+
+def _ssh_key(value: str) -> str:
+    if not _SSH_KEY.fullmatch(value):
+        raise ValueError(f"not an OpenSSH public key: {value[:30]!r}...")
+    return value
+
+
+class Admin(Strict):
+    name: Name
+    password_hash: Annotated[str, AfterValidator(_crypt_hash)] | None = Field(
+        None, description="crypt(3) hash ($6$, $y$, $2b$ ...), never a password."
+    )
+    ssh_keys: list[Annotated[str, AfterValidator(_ssh_key)]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _can_log_in(self) -> Admin:
+        if self.password_hash is None and not self.ssh_keys:
+            raise ValueError(f"admin {self.name!r} has neither password_hash nor ssh_keys: nobody could log in")
+        return self
+
+
+class Security(Strict):
+    admins: list[Admin] = Field(min_length=1)
+    ssh: bool = Field(
+        True,
+        description="SSH server on the management network.",
+        json_schema_extra=_recorded_only(
+            "the core ships no SSH server (the host key and authorized_keys are written)", False
+        ),
+    )
+    lockdown: Literal["normal", "strict"] = Field(
+        "normal",
+        description="strict: console and SSH refuse root.",
+        json_schema_extra=_recorded_only("the core has no console shell or SSH server, whatever the value", "normal"),
+    )
+    require_secure_boot: bool = False
+    require_tpm: bool = False
+
+
+class PhoneHome(Strict):
+    url: Url
+    interval_seconds: int = Field(300, ge=30, le=86400)
+
+
+class Management(Strict):
+    phone_home: PhoneHome | None = Field(
+        None,
+        description="Where the box reports its first boot.",
+        json_schema_extra=_recorded_only("the box reports on its console and in var/lib/oemkit/status.json only", None),
+    )
+
+
+class Branding(Strict):
+    oem_name: Annotated[str, AfterValidator(_text)] = Field(min_length=1, max_length=64)
+    product: Annotated[str, AfterValidator(_text)] = Field(min_length=1, max_length=64)
+    support_url: Url | None = None
+    banner: Annotated[str, AfterValidator(_text)] | None = Field(
+        None, max_length=2000, description="Console banner; the 'powered by' line follows it."
+    )
+
+    @computed_field(description="Fixed: the hypervisor maker stays visible on every box. Not settable.")
+    @property
+    def powered_by(self) -> str:
+        return f"powered by oemkit core {CORE_VERSION}"
+
+
+class DiskSource(Strict):
+    url: str = Field(pattern=r"^(https://|file://|/)\S+$", description="https://, file:// or an absolute path.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    format: Literal["qcow2", "raw"] = "qcow2"
+
+
+class VmDisk(Strict):
+    name: Name
+    size_gib: int = Field(ge=1, le=65536)
+    source: DiskSource | None = Field(None, description="Image to copy in; none: a blank disk.")
+
+
+class Vm(Strict):
+    name: Name
+    vcpus: int = Field(ge=1, le=256)
+    memory_mib: int = Field(ge=64, le=4 * 1024 * 1024)
+    disks: list[VmDisk] = Field(default_factory=list)
+    networks: list[Name] = Field(default_factory=list, description="Guest network names, one NIC each.")
+    autostart: bool = True
+    start_order: int = Field(0, ge=0, le=999, description="Lower starts first.")
+
+
+class Overcommit(Strict):
+    cpu: float = Field(4.0, ge=1.0, le=16.0, description="vCPUs per hardware thread.")
+    memory: float = Field(1.0, ge=1.0, le=2.0, description="Guest memory per GiB of RAM.")
+
+
+class Workloads(Strict):
+    overcommit: Overcommit = Field(default_factory=Overcommit)
+    host_reserved_mib: int = Field(4096, ge=1024, description="RAM kept for the hypervisor itself.")
+    vms: list[Vm] = Field(default_factory=list)
+
+
+class FirstBoot(Strict):
+    on_hardware_mismatch: Literal["halt", "report"] = Field(
+        "halt",
+        description="halt: refuse and stop; report: refuse, phone home, stop.",
+        json_schema_extra=_recorded_only("a wrong box is refused and halts; it does not phone home", "halt"),
+    )
+    timeout_seconds: int = Field(900, ge=60, le=86400)
+
+
+class ApplianceProfile(Strict):
+    """A base appliance profile (profiles/*.yaml)."""
+
+    apiVersion: Literal["oemkit/v1"]
+    kind: Literal["ApplianceProfile"]
+    metadata: Metadata
+    models: list[str] = Field(min_length=1, description="Catalog model ids this profile is built for.")
+    host: Host
+    network: Networks
+    storage: Storage
+    security: Security
+    management: Management = Field(default_factory=Management)
+    branding: Branding
+    workloads: Workloads = Field(default_factory=Workloads)
+    firstboot: FirstBoot = Field(default_factory=FirstBoot)
+
+
+class Site(Strict):
+    code: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,15}$", description="Short site code, used in host names.")
+    name: str = Field(min_length=1, max_length=128)
+    location: str | None = None
+
+
+class SiteOverlay(Strict):
+    """A site overlay (profiles/sites/*.yaml): which profile, the site, and overrides merged onto the profile."""
+
+    apiVersion: Literal["oemkit/v1"]
+    kind: Literal["SiteOverlay"]
+    profile: Name = Field(description="metadata.name of the profile this site is for.")
+    site: Site
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Profile values for this site (deep-merged).")
+
+
+class UnitOverlay(Strict):
+    """Per-unit values: the serial and optional overrides (from an order)."""
+
+    apiVersion: Literal["oemkit/v1"] = API_VERSION
+    kind: Literal["UnitOverlay"] = "UnitOverlay"
+    serial: str = Field(pattern=SERIAL_PATTERN)
+    overrides: dict[str, Any] = Field(default_factory=dict)

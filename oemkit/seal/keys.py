@@ -1,0 +1,52 @@
+"""The factory's Ed25519 signing key: created once per factory, kept private; its public half goes into the core."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hypervisor_core.fsutil import write_atomic
+from oemkit.errors import OemkitError, UnreadableInput
+
+
+def init_keys(folder: Path) -> tuple[Path, Path]:
+    """Write DIR/signing.key (PKCS#8 PEM, mode 0600) and DIR/signing.pub (SubjectPublicKeyInfo PEM). Never
+    overwrites: replacing a factory key silently would orphan every box built with the old one."""
+    key_path, pub_path = folder / "signing.key", folder / "signing.pub"
+    for p in (key_path, pub_path):
+        if p.exists():
+            raise OemkitError(
+                "exists; refusing to replace a signing key",
+                file=str(p),
+                hint="move it away first if you really mean to rotate the factory key",
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    # 0600 from the start (never a moment where the private key is world-readable), whole or not at all
+    write_atomic(key_path, private, 0o600)
+    write_atomic(pub_path, public, 0o644)
+    return key_path, pub_path
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableInput(f"cannot read signing key: {exc.strerror}", file=str(path)) from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise UnreadableInput("not an unencrypted PEM private key", file=str(path)) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise UnreadableInput("not an Ed25519 key (oemkit keys init makes one)", file=str(path))
+    return key
+
+
+def raw_public(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

@@ -1,0 +1,65 @@
+"""The unit-config CD: an ISO 9660 image (Rock Ridge names) holding `unit.json`, which the core's init mounts on
+first boot. A CD because the kernel never takes it for a datastore disk (first boot skips sr devices) and every
+server's BMC can attach one as virtual media. Byte-identical for the same config: dates are fixed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import types
+from contextlib import contextmanager
+from pathlib import Path
+
+import pycdlib
+import pycdlib.dates
+import pycdlib.headervd
+import pycdlib.pycdlib
+
+from hypervisor_core.fsutil import write_atomic
+from hypervisor_core.layout import CONFIG_LABEL, CONFIG_NAME
+
+VOLUME_ID = CONFIG_LABEL  # what the init looks for (ISO 9660 d-characters only)
+
+
+@contextmanager
+def _fixed_clock(epoch: int):
+    """pycdlib stamps every record with time.time()/localtime(): give its modules a frozen UTC clock."""
+    core = pycdlib.pycdlib
+    clock = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
+    clock.time = lambda: float(epoch)
+    clock.localtime = time.gmtime
+    modules = (pycdlib.dates, pycdlib.headervd, core)
+    saved = [m.time for m in modules]
+    for m in modules:
+        m.time = clock
+    try:
+        yield
+    finally:
+        for m, original in zip(modules, saved, strict=True):
+            m.time = original
+
+
+def write_config_iso(path: Path, unit_json: bytes, epoch: int | None = None) -> None:
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "1700000000")) if epoch is None else epoch
+    out = io.BytesIO()
+    with _fixed_clock(epoch):
+        iso = pycdlib.PyCdlib()
+        iso.new(interchange_level=3, vol_ident=VOLUME_ID, rock_ridge="1.09")
+        iso.add_fp(io.BytesIO(unit_json), len(unit_json), "/UNIT.JSON;1", rr_name=CONFIG_NAME)
+        iso.write_fp(out)
+        iso.close()
+    write_atomic(path, out.getvalue())
+
+
+def read_config_iso(path: Path) -> bytes:
+    """What the guest will read: the config file on the CD, by its Rock Ridge name."""
+    iso = pycdlib.PyCdlib()
+    iso.open(str(path))
+    try:
+        out = io.BytesIO()
+        iso.get_file_from_iso_fp(out, rr_path="/" + CONFIG_NAME)
+        return out.getvalue()
+    finally:
+        iso.close()

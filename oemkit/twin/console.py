@@ -1,0 +1,163 @@
+"""Run QEMU on a twin, read the serial console, stop at the agent's OEMKIT-STATUS line (or the deadline).
+
+The console is the only channel: the same one a factory test rack or a BMC's serial-over-LAN reads. Timings are
+taken on the host for each `oemkit-core:` line the init prints, so the boot splits into kernel (QEMU start → init),
+init (→ agent start) and agent (→ status).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+_ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[@-Z\\-_])")
+_MARK = re.compile(r"oemkit-core: (\w+) t=([0-9.]+)")
+STATUS = "OEMKIT-STATUS "
+SETTLE_SECONDS = 30.0  # after the status line, for the init's "ready" (state saved and synced)
+
+
+@dataclass
+class BootResult:
+    status: str  # READY | FAILED | TIMEOUT
+    model: str | None
+    serial: str | None
+    reason: str | None
+    seconds: float
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # host seconds since QEMU start, per init mark
+    guest_uptime: dict[str, float] = field(default_factory=dict)
+    tail: list[str] = field(default_factory=list)  # the last console lines, for a failure's report
+
+    def split(self) -> dict[str, float | None]:
+        p = self.phases
+        end = self.seconds if self.status != "TIMEOUT" else None
+
+        def span(a: float | None, b: float | None) -> float | None:
+            return round(b - a, 2) if a is not None and b is not None else None
+
+        return {
+            "kernel": span(0.0, p.get("init")),
+            "init": span(p.get("init"), p.get("agent")),
+            "agent": span(p.get("agent"), end),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "model": self.model,
+            "serial": self.serial,
+            "reason": self.reason,
+            "seconds": round(self.seconds, 2),
+            "steps": self.steps,
+            "boot": self.split(),
+            "phases": {k: round(v, 2) for k, v in self.phases.items()},
+        }
+
+
+def _lines(proc: subprocess.Popen[bytes], deadline: Callable[[], float]):
+    """Console lines as they come; stops at EOF or the deadline (which may move) even when the guest is silent."""
+    assert proc.stdout is not None
+    fd, buf = proc.stdout.fileno(), b""
+    while True:
+        left = deadline() - time.monotonic()
+        if left <= 0:
+            return
+        ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            if buf:
+                yield buf
+            return
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def watch(
+    argv: list[str], timeout: float, log: IO[str] | None = None, echo: Callable[[str], None] | None = None
+) -> BootResult:
+    """Start `argv` (QEMU), follow its console to the status line (and the init's ready line), then stop it."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    phases: dict[str, float] = {}
+    uptime: dict[str, float] = {}
+    tail: list[str] = []
+    result: BootResult | None = None
+    deadline = [started + timeout]  # moved closer once the status line is in
+    try:
+        for raw in _lines(proc, lambda: deadline[0]):
+            now = time.monotonic() - started
+            line = _ANSI.sub("", raw.decode("utf-8", "replace")).replace("\r", "").rstrip()
+            if log:
+                log.write(f"[{now:8.2f}] {line}\n")
+            if echo:
+                echo(line)
+            tail = [*tail, line][-30:]
+            mark = _MARK.search(line)
+            if mark:
+                phases.setdefault(mark.group(1), now)
+                uptime.setdefault(mark.group(1), float(mark.group(2)))
+                if mark.group(1) == "ready":  # the init has saved the state and synced: the box may be switched off
+                    break
+            if result is None and line.lstrip().startswith(STATUS):  # at the start: a banner quoting it is no status
+                try:
+                    doc = json.loads(line.lstrip()[len(STATUS) :])
+                except ValueError:
+                    continue  # a status line cut by other console output: keep reading
+                result = BootResult(
+                    doc.get("status", "FAILED"),
+                    doc.get("model"),
+                    doc.get("serial"),
+                    doc.get("reason"),
+                    now,
+                    doc.get("steps", []),
+                    phases,
+                    uptime,
+                    tail,
+                )
+                # Let the init save what first boot wrote and sync before QEMU is stopped, as a person would wait
+                # for the ready line before pulling the plug; the result stands even if it never comes.
+                deadline[0] = min(deadline[0], time.monotonic() + SETTLE_SECONDS)
+        if result is not None:
+            result.tail = tail
+            return result
+        elapsed = time.monotonic() - started
+        if proc.poll() is None and elapsed >= timeout:
+            last = next((t for t in reversed(tail) if t.strip()), "(nothing)")
+            return BootResult(
+                "TIMEOUT", None, None, f"no OEMKIT-STATUS within {timeout:.0f} s; last console line: {last}",
+                elapsed, [], phases, uptime, tail,
+            )  # fmt: skip
+        try:
+            code = proc.wait(2)  # EOF on the console: QEMU is exiting; "ready" without a status: it stays up
+        except subprocess.TimeoutExpired:
+            code = None
+        last = next((t for t in reversed(tail) if t.strip()), "(nothing)")
+        how = f"QEMU exit {code}" if code is not None else "init done"
+        return BootResult(
+            "FAILED", None, None, f"the core ended without a status ({how}); last console line: {last}",
+            elapsed, [], phases, uptime, tail,
+        )  # fmt: skip
+    finally:
+        _stop(proc)

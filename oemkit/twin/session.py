@@ -1,0 +1,153 @@
+"""`oemkit boot`: one unit, one core, one twin — prepare the media, boot, report."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypervisor_core import config
+from hypervisor_core.layout import STATE_LABEL
+from oemkit.catalog.store import Catalog
+from oemkit.errors import OemkitError, UnreadableInput
+from oemkit.hardware.disks import disks_for_rule, parse_disks
+from oemkit.twin import qemu
+from oemkit.twin.configdisk import write_config_iso
+from oemkit.twin.console import BootResult, watch
+from oemkit.twin.spec import Twin, twin
+
+
+@dataclass(frozen=True)
+class TwinRun:
+    """What one `oemkit boot` will boot: the unit, the twin it boots on, and how much memory that twin gets."""
+
+    unit: config.UnitConfig
+    unit_json: bytes
+    twin: Twin
+    memory_mib: int
+
+
+def host_memory_mib() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            return int(next(line for line in f if line.startswith("MemTotal:")).split()[1]) // 1024
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def twin_memory_mib(workloads_mib: int, host_mib: int | None) -> int:
+    """Room for the unit's workloads plus the core, as a real box has; QEMU only backs what the guest touches, but
+    stay below what the host has (when known), so a big profile cannot push the factory machine into swap."""
+    want = max(3072, workloads_mib + 2048)
+    return want if host_mib is None else min(want, max(3072, host_mib - 2048))
+
+
+def read_unit(path: Path) -> tuple[config.UnitConfig, bytes]:
+    """A sealed unit config and its bytes. Its signature is the agent's to check: the factory boots exactly what it
+    ships, and a tampered file fails inside, as on a box."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableInput(f"cannot read the unit config: {exc.strerror}", file=str(path)) from None
+    try:
+        return config.load(raw, None), raw
+    except config.ConfigError as exc:
+        raise UnreadableInput(f"not a unit config: {exc}", file=str(path)) from None
+
+
+def prepare(
+    unit: Path,
+    catalog: Catalog,
+    as_model: str | None = None,
+    disks: str | None = None,
+    host_mib: int | None = None,
+) -> TwinRun:
+    """The twin for `unit` (or, with `as_model`, another model's twin with disks of its own kind)."""
+    cfg, raw = read_unit(unit)
+    box_id = as_model or cfg.model
+    model = catalog.get(box_id)
+    if model is None:
+        what = "--as-model" if as_model else f"the unit's model (in {unit})"
+        raise UnreadableInput(f"{what} {box_id!r} is not in the catalog", hint="oemkit catalog list")
+    rule = None if as_model else cfg.storage.datastore
+    specs = parse_disks(disks) if disks is not None else disks_for_rule(model, rule)
+    memory = twin_memory_mib(sum(w.memory_mib for w in cfg.workloads), host_mib)
+    return TwinRun(cfg, raw, twin(model, cfg.serial, specs), memory)
+
+
+def make_sparse(path: Path, size_bytes: int) -> None:
+    """A raw disk of the drive's full size that costs no space until written."""
+    with open(path, "wb") as f:
+        f.truncate(size_bytes)
+
+
+def make_state_disk(path: Path, size_mib: int = 512) -> None:
+    """An ext4 filesystem labelled OEMKIT-STATE: the init keeps first boot's work on it across reboots."""
+    if shutil.which("mkfs.ext4") is None:
+        raise OemkitError("mkfs.ext4 is not installed: it makes the state disk", hint="apt-get install e2fsprogs")
+    try:
+        make_sparse(path, size_mib << 20)
+    except OSError as exc:
+        raise OemkitError(f"cannot make the state disk: {exc.strerror}", file=str(path)) from None
+    done = subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-L", STATE_LABEL, str(path)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise OemkitError(f"cannot make the state disk: {done.stderr.strip()}", file=str(path))
+
+
+def require_qemu() -> None:
+    if shutil.which("qemu-system-x86_64") is None:
+        raise OemkitError("qemu-system-x86_64 is not installed", hint="apt-get install qemu-system-x86")
+
+
+def boot(
+    p: TwinRun,
+    core: Path,
+    *,
+    accel: str,
+    timeout: float,
+    log: Path | None = None,
+    state_disk: Path | None = None,
+    echo: Callable[[str], None] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> BootResult:
+    """`extra_args` go to QEMU after the twin's own: devices a test attaches to rehearse an odd box."""
+    for name in ("vmlinuz", "initrd.img"):
+        if not (core / name).is_file():
+            raise UnreadableInput(f"not a core: {name} is missing (build one with `oemkit core build`)", file=str(core))
+    require_qemu()
+    with tempfile.TemporaryDirectory(prefix="oemkit-boot-") as tmp:
+        work = Path(tmp)
+        paths = []
+        for i, disk in enumerate(p.twin.disks):
+            paths.append(str(work / f"disk{i}.raw"))
+            make_sparse(Path(paths[-1]), disk.size_gib << 30)
+        iso = work / "config.iso"
+        write_config_iso(iso, p.unit_json)
+        if state_disk is not None and not state_disk.exists():
+            make_state_disk(state_disk)
+        argv = qemu.qemu_argv(
+            p.twin,
+            kernel=str(core / "vmlinuz"),
+            initrd=str(core / "initrd.img"),
+            disk_paths=paths,
+            config_iso=str(iso),
+            accel=accel,
+            memory_mib=p.memory_mib,
+            state_disk=str(state_disk) if state_disk is not None else None,
+        ) + list(extra_args)
+        try:
+            logf = open(log, "w", encoding="utf-8") if log else None  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise OemkitError(f"cannot write the console log: {exc.strerror}", file=str(log)) from None
+        try:
+            if logf:
+                logf.write("# " + " ".join(argv) + "\n")
+            return watch(argv, timeout, logf, echo)
+        finally:
+            if logf:
+                logf.close()
