@@ -96,7 +96,8 @@ def load(raw: bytes, public_key: bytes | None) -> UnitConfig:
         raise ConfigError(f"unit config is not valid JSON ({str(exc)[:100]})") from None
     if not isinstance(data, dict):
         raise ConfigError("not a unit config: expected a JSON object")
-    if data.get("schema") not in {v.schema for v in VERSIONS}:
+    schema = data.get("schema")
+    if not isinstance(schema, str) or schema not in {v.schema for v in VERSIONS}:
         read(data)  # the unknown-schema error, before the seal: a newer document is not "tampered"
     check_seal(data, public_key)
     return from_dict(data)

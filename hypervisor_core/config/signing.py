@@ -18,7 +18,11 @@ _SPKI_ED25519 = bytes.fromhex("302a300506032b6570032100")  # SubjectPublicKeyInf
 
 def canonical(data: dict[str, Any]) -> bytes:
     """The bytes that are hashed and signed: sorted keys, no white space, UTF-8."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # JSON can spell a lone surrogate ("\ud800"); no UTF-8 document can hold one
+        raise ConfigError("unit config holds text that is not valid Unicode (a lone surrogate)") from None
 
 
 def content_id(data: dict[str, Any]) -> str:

@@ -200,9 +200,9 @@ def check(cfg: UnitConfig) -> None:
         named += [("network reference", n) for n in vm.networks]
     named += [("admin", a.name) for a in cfg.security.admins]
     for what, name in named:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):  # fullmatch: `$` alone would let a trailing line break through
             raise ConfigError(f"{what} name {name!r} is not a plain name (a-z, 0-9, '-')")
-    if not _HOSTNAME.match(cfg.host.hostname):
+    if not _HOSTNAME.fullmatch(cfg.host.hostname):
         raise ConfigError(f"host name {cfg.host.hostname!r} is not valid")
     lines = [*cfg.host.ntp, *cfg.host.dns.servers, *cfg.host.dns.search, cfg.host.timezone]
     lines += [k for a in cfg.security.admins for k in a.ssh_keys] + [a.password_hash or "" for a in cfg.security.admins]
