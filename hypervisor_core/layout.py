@@ -21,21 +21,22 @@ IMAGES = f"{STATE_DIR}/images"  # workload disk images by SHA-256
 VOLUMES = f"{STATE_DIR}/volumes"  # <pool>/<volume>.done: a volume filled from its image completely
 POOLS = f"{STATE_DIR}/pools"  # <pool>/: the libvirt storage pools' folders
 
+# The host files first boot writes (docs/host-config.md); the init restores them at every boot.
+MACHINE_ID = "etc/machine-id"
+HOSTNAME = "etc/hostname"
+HOSTS = "etc/hosts"
+RESOLV_CONF = "etc/resolv.conf"
+TIMEZONE = "etc/timezone"
+SSH_DIR = "etc/ssh"
+SSH_HOST_KEY = f"{SSH_DIR}/ssh_host_ed25519_key"  # and .pub beside it
+HOME = "home"  # <admin>/.ssh/authorized_keys
 HOST_CONFIG = "etc/oemkit"  # <name>.json: host config the init applies at every boot
 NETWORK_CONFIG = f"{HOST_CONFIG}/network.json"
 FACTORY_KEY = "usr/share/oemkit/factory.pub"  # read-only in the image: never state, so no disk brings its own
 
 # What the init keeps on the OEMKIT-STATE filesystem: folders bound onto it, files copied there and back.
-PERSISTENT_DIRS = (
-    STATE_DIR,
-    HOST_CONFIG,
-    "etc/ssh",
-    "home",
-    "var/lib/libvirt",
-    "etc/libvirt/qemu",
-    "etc/libvirt/storage",
-)
-PERSISTENT_FILES = ("etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/timezone", "etc/machine-id")
+PERSISTENT_DIRS = (STATE_DIR, HOST_CONFIG, SSH_DIR, HOME, "var/lib/libvirt", "etc/libvirt/qemu", "etc/libvirt/storage")
+PERSISTENT_FILES = (HOSTNAME, HOSTS, RESOLV_CONF, TIMEZONE, MACHINE_ID)
 
 STATE_LABEL = "OEMKIT-STATE"  # ext4 label of the state filesystem on a fixed disk
 CONFIG_LABEL = "OEMKIT_CONFIG"  # ISO 9660 volume id of the config CD (d-characters only)

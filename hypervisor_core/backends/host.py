@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hypervisor_core import ed25519, hostnet
+from hypervisor_core import layout as paths
 from hypervisor_core.backends import BridgePort, DatastoreDisk, UplinkPort, UserAccount
 from hypervisor_core.config.codec import plain
 from hypervisor_core.fsutil import write_atomic
@@ -74,7 +75,7 @@ class HostFiles:
         write_atomic(self.layout.identity, json.dumps(ident, indent=2, sort_keys=True) + "\n", 0o600)
 
     def machine_id(self) -> str:
-        path = self._path("etc/machine-id")
+        path = self._path(paths.MACHINE_ID)
         current = path.read_text().strip() if path.exists() else ""
         if current and current == self._identity().get("machine_id"):
             return "kept"  # ours, from an earlier (interrupted) run
@@ -84,7 +85,7 @@ class HostFiles:
         return "generated" if not current else "regenerated (the image carried one)"
 
     def ssh_host_keys(self, enabled: bool) -> str:
-        key = self._path("etc/ssh/ssh_host_ed25519_key")
+        key = self._path(paths.SSH_HOST_KEY)
         pub = key.with_name(key.name + ".pub")
         if key.exists() and pub.exists() and pub.read_text() == self._identity().get("ssh_host_ed25519_pub"):
             return "kept"
@@ -97,9 +98,9 @@ class HostFiles:
         return "generated" + ("" if enabled else " (sshd off)")
 
     def hostname(self, hostname: str) -> str:
-        write_atomic(self._path("etc/hostname"), hostname + "\n")
+        write_atomic(self._path(paths.HOSTNAME), hostname + "\n")
         hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost\n"
-        write_atomic(self._path("etc/hosts"), hosts)
+        write_atomic(self._path(paths.HOSTS), hosts)
         if self.live:
             socket.sethostname(hostname)
         return hostname
@@ -113,11 +114,11 @@ class HostFiles:
         self._config(
             "settings", {"timezone": timezone, "ntp": ntp, "dns": {"servers": dns_servers, "search": dns_search}}
         )
-        write_atomic(self._path("etc/timezone"), timezone + "\n")
+        write_atomic(self._path(paths.TIMEZONE), timezone + "\n")
         resolv = "".join(f"nameserver {s}\n" for s in dns_servers)
         if dns_search:
             resolv += f"search {' '.join(dns_search)}\n"
-        write_atomic(self._path("etc/resolv.conf"), resolv)
+        write_atomic(self._path(paths.RESOLV_CONF), resolv)
         return timezone
 
     def network(
@@ -147,7 +148,7 @@ class HostFiles:
         self._config("users", {"admins": accounts, "ssh": ssh, "lockdown": lockdown}, 0o600)  # holds hashes
         for admin in admins:
             if admin.ssh_keys:
-                home = self._path(f"home/{admin.name}/.ssh")
+                home = self._path(f"{paths.HOME}/{admin.name}/.ssh")
                 write_atomic(home / "authorized_keys", "".join(k + "\n" for k in admin.ssh_keys), 0o600)
         return ", ".join(a.name for a in admins)
 
