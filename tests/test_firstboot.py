@@ -360,3 +360,25 @@ def test_facts_probe_writes_the_json_that_facts_accepts(unit: Path, tmp_path: Pa
         app, ["firstboot", "preview", str(unit), "--pubkey", str(PUB), "--facts", str(facts_json), "--json"]
     )
     assert preview.exit_code == 0 and json.loads(preview.stdout)["status"] == "OK"
+
+
+def test_cli_preview_plan_shows_every_action_with_its_parameters(unit: Path) -> None:
+    dump = REPO / "tests/data/dmi" / R650_DUMP
+    short = json.loads(_preview(unit, dump, "--json").stdout)["plan"]
+    assert all(set(step) == {"id", "kind"} for step in short)  # without --plan: the contract as it was
+    full = _preview(unit, dump, "--plan", "--json")
+    assert full.exit_code == 0, full.output
+    plan = json.loads(full.stdout)["plan"]
+    assert [s["id"] for s in plan] == [s["id"] for s in short]
+    network = next(s for s in plan if s["id"] == "host.management-network")
+    assert network["args"]["vlan"] == 100 and [u["name"] for u in network["args"]["uplinks"]] == [
+        "enp4s0f0",
+        "enp4s0f1",
+    ]
+    domain = next(s for s in plan if s["id"] == "libvirt.domain.nvr")
+    assert domain["args"]["xml"].startswith("<domain") and domain["description"]
+    text = _preview(unit, dump, "--plan")
+    assert text.exit_code == 0, text.output
+    assert "libvirt.domain.nvr — define workload nvr" in text.stdout
+    assert "        <name>nvr</name>" in text.stdout  # the XML as a block under its action, as virt-install prints it
+    assert '      hostname: "br-ber01-j30abc12"' in text.stdout
