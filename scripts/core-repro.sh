@@ -12,8 +12,8 @@ work=$(mktemp -d "${TMPDIR:-/var/tmp}/oemkit-core-repro.XXXXXX")
 mkdir -p "$work/frozen"
 cp -r hypervisor_core "$work/frozen/"
 find "$work/frozen" -name __pycache__ -prune -exec rm -rf {} +
-cp oemkit/core/files/init "$work/frozen/"
-[[ ! -f oemkit/core/files/inittab ]] || cp oemkit/core/files/inittab "$work/frozen/"  # taken from beside the init
+cp oemkit/image/core/files/init "$work/frozen/"
+[[ ! -f oemkit/image/core/files/inittab ]] || cp oemkit/image/core/files/inittab "$work/frozen/"  # taken from beside the init
 
 for n in 1 2; do
     start=$(date +%s.%N)
