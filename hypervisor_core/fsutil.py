@@ -78,12 +78,16 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644, *, mkdir: boo
 
 def append_line(path: Path, line: str, mode: int = 0o600) -> None:
     """Append one line and fsync it (the journal): a crash loses at most the line being written, and a reader
-    skips a torn last line."""
+    skips a torn last line. A line after a torn one starts on a line of its own, so it is never lost with it."""
     check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, mode)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, mode)
     try:
-        os.write(fd, (line.rstrip("\n") + "\n").encode())
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        view = memoryview(("\n" if torn else "").encode() + (line.rstrip("\n") + "\n").encode())
+        while view:
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
