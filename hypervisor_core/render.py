@@ -21,9 +21,19 @@ def object_uuid(serial: str, kind: str, name: str) -> str:
     return str(uuid.uuid5(_UUID_NS, f"{serial}/{kind}/{name}"))
 
 
-def mac_address(serial: str, vm: str, network: str, index: int) -> str:
-    digest = hashlib.sha256(f"{serial}/{vm}/{network}/{index}".encode()).digest()
+def _mac(key: str) -> str:
+    digest = hashlib.sha256(key.encode()).digest()
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])  # QEMU's locally administered prefix
+
+
+def mac_address(serial: str, vm: str, network: str, index: int) -> str:
+    return _mac(f"{serial}/{vm}/{network}/{index}")
+
+
+def bridge_mac(serial: str, network: str) -> str:
+    """A NAT or isolated network's own bridge MAC: libvirt invents a random one at every define otherwise, and a
+    rerun's identical definition would then count as a change."""
+    return _mac(f"{serial}/network/{network}")
 
 
 def bridge_name(network: str) -> str:
@@ -55,6 +65,7 @@ def network_xml(net: GuestNetwork, serial: str) -> str:
     if net.mode == "nat":
         ET.SubElement(root, "forward", mode="nat")
     ET.SubElement(root, "bridge", name=bridge_name(net.name), stp="on", delay="0")
+    ET.SubElement(root, "mac", address=bridge_mac(serial, net.name))
     cidr = ipaddress.ip_network(net.cidr or "")
     hosts = list(cidr.hosts()) if cidr.num_addresses <= 65536 else None
     gateway = next(cidr.hosts())

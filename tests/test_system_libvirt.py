@@ -234,3 +234,27 @@ def test_crash_at_every_step_boundary_converges(system: dict) -> None:
         journal = [json.loads(x) for x in (root / "var/lib/oemkit/journal.jsonl").read_text().splitlines()]
         last = (journal[-1]["step"], journal[-1]["event"], journal[-1].get("status"))
         assert last in (("run", "end", "ok"), ("report", "done", None)), (point, last)
+
+
+def test_a_changed_network_is_restarted_with_its_new_settings(tmp_path: Path) -> None:
+    """A forced re-run with another config must not leave a running network on its old address: libvirt applies a
+    new definition only at the next start, so the backend restarts a network whose definition changed."""
+    from hypervisor_core.backends.libvirt import LibvirtConnection
+    from hypervisor_core.config import GuestNetwork
+    from hypervisor_core.layout import Layout
+    from hypervisor_core.render import network_xml
+
+    conn = _connect()
+    prefix = f"okt{secrets.token_hex(3)}"
+    name, third = f"{prefix}-nat", secrets.randbelow(200) + 20
+    backend = LibvirtConnection(conn, Layout(tmp_path))
+    try:
+        first = network_xml(GuestNetwork(name, "nat", None, f"10.{third}.1.0/24"), SERIAL)
+        assert backend.network(name, first) == "defined"
+        assert backend.network(name, first) == "exists"  # the same definition: left running as it is
+        second = network_xml(GuestNetwork(name, "nat", None, f"10.{third}.2.0/24"), SERIAL)
+        assert backend.network(name, second) == "redefined, restarted"
+        live = conn.networkLookupByName(name)
+        assert live.isActive() and f"10.{third}.2.1" in live.XMLDesc(0)  # running with the new address
+    finally:
+        _cleanup(conn, prefix)

@@ -43,15 +43,19 @@ class LibvirtConnection:
 
     def network(self, name: str, xml: str) -> str:
         try:
-            net = self.conn.networkLookupByName(name)
-            existed = True
+            old = self.conn.networkLookupByName(name)
         except libvirt.libvirtError:
-            existed = False
+            old = None
+        before = _definition(old) if old is not None else None
         net = self.conn.networkDefineXML(xml)  # redefining identical XML is a no-op for libvirt
         net.setAutostart(1)
+        after = _definition(net)
+        changed = before is not None and after is not None and before != after
+        if changed and net.isActive():  # a running network keeps its old settings until it is restarted
+            net.destroy()
         if not net.isActive():
             net.create()
-        return "exists" if existed else "defined"
+        return "defined" if old is None else "redefined, restarted" if changed else "exists"
 
     def pool(self, name: str, path: str, xml: str) -> str:
         try:
@@ -146,6 +150,15 @@ class LibvirtConnection:
         if problems:
             raise RuntimeError("; ".join(problems))
         return f"{len(domains)} domains, {len(networks)} networks, pool {pool}"
+
+
+def _definition(net: libvirt.virNetwork) -> str | None:
+    """A network's persistent definition (what the next start uses); None where the driver keeps no separate one
+    (libvirt's test driver), so a change of a running network cannot be told there."""
+    try:
+        return net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+    except libvirt.libvirtError:
+        return None
 
 
 def _pool_path(pool: libvirt.virStoragePool) -> str | None:
