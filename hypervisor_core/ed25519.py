@@ -1,4 +1,4 @@
-"""Ed25519 (RFC 8032) in pure Python: verify the factory's signature, and make the host's own SSH key.
+"""Ed25519 (RFC 8032) in pure Python: verify the factory's signature, make the host's own keys, and sign.
 
 The appliance side has no third-party packages, and Python's standard library has no Ed25519, so the curve
 arithmetic is written here from RFC 8032, section 5.1. It runs once per boot (one verification, one key), where
@@ -102,7 +102,8 @@ def public_key(seed: bytes) -> bytes:
 
 
 def sign(seed: bytes, message: bytes) -> bytes:
-    """Used on the box for its own keys' self-tests only; the factory signs with `cryptography`."""
+    """The box's own signature (its reports to the provisioning service, a later issue, are signed with the unit's
+    key); the factory signs with `cryptography`. Tested against RFC 8032's vectors."""
     a, prefix = _secret_scalar(seed)
     pub = _compress(_mul(a, G))
     r = _h(prefix, message) % L

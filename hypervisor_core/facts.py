@@ -15,7 +15,8 @@ from typing import Any
 
 from hypervisor_core.identity import DMI_FIELDS, SmbiosIdentity, clean
 
-_PCI = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+PCI_ADDRESS = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$"  # domain:bus:device.function, as sysfs names it
+_PCI = re.compile(PCI_ADDRESS)
 _VIRTIO = re.compile(r"^virtio\d+$")
 _SKIP_BLOCK = ("loop", "ram", "dm-", "sr", "zram", "md", "nbd", "fd")
 

@@ -94,7 +94,7 @@ def test_a_state_filesystem_on_a_usb_stick_is_refused(core_dir: Path, tmp_path: 
     usb = ("-device", "qemu-xhci,id=xhci,bus=pcie.0,addr=0x7", "-drive", f"if=none,id=stick,format=raw,file={stick}")
     usb += ("-device", "usb-storage,bus=xhci.0,drive=stick")
     log = tmp_path / "console.log"
-    result = session.boot(session.plan(unit, catalog), core_dir, accel="tcg", timeout=900, log=log, extra_args=usb)
+    result = session.boot(session.prepare(unit, catalog), core_dir, accel="tcg", timeout=900, log=log, extra_args=usb)
     console = log.read_text()
     assert "volatile: refused /dev/sd" in console and "(USB)" in console, console[-3000:]
     assert result.status == "READY", result.reason  # and the stick is no datastore candidate either

@@ -146,6 +146,7 @@ REFUSALS: list[tuple[str, Mutation, str]] = [
     ),
 ]
 
+
 def _cases() -> list:
     return [pytest.param(mutate, message, id=name) for name, mutate, message in REFUSALS]
 

@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hypervisor_core.facts import PCI_ADDRESS  # the catalog's addresses are compared with what the box reports
 from hypervisor_core.identity import IdentitySpec
 
 MODEL_ID = r"^(dell|hpe|lenovo)-[a-z0-9]+(?:-[a-z0-9]+)*$"
-PCI_ADDRESS = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$"
 PORT_ID = r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*$"
 
 

@@ -209,10 +209,12 @@ def init(
     if output is None:
         sys.stdout.write(text)
         return
-    if output.exists():
+    if output.exists() or output.is_symlink():
         fail(OemkitError("exists; not overwriting", file=str(output)), as_json=False, code=EXIT_NO)
+    from hypervisor_core.fsutil import write_atomic
+
     try:
-        output.write_text(text)
+        write_atomic(output, text, mkdir=False)
     except OSError as exc:
         fail(OemkitError(f"cannot write: {exc.strerror}", file=str(output)), as_json=False, code=EXIT_UNREADABLE)
     sys.stderr.write(f"wrote {output}; check it with: oemkit profile validate {output}\n")
