@@ -9,6 +9,7 @@ fields (the parameters `firstboot preview --plan` prints and the plan golden fil
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,15 +18,15 @@ from hypervisor_core.backends import (
     BridgePort,
     DatastoreDisk,
     DomainCheck,
-    ImageSource,
     UplinkPort,
     UserAccount,
+    VolumeSource,
 )
 from hypervisor_core.config.codec import plain
 
 
 @dataclass(frozen=True)
-class Action:
+class Action(ABC):
     kind: ClassVar[str]  # the family of the action, stable: journal, report and goldens name it
 
     @property
@@ -33,16 +34,19 @@ class Action:
         return self.kind
 
     def params(self) -> dict[str, Any]:
-        return plain(self)
+        data: dict[str, Any] = plain(self)
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "args": self.params()}
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """One line for people: what must hold afterwards."""
 
+    @abstractmethod
     def run(self, b: Backends) -> str:
-        raise NotImplementedError
+        """Make it hold through the backends, idempotently; the detail for the console and the journal."""
 
 
 # ------------------------------------------------------------------------------------------------- the host
@@ -63,7 +67,8 @@ class SetSshHostKeys(Action):
     enabled: bool
 
     def describe(self) -> str:
-        return f"generate the box's own Ed25519 SSH host key (sshd {'on' if self.enabled else 'off'})"
+        use = "for an SSH server, which the core does not ship yet" if self.enabled else "SSH off"
+        return f"generate the box's own Ed25519 SSH host key ({use})"
 
     def run(self, b: Backends) -> str:
         return b.host.ssh_host_keys(self.enabled)
@@ -192,7 +197,7 @@ class CreateVolume(Action):
     pool: str
     name: str
     xml: str
-    source: ImageSource | None
+    source: VolumeSource | None
     size_gib: int
 
     @property

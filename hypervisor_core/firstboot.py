@@ -3,7 +3,7 @@
 Console contract: the OEM banner, the fixed "powered by" line, one line per step, and as the very last line
 `OEMKIT-STATUS {json}` (status READY|FAILED, model, serial, reason, steps with seconds). Tools read that line,
 never the prose. The same facts go to var/lib/oemkit/status.json and report.json (hypervisor_core/layout.py).
-`FirstBoot.finish` is the only place that writes a status, whatever ends the run.
+`FirstBootRun.finish` is the only place that writes a status, whatever ends the run.
 """
 
 from __future__ import annotations
@@ -29,11 +29,15 @@ from hypervisor_core.match import Refusal, match
 from hypervisor_core.plan import make_plan
 
 POWERED_BY = f"powered by oemkit core {__version__}"
-STATUS_PREFIX = "OEMKIT-STATUS "
+STATUS_PREFIX = f"{layout.STATUS_LINE} "
 LIBVIRTD_WAIT_S = 60  # at boot, libvirtd may still be starting
 
 
-class FirstBoot:
+def _save(path: Path, text: str) -> None:
+    write_atomic(path, text, 0o644, mkdir=True)
+
+
+class FirstBootRun:
     """One run of first boot on the box (or target root) `layout` describes. Also its ReportBackend."""
 
     def __init__(self, state: Layout, out: TextIO = sys.stdout, force: bool = False, live: bool = False) -> None:
@@ -76,8 +80,8 @@ class FirstBoot:
 
     def _write(self, status: str, reason: str | None) -> None:
         doc, report = self.status_doc(status, reason), self.report_doc(status, reason)
-        write_atomic(self.layout.status, json.dumps(doc, sort_keys=True) + "\n")
-        write_atomic(self.layout.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
+        _save(self.layout.status, json.dumps(doc, sort_keys=True) + "\n")
+        _save(self.layout.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
 
     def finish(self, status: str, reason: str | None, *, write: bool | None = None) -> dict[str, Any]:
         """End the run: status and report files (unless this box is already configured, or `write` is False),
@@ -97,10 +101,12 @@ class FirstBoot:
         run stays re-runnable."""
         assert self.cfg is not None
         self._write("READY", None)
-        write_atomic(self.layout.done_marker, self.cfg.content_id + "\n")
+        _save(self.layout.done_marker, self.cfg.content_id + "\n")
         return "report written, first boot marked done"
 
-    def run(self, raw: bytes, public_key: bytes | None, connect: Callable[[], Any], facts: Facts | None = None):
+    def run(
+        self, raw: bytes, public_key: bytes | None, connect: Callable[[], Any], facts: Facts | None = None
+    ) -> dict[str, Any]:
         """The whole first boot. Returns the report; never raises — a bad config, a wrong box or a failure of our
         own all end as FAILED with a reason, and the status line is always the last thing on the console."""
         try:
@@ -119,7 +125,9 @@ class FirstBoot:
         self.line(POWERED_BY)
         self.line(f"unit {cfg.serial} ({cfg.model}) for site {cfg.site}, config {cfg.content_id[:19]}")
 
-    def _run(self, raw: bytes, public_key: bytes | None, connect: Callable[[], Any], facts: Facts | None):
+    def _run(
+        self, raw: bytes, public_key: bytes | None, connect: Callable[[], Any], facts: Facts | None
+    ) -> dict[str, Any]:
         try:
             cfg = config.load(raw, public_key)
         except config.ConfigError as exc:
@@ -164,7 +172,7 @@ class FirstBoot:
         self.details["resumed"] = resumed
         if resumed:
             self.line(f"resuming: an earlier run stopped after {len(resumed)} step(s), last {resumed[-1]}")
-        write_atomic(self.layout.status, json.dumps(self.status_doc("RUNNING", None), sort_keys=True) + "\n")
+        _save(self.layout.status, json.dumps(self.status_doc("RUNNING", None), sort_keys=True) + "\n")
         backends = Backends(HostFiles(self.layout, live=self.live), LibvirtConnection(conn, self.layout), self)
         deadline = time.monotonic() + cfg.firstboot.timeout_seconds
         _, failure = apply_plan(plan, backends, journal, self._on_step, deadline)
@@ -187,8 +195,8 @@ def first_boot(
     live: bool = False,
     out: TextIO = sys.stdout,
 ) -> dict[str, Any]:
-    """Run first boot on `root` (see FirstBoot.run)."""
-    return FirstBoot(Layout(root), out, force=force, live=live).run(raw, public_key, connect, facts)
+    """Run first boot on `root` (see FirstBootRun.run)."""
+    return FirstBootRun(Layout(root), out, force=force, live=live).run(raw, public_key, connect, facts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="run again although first boot is done")
     args = ap.parse_args(argv)
     state = Layout(args.root.resolve())  # libvirt pools need absolute paths
-    boot = FirstBoot(state, sys.stdout, force=args.force, live=str(state.root) == "/")
+    boot = FirstBootRun(state, sys.stdout, force=args.force, live=str(state.root) == "/")
     try:
         raw = (args.config or state.unit_config).read_bytes()
         public = config.read_public_key((args.pubkey or state.factory_key).read_text(errors="replace"))

@@ -1,15 +1,18 @@
 """The one way oemkit writes a file: atomically, durably, and never over something that is not a regular file.
 
 Both sides use it (the factory may import the appliance's modules, never the reverse): a sealed unit config, a
-host file under a target root, a cache entry and a journal line are all written here.
+host file under a target root, a cache entry, a downloaded disk image and a journal line are all written here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 _KINDS = {
     stat.S_IFLNK: "a symbolic link",
@@ -25,10 +28,6 @@ class WriteRefused(OSError):
     """The target exists and is not a regular file: replacing it would destroy a link, a device or a folder."""
 
 
-def _kind(mode: int) -> str:
-    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
-
-
 def check_target(path: Path) -> None:
     """Refuse a target that exists and is not a regular file (a symlink is refused, not followed)."""
     try:
@@ -36,10 +35,11 @@ def check_target(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISREG(st.st_mode):
-        raise WriteRefused(0, f"{_kind(st.st_mode)}: refusing to replace it", str(path))
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        raise WriteRefused(0, f"{kind}: refusing to replace it", str(path))
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -47,33 +47,56 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes | str, mode: int = 0o644, *, mkdir: bool = True) -> None:
-    """Write `data` to `path` so that after a crash it is the old file or the new one, never half of either:
-    a temporary file in the same folder, fsync, rename, fsync the folder. The temporary file is created with
-    `mode` from the start (a private key is never world-readable, not even for a moment) and never left behind
-    when the write fails. Raises WriteRefused when `path` is a symlink, a device, a FIFO or a folder."""
+@contextlib.contextmanager
+def atomic_file(
+    path: Path, mode: int | None = None, *, mkdir: bool = False, durable: bool = True, exclusive: bool = False
+) -> Iterator[BinaryIO]:
+    """A file object whose content becomes `path` only when the block ends without an exception: a temporary file
+    in the same folder, fsync, rename, fsync of the folder — after a crash `path` is the old file or the new one,
+    never half of either — and the temporary file removed whatever happens.
+
+    mode: the file's permissions, set from the start (a private key is never readable by others, not even for a
+    moment); None: 0666 less the umask, like any file the user creates. durable=False leaves the fsyncs to the
+    caller (an order of thousands of files syncs once at its end). exclusive: never replace an existing file.
+    Raises WriteRefused when `path` is a symlink, a device, a FIFO or a folder; FileExistsError when exclusive."""
     path = Path(path)
     check_target(path)
     if mkdir:
         path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666 if mode is None else mode)
     try:
-        try:
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fchmod(fd, mode)  # the umask may have narrowed it
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with os.fdopen(fd, "wb") as out:
+            if mode is not None:
+                os.fchmod(out.fileno(), mode)  # the umask may have narrowed it
+            yield out
+            out.flush()
+            if durable:
+                os.fsync(out.fileno())
         check_target(path)  # it may have changed while we wrote
-        os.replace(tmp, path)
-    except BaseException:
+        if exclusive:
+            os.link(tmp, path)  # fails if it exists, where a rename would replace it
+        else:
+            os.replace(tmp, path)
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def write_atomic(
+    path: Path,
+    data: bytes | str,
+    mode: int | None = None,
+    *,
+    mkdir: bool = False,
+    durable: bool = True,
+    exclusive: bool = False,
+) -> None:
+    """Write `data` to `path` through `atomic_file` (same options)."""
+    raw = data.encode() if isinstance(data, str) else data
+    with atomic_file(path, mode, mkdir=mkdir, durable=durable, exclusive=exclusive) as out:
+        out.write(raw)
 
 
 def append_line(path: Path, line: str, mode: int = 0o600) -> None:

@@ -17,7 +17,7 @@ JOURNAL = f"{STATE_DIR}/journal.jsonl"  # one fsync'd line per step event: the a
 STATUS = f"{STATE_DIR}/status.json"  # RUNNING, then READY or FAILED: the object of the last console line
 REPORT = f"{STATE_DIR}/report.json"  # the full report: steps with seconds and detail, what was resolved
 IDENTITY = f"{STATE_DIR}/identity.json"  # the machine-id and SSH host key this agent generated
-IMAGES = f"{STATE_DIR}/images"  # workload disk images by SHA-256
+DISK_IMAGES = f"{STATE_DIR}/images"  # workloads' disk images by SHA-256
 VOLUMES = f"{STATE_DIR}/volumes"  # <pool>/<volume>.done: a volume filled from its image completely
 POOLS = f"{STATE_DIR}/pools"  # <pool>/: the libvirt storage pools' folders
 
@@ -38,6 +38,7 @@ FACTORY_KEY = "usr/share/oemkit/factory.pub"  # read-only in the image: never st
 PERSISTENT_DIRS = (STATE_DIR, HOST_CONFIG, SSH_DIR, HOME, "var/lib/libvirt", "etc/libvirt/qemu", "etc/libvirt/storage")
 PERSISTENT_FILES = (HOSTNAME, HOSTS, RESOLV_CONF, TIMEZONE, MACHINE_ID)
 
+STATUS_LINE = "OEMKIT-STATUS"  # the console's last line starts with it, then a space and the status as JSON
 STATE_LABEL = "OEMKIT-STATE"  # ext4 label of the state filesystem on a fixed disk
 CONFIG_LABEL = "OEMKIT_CONFIG"  # ISO 9660 volume id of the config CD (d-characters only)
 CONFIG_NAME = "unit.json"  # the config's name on that CD
@@ -81,8 +82,8 @@ class Layout:
         return self.root / IDENTITY
 
     @property
-    def images(self) -> Path:
-        return self.root / IMAGES
+    def disk_images(self) -> Path:
+        return self.root / DISK_IMAGES
 
     @property
     def factory_key(self) -> Path:

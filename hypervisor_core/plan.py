@@ -7,8 +7,8 @@ before the domains that use them, autostart, starts by start_order, a read-back 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from hypervisor_core import layout
 from hypervisor_core.actions import (
     Action,
     CreateVolume,
@@ -27,9 +27,10 @@ from hypervisor_core.actions import (
     WriteSettings,
     WriteUsers,
 )
-from hypervisor_core.backends import BridgePort, DatastoreDisk, DomainCheck, ImageSource, UplinkPort, UserAccount
+from hypervisor_core.backends import BridgePort, DatastoreDisk, DomainCheck, UplinkPort, UserAccount, VolumeSource
 from hypervisor_core.config import UnitConfig
 from hypervisor_core.facts import Facts
+from hypervisor_core.layout import Layout
 from hypervisor_core.match import Matched
 from hypervisor_core.render import bridge_name, domain_xml, network_xml, pool_xml, volume_name, volume_xml
 
@@ -70,13 +71,13 @@ def make_plan(cfg: UnitConfig, facts: Facts, bound: Matched, root: str) -> Plan:
     steps = _host(cfg, bound)
     steps += [DefineNetwork(net.name, network_xml(net, cfg.serial)) for net in cfg.networks]
     pool = cfg.storage.pool
-    pool_path = f"{root.rstrip('/')}/{layout.POOLS}/{pool}"
+    pool_path = str(Layout(Path(root)).pool_dir(pool))
     steps.append(DefinePool(pool, pool_path, pool_xml(pool, pool_path, cfg.serial)))
     for vm in cfg.workloads:
         for disk in vm.disks:
             vol, src = volume_name(vm.name, disk.name), disk.source
             fmt = src.format if src else "qcow2"
-            image = ImageSource(src.url, src.sha256) if src else None
+            image = VolumeSource(src.url, src.sha256) if src else None
             steps.append(CreateVolume(pool, vol, volume_xml(vol, disk.size_gib, fmt), image, disk.size_gib))
     kind = domain_type(facts)
     steps += [DefineDomain(vm.name, domain_xml(vm, pool, cfg.serial, cfg.content_id, kind)) for vm in cfg.workloads]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_core.fsutil import WriteRefused, append_line, write_atomic
+from hypervisor_core.fsutil import WriteRefused, append_line, atomic_file, write_atomic
 
 
 @contextmanager
@@ -60,12 +60,40 @@ def _tree(folder: Path) -> dict[str, tuple]:
 @pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
 @pytest.mark.parametrize("mode", [0o600, 0o644])
 def test_write_atomic_writes_the_content_with_the_mode(mode: int, umask: int, tmp_path: Path) -> None:
-    target = tmp_path / "etc" / "ssh" / "key"  # folders are made as needed
+    target = tmp_path / "etc" / "ssh" / "key"  # folders are made when asked for
     with _umask(umask):
-        write_atomic(target, b"secret\x00bytes\n", mode)
+        write_atomic(target, b"secret\x00bytes\n", mode, mkdir=True)
     assert target.read_bytes() == b"secret\x00bytes\n"
     assert stat.S_IMODE(target.stat().st_mode) == mode  # neither widened (umask 0) nor narrowed (umask 077)
     assert os.listdir(target.parent) == ["key"]  # no temporary file left
+
+
+def test_without_a_mode_the_umask_applies_and_without_mkdir_no_folder_is_made(tmp_path: Path) -> None:
+    """The factory's outputs (a sealed config) are files the user creates: the umask decides, and a mistyped -o
+    folder is an error, not a new folder."""
+    with _umask(0o077):
+        write_atomic(tmp_path / "unit.json", "{}\n")
+    assert stat.S_IMODE((tmp_path / "unit.json").stat().st_mode) == 0o600
+    with pytest.raises(FileNotFoundError):
+        write_atomic(tmp_path / "typo" / "unit.json", "{}\n")
+    assert not (tmp_path / "typo").exists()
+
+
+def test_exclusive_never_replaces_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    key = tmp_path / "signing.key"
+    write_atomic(key, "first\n", 0o600, exclusive=True)
+    with pytest.raises(FileExistsError):
+        write_atomic(key, "second\n", 0o600, exclusive=True)
+    assert key.read_text() == "first\n" and os.listdir(tmp_path) == ["signing.key"]
+
+
+def test_a_stream_whose_writer_fails_leaves_nothing(tmp_path: Path) -> None:
+    """A download refused half-way (a wrong SHA-256): the block raises, the target never appears."""
+    target = tmp_path / "images" / "abc"
+    with pytest.raises(ValueError, match="wrong hash"), atomic_file(target, mkdir=True) as out:
+        out.write(b"part of an image")
+        raise ValueError("wrong hash")
+    assert list((tmp_path / "images").iterdir()) == []
 
 
 def test_write_atomic_encodes_text_as_utf8(tmp_path: Path) -> None:
@@ -156,7 +184,7 @@ def _fail_with(exc: BaseException) -> Callable[..., None]:
 FAILURES = {
     # what a full or dying disk does, which no real disk can be made to do on cue: simulated
     "fsync EIO": ("fsync", OSError(errno.EIO, "Input/output error")),
-    "write ENOSPC": ("write", OSError(errno.ENOSPC, "No space left on device")),
+    "fchmod ENOSPC": ("fchmod", OSError(errno.ENOSPC, "No space left on device")),
     "interrupted during fsync": ("fsync", KeyboardInterrupt()),  # SIGINT mid-write: not an Exception
 }
 

@@ -3,7 +3,7 @@
 Actions (hypervisor_core/actions.py) call these and nothing else, so a backend can be swapped (a target folder in a
 factory rehearsal or `/` on the appliance; libvirt's test driver or qemu:///system) and each action can be tested
 on its own. The implementations are `host.HostFiles`, `libvirt.LibvirtConnection` and first boot's own report
-(`firstboot.FirstBoot`). Every method makes its part of the box true idempotently and returns a one-line detail
+(`firstboot.FirstBootRun`). Every method makes its part of the box true idempotently and returns a one-line detail
 for the console and the journal. The small value types the actions carry live here too, so that backends and
 actions both import this module and never each other.
 """
@@ -48,8 +48,8 @@ class DatastoreDisk:
 
 
 @dataclass(frozen=True)
-class ImageSource:
-    """Where a volume's content comes from, and the SHA-256 the signed config names for it."""
+class VolumeSource:
+    """The disk image a volume is filled from, and the SHA-256 the signed config names for it."""
 
     url: str
     sha256: str
@@ -84,7 +84,7 @@ class LibvirtBackend(Protocol):
 
     def pool(self, name: str, path: str, xml: str) -> str: ...
 
-    def volume(self, pool: str, name: str, xml: str, source: ImageSource | None, size_gib: int) -> str: ...
+    def volume(self, pool: str, name: str, xml: str, source: VolumeSource | None, size_gib: int) -> str: ...
 
     def domain(self, name: str, xml: str) -> str: ...
 

@@ -62,6 +62,10 @@ class HostFiles:
     def _path(self, rel: str) -> Path:
         return self.layout.path(rel)
 
+    @staticmethod
+    def _write(path: Path, data: str, mode: int = 0o644) -> None:
+        write_atomic(path, data, mode, mkdir=True)  # the modes docs/host-config.md promises, whatever the umask
+
     def _identity(self) -> dict[str, Any]:
         try:
             found = json.loads(self.layout.identity.read_text())
@@ -72,7 +76,7 @@ class HostFiles:
     def _remember(self, key: str, value: str) -> None:
         ident = self._identity()
         ident[key] = value
-        write_atomic(self.layout.identity, json.dumps(ident, indent=2, sort_keys=True) + "\n", 0o600)
+        self._write(self.layout.identity, json.dumps(ident, indent=2, sort_keys=True) + "\n", 0o600)
 
     def machine_id(self) -> str:
         path = self._path(paths.MACHINE_ID)
@@ -80,7 +84,7 @@ class HostFiles:
         if current and current == self._identity().get("machine_id"):
             return "kept"  # ours, from an earlier (interrupted) run
         new = secrets.token_hex(16)
-        write_atomic(path, new + "\n", 0o444)
+        self._write(path, new + "\n", 0o444)
         self._remember("machine_id", new)
         return "generated" if not current else "regenerated (the image carried one)"
 
@@ -92,21 +96,21 @@ class HostFiles:
         private, public = ssh_ed25519_keypair("root@oemkit")
         for other in key.parent.glob("ssh_host_*_key*"):  # an image's RSA/ECDSA keys would be every box's keys
             other.unlink()
-        write_atomic(key, private, 0o600)
-        write_atomic(pub, public, 0o644)
+        self._write(key, private, 0o600)
+        self._write(pub, public, 0o644)
         self._remember("ssh_host_ed25519_pub", public)
         return "generated" + ("" if enabled else " (sshd off)")
 
     def hostname(self, hostname: str) -> str:
-        write_atomic(self._path(paths.HOSTNAME), hostname + "\n")
+        self._write(self._path(paths.HOSTNAME), hostname + "\n")
         hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost\n"
-        write_atomic(self._path(paths.HOSTS), hosts)
+        self._write(self._path(paths.HOSTS), hosts)
         if self.live:
             socket.sethostname(hostname)
         return hostname
 
     def _config(self, name: str, data: dict[str, Any], mode: int = 0o644) -> None:
-        write_atomic(self.layout.host_config(name), json.dumps(plain(data), indent=2, sort_keys=True) + "\n", mode)
+        self._write(self.layout.host_config(name), json.dumps(plain(data), indent=2, sort_keys=True) + "\n", mode)
 
     def settings(
         self, timezone: str, ntp: tuple[str, ...], dns_servers: tuple[str, ...], dns_search: tuple[str, ...]
@@ -114,11 +118,11 @@ class HostFiles:
         self._config(
             "settings", {"timezone": timezone, "ntp": ntp, "dns": {"servers": dns_servers, "search": dns_search}}
         )
-        write_atomic(self._path(paths.TIMEZONE), timezone + "\n")
+        self._write(self._path(paths.TIMEZONE), timezone + "\n")
         resolv = "".join(f"nameserver {s}\n" for s in dns_servers)
         if dns_search:
             resolv += f"search {' '.join(dns_search)}\n"
-        write_atomic(self._path(paths.RESOLV_CONF), resolv)
+        self._write(self._path(paths.RESOLV_CONF), resolv)
         return timezone
 
     def network(
@@ -149,7 +153,7 @@ class HostFiles:
         for admin in admins:
             if admin.ssh_keys:
                 home = self._path(f"{paths.HOME}/{admin.name}/.ssh")
-                write_atomic(home / "authorized_keys", "".join(k + "\n" for k in admin.ssh_keys), 0o600)
+                self._write(home / "authorized_keys", "".join(k + "\n" for k in admin.ssh_keys), 0o600)
         return ", ".join(a.name for a in admins)
 
     def datastore(self, layout: str, pool: str, disks: tuple[DatastoreDisk, ...]) -> str:

@@ -9,9 +9,9 @@ from xml.etree import ElementTree as ET
 
 import libvirt
 
-from hypervisor_core.backends import DomainCheck, ImageSource
+from hypervisor_core.backends import DomainCheck, VolumeSource
+from hypervisor_core.diskimages import obtain
 from hypervisor_core.fsutil import write_atomic
-from hypervisor_core.images import obtain
 from hypervisor_core.layout import Layout
 
 
@@ -79,7 +79,7 @@ class LibvirtConnection:
         pool.refresh()
         return "exists" if existed else "defined"
 
-    def volume(self, pool: str, name: str, xml: str, source: ImageSource | None, size_gib: int) -> str:
+    def volume(self, pool: str, name: str, xml: str, source: VolumeSource | None, size_gib: int) -> str:
         """A volume, filled from its image when it has one. A marker in the state folder says the image went in
         whole: a volume without it (a crash mid-copy) is deleted and made again."""
         p = self.conn.storagePoolLookupByName(pool)
@@ -103,7 +103,7 @@ class LibvirtConnection:
             stream.sendAll(lambda _s, n, f: f.read(n), fh)
         stream.finish()
         vol.resize(size_gib << 30, 0)  # the image's own size is usually smaller than the disk the VM gets
-        write_atomic(marker, source.sha256 + "\n")
+        write_atomic(marker, source.sha256 + "\n", 0o644, mkdir=True)
         return f"created from {source.sha256[:12]}"
 
     def domain(self, name: str, xml: str) -> str:
@@ -156,7 +156,7 @@ def _definition(net: libvirt.virNetwork) -> str | None:
     """A network's persistent definition (what the next start uses); None where the driver keeps no separate one
     (libvirt's test driver), so a change of a running network cannot be told there."""
     try:
-        return net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+        return str(net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE))
     except libvirt.libvirtError:
         return None
 

@@ -37,5 +37,5 @@ def load_index(root: Path) -> IdentityIndex:
 
     index = load_catalog(root).identity_index
     with contextlib.suppress(OSError):  # a read-only home just means no cache: never fail the answer for it
-        write_atomic(cache, json.dumps(index.to_json()))
+        write_atomic(cache, json.dumps(index.to_json()), mkdir=True)
     return index

@@ -95,6 +95,7 @@ def show(
     from oemkit.profile.show import annotated_yaml
 
     res = r.resolved
+    assert res.profile is not None  # refused above
     data = res.profile.model_dump(mode="json", exclude_none=True)
     origins = {format_path(k): f"{o.file}:{o.line}:{o.column}" for k, o in res.origins.items() if k}
     unit_info: dict[str, Any] = {}
@@ -214,7 +215,7 @@ def init(
     from hypervisor_core.fsutil import write_atomic
 
     try:
-        write_atomic(output, text, mkdir=False)
+        write_atomic(output, text)
     except OSError as exc:
         fail(OemkitError(f"cannot write: {exc.strerror}", file=str(output)), as_json=False, code=EXIT_UNREADABLE)
     sys.stderr.write(f"wrote {output}; check it with: oemkit profile validate {output}\n")

@@ -29,8 +29,8 @@ def init_keys(folder: Path) -> tuple[Path, Path]:
     )
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     # 0600 from the start (never a moment where the private key is world-readable), whole or not at all
-    write_atomic(key_path, private, 0o600)
-    write_atomic(pub_path, public, 0o644)
+    write_atomic(key_path, private, 0o600, exclusive=True)
+    write_atomic(pub_path, public, exclusive=True)
     return key_path, pub_path
 
 

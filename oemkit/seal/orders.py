@@ -2,13 +2,16 @@
 
 A build line runs thousands of units from a handful of (profile, site) pairs, so each pair is checked once and
 each (pair, model) built once; per unit only what depends on the serial is done, by the same `seal_unit` a
-single `oemkit compile` runs. A bad row is reported with its line and does not stop the others.
+single `oemkit compile` runs. A bad row is reported with its line and does not stop the others. Each file is
+written whole (a temporary file, renamed) and the order is flushed to disk once, at its end: after a crash
+mid-order, seal it again.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,5 +93,6 @@ def compile_orders(orders: Path, key: Ed25519PrivateKey, catalog: Catalog, out_d
         result.problems += sealed.problems
         if sealed.config is not None:
             result.file = out_dir / f"{serial}.json"
-            write_atomic(result.file, sealed.text())
+            write_atomic(result.file, sealed.text(), durable=False)  # each file whole; synced once, below
         yield result
+    os.sync()  # the order is on disk when the command returns: one flush instead of two fsyncs per unit

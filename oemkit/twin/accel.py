@@ -74,5 +74,5 @@ def detect(kernel: Path) -> tuple[str, str]:
         result = {"accel": "tcg", "why": f"the core's kernel printed nothing under KVM in {PROBE_SECONDS:.0f} s"}
     known[key] = {**result, "at": int(time.time())}
     with contextlib.suppress(OSError):  # a read-only home only costs the probe next time
-        write_atomic(cache, json.dumps(known, indent=1))
+        write_atomic(cache, json.dumps(known, indent=1), mkdir=True)
     return result["accel"], result["why"]

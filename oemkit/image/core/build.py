@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import hypervisor_core
 from hypervisor_core.config import ConfigError, read_public_key
@@ -30,7 +31,7 @@ from oemkit.errors import OemkitError, UnreadableInput
 from oemkit.image import buildcache
 from oemkit.image.core import cpio, footprint, kmod
 from oemkit.image.core.assemble import FILES, Inputs, assemble
-from oemkit.image.core.debian import Kernel, fetch_kernel, stage_userland, staged_kernel
+from oemkit.image.core.debian import Kernel, Userland, fetch_kernel, stage_userland, staged_kernel
 from oemkit.image.core.recipe import DEFAULT_FLAVOUR, MIRRORS, PACKAGES, PARTS, SUITE
 from oemkit.image.tools import CHROOT, PATH, BuildError, run_tool
 
@@ -101,7 +102,7 @@ def compress(root: Path, raw: bytes, args: list[str]) -> tuple[bytes, int]:
         stream = path.read_bytes()
     else:
         stream = run_tool(args, what=f"{args[0]} compression", input=raw).stdout
-        write_atomic(path, stream)
+        write_atomic(path, stream, mkdir=True)
     return stream + b"\0" * (-len(stream) % 4), len(stream)  # the kernel skips zeros between archives
 
 
@@ -185,6 +186,31 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
         shutil.rmtree(work, ignore_errors=True)
 
     t = time.monotonic()
+    cid, doc, outputs = _outputs(kernel, userland, modules, opts, raws, compressed, listing)
+    message = footprint.over_budget(doc)
+    if message:
+        # nothing that could be mistaken for a good core: the footprint goes to the cache, COREDIR is untouched
+        where = root / "footprints" / f"{cid}.json"
+        write_atomic(where, outputs["footprint.json"], mkdir=True)
+        timer.stage("output", t, f"over budget: footprint in {where}")
+        timer.total()
+        return Result(cid, doc, timer.times, None, where, message)
+    _write_coredir(opts.output, outputs)
+    timer.stage("output", t, f"core {cid} in {opts.output}")
+    timer.total()
+    return Result(cid, doc, timer.times, opts.output, opts.output / "footprint.json", None)
+
+
+def _outputs(
+    kernel: Kernel,
+    userland: Userland,
+    modules: kmod.ModuleSet,
+    opts: Options,
+    raws: dict[str, bytes],
+    compressed: dict[str, tuple[bytes, int]],
+    listing: dict[str, dict[str, int]],
+) -> tuple[str, dict[str, Any], dict[str, bytes]]:
+    """The core id, the footprint document and the files of a core folder, from its parts."""
     vmlinuz = kernel.vmlinuz.read_bytes()
     initrd = b"".join(compressed[p][0] for p in raws)
     cid = footprint.core_id(vmlinuz, initrd)
@@ -227,18 +253,7 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
         "footprint.json": _json(doc),
         "manifest.json": _json({"core_id": cid, "parts": manifest_parts}),
     }
-    message = footprint.over_budget(doc)
-    if message:
-        # nothing that could be mistaken for a good core: the footprint goes to the cache, COREDIR is untouched
-        where = root / "footprints" / f"{cid}.json"
-        write_atomic(where, outputs["footprint.json"])
-        timer.stage("output", t, f"over budget: footprint in {where}")
-        timer.total()
-        return Result(cid, doc, timer.times, None, where, message)
-    _write_coredir(opts.output, outputs)
-    timer.stage("output", t, f"core {cid} in {opts.output}")
-    timer.total()
-    return Result(cid, doc, timer.times, opts.output, opts.output / "footprint.json", None)
+    return cid, doc, outputs
 
 
 def _kernel_uncompressed(kernel: Kernel, vmlinuz: bytes) -> tuple[int, str]:

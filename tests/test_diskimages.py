@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_core.images import ImageError, obtain
-from hypervisor_core.layout import IMAGES, Layout
+from hypervisor_core.diskimages import DiskImageError, obtain
+from hypervisor_core.layout import DISK_IMAGES, Layout
 
 
 def _image(tmp_path: Path, data: bytes = b"QFI\xfb" + bytes(4096)) -> tuple[Path, str]:
@@ -20,26 +20,26 @@ def _image(tmp_path: Path, data: bytes = b"QFI\xfb" + bytes(4096)) -> tuple[Path
 def test_fetched_into_the_store_then_found_there(tmp_path: Path) -> None:
     image, sha = _image(tmp_path)
     got = obtain(Layout(tmp_path / "root"), image.as_uri(), sha)
-    assert got == tmp_path / "root" / IMAGES / sha and got.read_bytes() == image.read_bytes()
+    assert got == tmp_path / "root" / DISK_IMAGES / sha and got.read_bytes() == image.read_bytes()
     image.unlink()  # the source is gone: the store copy serves
     assert obtain(Layout(tmp_path / "root"), "https://unreachable.invalid/x", sha) == got
 
 
 def test_a_wrong_image_is_refused_and_not_kept(tmp_path: Path) -> None:
     image, _ = _image(tmp_path)
-    with pytest.raises(ImageError, match="refused"):
+    with pytest.raises(DiskImageError, match="refused"):
         obtain(Layout(tmp_path / "root"), str(image), "0" * 64)
-    assert not any((tmp_path / "root" / IMAGES).iterdir())
+    assert not any((tmp_path / "root" / DISK_IMAGES).iterdir())
 
 
 def test_a_damaged_store_copy_is_fetched_again(tmp_path: Path) -> None:
     image, sha = _image(tmp_path)
-    store = tmp_path / "root" / IMAGES
+    store = tmp_path / "root" / DISK_IMAGES
     store.mkdir(parents=True)
     (store / sha).write_bytes(b"bit rot")
     assert obtain(Layout(tmp_path / "root"), str(image), sha).read_bytes() == image.read_bytes()
 
 
 def test_an_unreachable_source_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ImageError, match="cannot fetch"):
+    with pytest.raises(DiskImageError, match="cannot fetch"):
         obtain(Layout(tmp_path / "root"), (tmp_path / "missing.qcow2").as_uri(), "0" * 64)
