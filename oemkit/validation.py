@@ -96,7 +96,8 @@ def problems_from(
     locate_missing: Locator | None = None,
 ) -> list[Problem]:
     out: dict[tuple[str, str], Problem] = {}
-    for err in _drop_union_noise(exc.errors(include_url=False), data):
+    errors: list[dict[str, Any]] = [dict(e) for e in exc.errors(include_url=False)]
+    for err in _drop_union_noise(errors, data):
         loc = _clean_loc(err["loc"], data, err["type"] == "missing")
         file, line, col = (locate_missing or locate)(loc) if err["type"] == "missing" else locate(loc)
         hint = None

@@ -156,3 +156,18 @@ def test_orders_refuse_unknown_columns_and_report_empty_cells(tmp_path: Path) ->
         app, ["compile", "--orders", str(orders), "--key", str(KEY), "-o", str(tmp_path / "o"), "--json"]
     )
     assert result.exit_code == 1 and "the profile column is empty" in result.stdout
+
+
+def test_an_order_whose_serial_makes_the_host_name_too_long_points_at_the_template(tmp_path: Path) -> None:
+    template = '"{site}-{serial}-' + "a" * 55 + '"'  # fine for the schema, 68 characters once rendered
+    profile = tmp_path / "long.yaml"
+    profile.write_text(PROFILE.read_text().replace('"br-{site}-{serial}"', template))
+    orders = tmp_path / "o.csv"
+    orders.write_text(f"serial,profile,site\nSN0001,long.yaml,{SITE}\n")
+    result = runner.invoke(app, ["compile", "--orders", str(orders), "--key", str(KEY), "-o", str(tmp_path / "o"),
+                                 "--json"])  # fmt: skip
+    problem = json.loads(result.stdout)["problems"][0]
+    line = next(n for n, text in enumerate(profile.read_text().splitlines(), 1) if "hostname:" in text)
+    assert result.exit_code == 1
+    assert (problem["file"], problem["line"], problem["path"]) == (str(profile), line, "host.hostname")
+    assert problem["message"].endswith("its first label is 68 characters, the limit is 63")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -117,8 +116,8 @@ def _rename_time_zone(tree: Traced) -> Traced:
 
 @pytest.fixture
 def v0(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fake oemkit/v0 *before* v1: VERSIONS is ordered oldest first, so a new dict replaces the module's."""
-    monkeypatch.setattr(schema, "VERSIONS", {"oemkit/v0": ModuleType("v0"), **schema.VERSIONS})
+    """A fake oemkit/v0 *before* v1 (VERSIONS is ordered oldest first)."""
+    monkeypatch.setattr(schema, "VERSIONS", ("oemkit/v0", *schema.VERSIONS))
     monkeypatch.setitem(schema.UPGRADES, "oemkit/v0", _rename_time_zone)
 
 
@@ -132,7 +131,7 @@ def test_a_translation_keeps_the_moved_value_origin(v0: None) -> None:
 
 
 def test_translations_run_in_order_from_the_document_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(schema, "VERSIONS", {"a": ModuleType("a"), "b": ModuleType("b"), **schema.VERSIONS})
+    monkeypatch.setattr(schema, "VERSIONS", ("a", "b", *schema.VERSIONS))
     ran: list[str] = []
 
     def step(name: str):
@@ -268,3 +267,29 @@ def test_every_recorded_only_field_has_rows_in_the_table() -> None:
     assert len(marked) >= 5
     assert marked == {f for f, _, warns, _ in RECORDED_ONLY if warns}
     assert marked == {f for f, _, warns, _ in RECORDED_ONLY if not warns}
+
+
+def _rename_in_overrides(tree: Traced) -> Traced:
+    """The v0 → v1 step for an overlay: the same rename, inside its overrides."""
+    top = dict(tree.value)
+    top["apiVersion"] = Traced("oemkit/v1", top["apiVersion"].origin)
+    overrides = dict(top["overrides"].value)
+    host = dict(overrides["host"].value)
+    host["timezone"] = host.pop("time_zone")
+    overrides["host"] = Traced(host, overrides["host"].origin)
+    top["overrides"] = Traced(overrides, top["overrides"].origin)
+    return Traced(top, tree.origin)
+
+
+def test_an_old_site_overlay_is_translated_before_it_is_merged(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setattr(schema, "VERSIONS", ("oemkit/v0", *schema.VERSIONS))
+    monkeypatch.setitem(schema.UPGRADES, "oemkit/v0", _rename_in_overrides)
+    site = tmp_path / "s.yaml"
+    site.write_text(
+        "apiVersion: oemkit/v0\nkind: SiteOverlay\nprofile: test-branch\nsite: {code: s1, name: S}\n"
+        "overrides:\n  host:\n    time_zone: Europe/Paris\n"
+    )
+    res = resolve(BASE, site)
+    assert res.errors == [] and res.profile is not None
+    assert res.profile.host.timezone == "Europe/Paris"
+    assert res.origins[("host", "timezone")] == Origin(str(site), 7, 5, 1)  # the old site file's line

@@ -270,11 +270,28 @@ def test_each_version_reads_with_its_own_rules(data: dict, message: str) -> None
     assert str(exc.value) == message
 
 
-def test_the_agent_reads_what_the_factory_seals() -> None:
-    # the chain's last version is what `SCHEMA` names and what from_dict returns
+def test_the_chain_ends_at_what_the_factory_seals() -> None:
     assert config.VERSIONS[-1].schema == config.SCHEMA and config.VERSIONS[-1].upgrade is None
     assert config.VERSIONS[-1].document is config.UnitConfig
     assert all(v.upgrade is not None for v in config.VERSIONS[:-1])
+
+
+def test_the_agent_reads_what_the_factory_seals(tmp_path: Path) -> None:
+    """Sealed through the factory's one path, read back by the agent's: the very same typed config."""
+    from oemkit.catalog.store import load_catalog
+    from oemkit.profile.check import check
+    from oemkit.seal.compile import Request, Sealer
+    from oemkit.seal.keys import load_private_key
+
+    from .conftest import REPO
+    from .firstboot_kit import KEY
+
+    catalog = load_catalog(REPO / "hardware_catalog")
+    checked = check(REPO / "profiles/remote-clinic.yaml", REPO / "profiles/sites/clinic-valley.yaml", None,
+                    catalog.root, catalog=catalog)  # fmt: skip
+    sealed = Sealer(load_private_key(KEY), catalog).seal_unit(checked, Request("CLV00009"))
+    assert sealed.problems == [] and sealed.config is not None
+    assert load(sealed.text().encode(), public_key()) == sealed.config
 
 
 # --- the seal ---------------------------------------------------------------------------------------------------

@@ -72,7 +72,9 @@ def read(data: Any, versions: Sequence[Version] = VERSIONS) -> Any:
 def from_dict(data: Any) -> UnitConfig:
     """Strictly build the newest UnitConfig from a document of any known version; ConfigError names the first
     offending path."""
-    return read(data)
+    cfg = read(data)
+    assert isinstance(cfg, UnitConfig)  # the chain ends at the newest version
+    return cfg
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

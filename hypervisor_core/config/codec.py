@@ -54,7 +54,7 @@ def build(tp: Any, value: Any, path: str = "") -> Any:
             raise ConfigError(f"{path}: expected a list")
         (item,) = typing.get_args(tp)[:1]
         return tuple(build(item, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if is_dataclass(tp):
+    if isinstance(tp, type) and is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path or 'the document'}: expected an object")
         hints = _hints(tp)

@@ -188,7 +188,8 @@ class UnitConfig:
         check(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return plain(self)
+        data: dict[str, Any] = plain(self)
+        return data
 
 
 def check(cfg: UnitConfig) -> None:

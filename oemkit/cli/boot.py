@@ -51,11 +51,11 @@ def boot_command(
         why = "asked for"
         if accel == "auto":
             accel, why = accel_mod.detect(core / "vmlinuz")
-        say = (lambda text: None) if as_json else (lambda text: sys.stderr.write(text + "\n"))
+        say = (lambda text: None) if as_json else (lambda text: print(text, file=sys.stderr))
         say(f"oemkit boot: {run.unit.serial} ({run.unit.model}) on a {run.twin.model_id} twin, {accel} ({why})")
         for note in run.twin.notes:
             say(f"oemkit boot: note: {note}")
-        echo = None if as_json else (lambda line: sys.stderr.write("  | " + line + "\n"))
+        echo = None if as_json else (lambda line: print("  | " + line, file=sys.stderr))
         result = session.boot(run, core, accel=accel, timeout=timeout, log=log, state_disk=state_disk, echo=echo)
     except (OemkitError, ValueError) as exc:
         fail(exc, as_json=as_json)

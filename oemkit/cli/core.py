@@ -68,7 +68,7 @@ def build_command(
             init=init,
             catalog_dir=app_state(ctx).catalog_dir,
         )
-        result = build(opts, log=lambda line: sys.stderr.write(f"core: {line}\n"))
+        result = build(opts, log=lambda line: print(f"core: {line}", file=sys.stderr))
     except (OemkitError, ProblemsError) as exc:  # a build step, a bad key, the catalog that names the drivers
         fail(exc, as_json=as_json)
     except OSError as exc:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from oemkit.catalog.store import Catalog, load_catalog
 from oemkit.problems import Problem, ProblemsError, unreadable
+from oemkit.profile.layers import Traced
 from oemkit.profile.lint import lint
-from oemkit.profile.resolve import ResolvedProfile, kind_of, read_document, resolve, validate_layer
+from oemkit.profile.resolve import ResolvedProfile, child, kind_of, read_document, resolve, validate_layer
 from oemkit.profile.schema import UnitOverlay, serial_problem
-from oemkit.yamlio import Document
 
 
 @dataclass
@@ -42,9 +42,7 @@ def find_profile(site_path: Path, name: str) -> list[Path]:
     return found
 
 
-def _unit_layer(
-    unit_path: Path | None, serial: str | None
-) -> tuple[UnitOverlay | None, Document | None, list[Problem]]:
+def _unit_layer(unit_path: Path | None, serial: str | None) -> tuple[UnitOverlay | None, Traced | None, list[Problem]]:
     """The unit layer: a UnitOverlay file (serial + overrides from an order), or just --serial."""
     if unit_path is None:
         if not serial:
@@ -56,12 +54,13 @@ def _unit_layer(
     doc, problems = read_document(unit_path)
     if doc is None:
         return None, None, problems
-    unit, problems = validate_layer(doc, UnitOverlay)
-    if unit is not None and serial and unit.serial != serial:
-        line, col = doc.locate(("serial",))
-        problems.append(Problem(doc.file, line, col, "serial", f"unit file is for serial {unit.serial}, not {serial}"))
+    unit, tree, problems = validate_layer(doc, UnitOverlay, 2)
+    where = child(tree, "serial")
+    if unit is not None and serial and unit.serial != serial and where is not None:
+        o, message = where.origin, f"unit file is for serial {unit.serial}, not {serial}"
+        problems.append(Problem(o.file, o.line, o.column, "serial", message))
         unit = None
-    return unit, doc, problems
+    return unit, tree, problems
 
 
 def check(
@@ -100,10 +99,10 @@ def check(
             )
             return Checked(path, None, res)
         path, site = profiles[0], path
-    unit, unit_doc, unit_problems = _unit_layer(unit_path, serial)
+    unit, unit_tree, unit_problems = _unit_layer(unit_path, serial)
     if unit_problems:
         return Checked(path, site, ResolvedProfile(problems=unit_problems))
-    res = resolve(path, site, unit, unit_doc) if doc is not None else ResolvedProfile(problems=problems)
+    res = resolve(path, site, unit, unit_tree) if doc is not None else ResolvedProfile(problems=problems)
     if not res.errors and res.profile is not None:
         try:
             lint(res, catalog or load_catalog(catalog_dir))

@@ -6,9 +6,11 @@ import copy
 import json
 from typing import Any
 
+from pydantic import BaseModel
+
 from oemkit.profile.schema import API_VERSION, ApplianceProfile, SiteOverlay, UnitOverlay
 
-KINDS = {"profile": ApplianceProfile, "site": SiteOverlay, "unit": UnitOverlay}
+KINDS: dict[str, type[BaseModel]] = {"profile": ApplianceProfile, "site": SiteOverlay, "unit": UnitOverlay}
 
 
 def _partial(schema: dict[str, Any]) -> dict[str, Any]:

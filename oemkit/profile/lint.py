@@ -9,7 +9,7 @@ import ipaddress
 from oemkit.catalog.schema import HardwareModel
 from oemkit.catalog.store import Catalog
 from oemkit.profile.resolve import ResolvedProfile
-from oemkit.profile.schema import ApplianceProfile, DiskRule, hostname_problem
+from oemkit.profile.schema import ApplianceProfile, DiskRule, StaticAddress, hostname_problem
 
 HOST_THREADS_PER_CORE = 2  # every catalogued CPU family has SMT/Hyper-Threading
 
@@ -64,12 +64,12 @@ def _references(res: ResolvedProfile, p: ApplianceProfile) -> None:
                 hint="a typo in a site overlay's name adds a new network instead of changing one",
             )
     for v, vm in enumerate(p.workloads.vms):
-        for j, net in enumerate(vm.networks):
-            if net not in defined:
-                close = difflib.get_close_matches(net, defined, n=1)
+        for j, ref in enumerate(vm.networks):
+            if ref not in defined:
+                close = difflib.get_close_matches(ref, defined, n=1)
                 res.problem(
                     ("workloads", "vms", v, "networks", j),
-                    f"VM {vm.name!r} is attached to undefined network {net!r}",
+                    f"VM {vm.name!r} is attached to undefined network {ref!r}",
                     hint=f"did you mean {close[0]!r}?"
                     if close
                     else f"define it under network.guest ({', '.join(defined) or 'none defined'})",
@@ -82,7 +82,7 @@ def _addresses(res: ResolvedProfile, p: ApplianceProfile) -> None:
     if mgmt.vlan is not None:
         vlans[mgmt.vlan] = ("network", "management", "vlan")
     nets: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, tuple[str | int, ...]]] = []
-    if mgmt.address not in (None, "dhcp"):
+    if isinstance(mgmt.address, StaticAddress):
         nets.append((ipaddress.ip_interface(mgmt.address.address).network, ("network", "management", "address")))
     for g, net in enumerate(p.network.guest):
         if net.vlan is not None:

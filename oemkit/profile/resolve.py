@@ -21,7 +21,7 @@ from oemkit.profile import schema
 from oemkit.profile.layers import Origin, Traced, annotate, duplicate_names, flatten, locate, locate_latest, merge
 from oemkit.profile.markers import recorded_only, unset_site_values
 from oemkit.profile.schema import ApplianceProfile, SiteOverlay, UnitOverlay
-from oemkit.validation import doc_locator, validate
+from oemkit.validation import validate
 from oemkit.yamlio import Document, load_file
 
 
@@ -88,25 +88,41 @@ def _check_kind(doc: Document, want: str) -> list[Problem]:
     return []
 
 
-def validate_layer(doc: Document, model: type[BaseModel]) -> tuple[Any, list[Problem]]:
-    problems = _check_kind(doc, model.__name__)
-    if problems:
-        return None, problems
-    return validate(model, doc.data, doc_locator(doc))
-
-
-def _layer(doc: Document, prefix: tuple[str, ...], layer: int) -> Traced | None:
-    """A layer's tree (or its `overrides`), translated to the current apiVersion."""
-    tree = annotate(doc, prefix, layer)
+def _translated(doc: Document, layer: int) -> Traced:
+    """A layer's whole document as an annotated tree, translated to the current apiVersion (a value a translation
+    moves keeps pointing at its line in the old file)."""
+    tree = annotate(doc, (), layer)
+    assert tree is not None  # the whole document is always there
     version = doc.data.get("apiVersion") if isinstance(doc.data, dict) else None
-    if tree is None or not isinstance(version, str) or version not in schema.VERSIONS:  # validation says so
+    if not isinstance(version, str) or version not in schema.VERSIONS:  # none or a wrong one: validation says so
         return tree
     return schema.upgrade(tree, version)
 
 
+def _located(origins: dict[tuple[str | int, ...], Origin]):
+    return lambda p: _as_tuple(locate(origins, p))
+
+
+def validate_layer(doc: Document, model: type[BaseModel], layer: int = 0) -> tuple[Any, Traced | None, list[Problem]]:
+    """An overlay checked as the current version (after translation), and its translated tree."""
+    problems = _check_kind(doc, model.__name__)
+    if problems:
+        return None, None, problems
+    tree = _translated(doc, layer)
+    data, origins = flatten(tree)
+    found, problems = validate(model, data, _located(origins))
+    return found, tree, problems
+
+
+def child(tree: Traced | None, key: str) -> Traced | None:
+    """A mapping's entry, when the tree is a mapping that has it."""
+    return tree.value.get(key) if tree is not None and isinstance(tree.value, dict) else None
+
+
 def resolve(
-    profile_path: Path, site_path: Path | None = None, unit: UnitOverlay | None = None, unit_doc: Document | None = None
+    profile_path: Path, site_path: Path | None = None, unit: UnitOverlay | None = None, unit_tree: Traced | None = None
 ) -> ResolvedProfile:
+    """`unit` and `unit_tree` are the unit layer as check() read it (an order's UnitOverlay, or just a serial)."""
     out = ResolvedProfile(unit=unit)
     base_doc, problems = read_document(profile_path)
     out.problems += problems
@@ -115,15 +131,14 @@ def resolve(
     if problems := _check_kind(base_doc, "ApplianceProfile"):
         out.problems += problems
         return out
-    tree = _layer(base_doc, (), 0)
-    assert tree is not None
-    layers = [tree]
+    tree = _translated(base_doc, 0)
+    layers: list[Traced | None] = [tree]
     if site_path is not None:
         site_doc, problems = read_document(site_path)
         out.problems += problems
         if site_doc is None:
             return out
-        out.site, problems = validate_layer(site_doc, SiteOverlay)
+        out.site, site_tree, problems = validate_layer(site_doc, SiteOverlay, 1)
         out.problems += problems
         if out.site is None:
             return out
@@ -135,9 +150,8 @@ def resolve(
             hint = f"use it with the profile whose metadata.name is {out.site.profile}"
             out.problems.append(Problem(site_doc.file, line, col, "profile", message, hint=hint))
             return out
-        layers.append(_layer(site_doc, ("overrides",), 1))
-    if unit_doc is not None:
-        layers.append(_layer(unit_doc, ("overrides",), 2))
+        layers.append(child(site_tree, "overrides"))
+    layers.append(child(unit_tree, "overrides"))
     for overrides in layers[1:]:
         if overrides is not None and isinstance(overrides.value, dict):
             tree = merge(tree, overrides)
@@ -153,7 +167,7 @@ def resolve(
         ApplianceProfile,
         out.data,
         lambda p: _as_tuple(locate_latest(out.origins, p)),
-        locate_missing=lambda p: _as_tuple(locate(out.origins, p)),
+        locate_missing=_located(out.origins),
     )
     out.problems += problems
     for path in unset_site_values(ApplianceProfile, out.data):

@@ -15,9 +15,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hypervisor_core import config as unit
+from oemkit.catalog.schema import HardwareModel
 from oemkit.catalog.store import Catalog
 from oemkit.problems import Problem
 from oemkit.profile.check import Checked, check
+from oemkit.profile.layers import Origin
 from oemkit.profile.schema import hostname_problem, serial_problem
 from oemkit.seal.keys import raw_public
 from oemkit.seal.unitconfig import Blueprint, blueprint
@@ -64,12 +66,20 @@ def sign(cfg: unit.UnitConfig, key: Ed25519PrivateKey) -> unit.UnitConfig:
 
 @dataclass
 class Sealer:
-    """Seals units with one key against one catalog; remembers each (profile + site, model) blueprint, so an
+    """Seals units with one key against one catalog; remembers each (checked profile, model) blueprint, so an
     order of thousands of units builds each only once."""
 
     key: Ed25519PrivateKey
     catalog: Catalog
-    _blueprints: dict[tuple[Path, Path | None, str], Blueprint] = field(default_factory=dict)
+    _blueprints: dict[tuple[int, str], tuple[Checked, Blueprint]] = field(default_factory=dict)
+
+    def _blueprint(self, checked: Checked, model: HardwareModel) -> Blueprint:
+        key = (id(checked), model.id)  # the Checked is kept with it: its id cannot be reused meanwhile
+        if key not in self._blueprints:
+            res = checked.resolved
+            assert res.profile is not None and res.site is not None
+            self._blueprints[key] = (checked, blueprint(res.profile, res.site, model))
+        return self._blueprints[key][1]
 
     def seal_unit(self, checked: Checked, request: Request) -> Compiled:
         res = checked.resolved
@@ -77,32 +87,36 @@ class Sealer:
             return Compiled(request.serial, res.errors or res.problems)
         p = res.profile
 
-        def fail(message: str, where: tuple[str, int, int] = request.where, path: str = request.path) -> Compiled:
+        def fail(message: str, where: Origin | tuple[str, int, int], path: str) -> Compiled:
+            if isinstance(where, Origin):
+                where = (where.file, where.line, where.column)
             return Compiled(request.serial, [Problem(*where, path, message)])
 
         why = serial_problem(request.serial)
         if why:
-            return fail(why)
+            return fail(why, request.where, request.path)
+        # which model: a problem with the request points where the request was made (an order's row), or, on the
+        # command line, at the profile's models
+        model_where, model_path = (
+            (res.where(("models",)), "models") if request.where == COMMAND_LINE else (request.where, request.path)
+        )
         model_id = request.model_id or (p.models[0] if len(p.models) == 1 else None)
         if model_id is None:
-            return fail(f"the profile targets {', '.join(p.models)}: say which with {request.what}")
+            return fail(f"the profile targets {', '.join(p.models)}: say which with {request.what}", model_where,
+                        model_path)  # fmt: skip
         if model_id not in p.models:
-            return fail(f"model {model_id} is not one of this profile's models ({', '.join(p.models)})")
+            message = f"model {model_id} is not one of this profile's models ({', '.join(p.models)})"
+            return fail(message, model_where, model_path)
         model = self.catalog.get(model_id)
         assert model is not None  # lint has checked every model the profile lists
-        cfg = None
         try:
-            key = (checked.profile_path, checked.site_path, model_id)
-            if key not in self._blueprints:
-                self._blueprints[key] = blueprint(p, res.site, model)
-            cfg = self._blueprints[key].unit(request.serial)
+            plan = self._blueprint(checked, model)
+            why = hostname_problem(plan.hostname(request.serial))
+            if why:
+                return fail(why, res.where(("host", "hostname")), "host.hostname")
+            cfg = plan.unit(request.serial)
         except (ValueError, unit.ConfigError) as exc:  # the agent's own invariants refuse it: say so, seal nothing
-            o = res.where(())
-            return fail(f"the sealed config would be refused on the box: {exc}", (o.file, o.line, o.column))
-        why = hostname_problem(cfg.host.hostname)
-        if why:
-            o = res.where(("host", "hostname"))
-            return fail(why, (o.file, o.line, o.column), "host.hostname")
+            return fail(f"the sealed config would be refused on the box: {exc}", res.where(()), "(document)")
         return Compiled(request.serial, [], sign(cfg, self.key))
 
 

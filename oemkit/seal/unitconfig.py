@@ -87,11 +87,13 @@ class Blueprint:
     template: unit.UnitConfig  # sealed with the blueprint's own placeholder serial and host name; never written
     host: Host
 
+    def hostname(self, serial: str) -> str:
+        return self.host.render(site=self.template.site, serial=serial, model=self.template.model)
+
     def unit(self, serial: str) -> unit.UnitConfig:
         """The (unsigned) config of one unit: the serial and the host name it renders for that serial."""
-        site, model = self.template.site, self.template.model
-        hostname = self.host.render(site=site, serial=serial, model=model)
-        return replace(self.template, serial=serial, host=replace(self.template.host, hostname=hostname))
+        host = replace(self.template.host, hostname=self.hostname(serial))
+        return replace(self.template, serial=serial, host=host)
 
 
 def blueprint(p: ApplianceProfile, site: SiteOverlay, model: HardwareModel) -> Blueprint:

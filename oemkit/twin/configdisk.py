@@ -26,19 +26,18 @@ VOLUME_ID = CONFIG_LABEL  # what the init looks for (ISO 9660 d-characters only)
 @contextmanager
 def _fixed_clock(epoch: int):
     """pycdlib stamps every record with time.time()/localtime(): give its modules a frozen UTC clock."""
-    core = pycdlib.pycdlib
     clock = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
     clock.time = lambda: float(epoch)
     clock.localtime = time.gmtime
-    modules = (pycdlib.dates, pycdlib.headervd, core)
-    saved = [m.time for m in modules]
+    modules = (pycdlib.dates, pycdlib.headervd, pycdlib.pycdlib)
+    saved = [getattr(m, "time") for m in modules]  # noqa: B009 (pycdlib's own `import time`, typed as absent)
     for m in modules:
-        m.time = clock
+        setattr(m, "time", clock)  # noqa: B010
     try:
         yield
     finally:
         for m, original in zip(modules, saved, strict=True):
-            m.time = original
+            setattr(m, "time", original)  # noqa: B010
 
 
 def write_config_iso(path: Path, unit_json: bytes, epoch: int | None = None) -> None:

@@ -18,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from hypervisor_core.layout import STATUS_LINE
+
 _ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[@-Z\\-_])")
 _MARK = re.compile(r"oemkit-core: (\w+) t=([0-9.]+)")
-STATUS = "OEMKIT-STATUS "
+STATUS = f"{STATUS_LINE} "
 SETTLE_SECONDS = 30.0  # after the status line, for the init's "ready" (state saved and synced)
 
 

@@ -82,7 +82,7 @@ def nics(model: HardwareModel, serial: str) -> tuple[tuple[TwinNic, ...], tuple[
 
 
 def disks(specs: list[DiskSpec], serial: str) -> tuple[TwinDisk, ...]:
-    out = []
+    out: list[TwinDisk] = []
     for spec in specs:
         for _ in range(spec.count):
             n = len(out)

@@ -142,7 +142,7 @@ def build_python(stage: Path, agent: Path, seeds: tuple[str, ...], work: Path) -
     """Measure the agent's module set in the staged Python and compile it (and the agent) to .pyc under work."""
     if not (agent / "__init__.py").is_file():
         raise BuildError(f"{agent} is not the {AGENT_PACKAGE} package")
-    imports = [(s, []) for s in seeds] + source_imports(agent)
+    imports: list[tuple[str, list[str]]] = [(s, []) for s in seeds] + source_imports(agent)
     tmp = _ChrootTmp(stage, agent)
     try:
         args = [json.dumps(imports), f"{tmp.inside}/agent", json.dumps(SCANNED), json.dumps(PY_NEVER)]

@@ -1,46 +1,40 @@
-"""Profile schemas by apiVersion: each released version is a frozen module; a document is read by its own version
-and translated up to the current one, one version at a time (Ignition's chain), so lint and sealing only ever
-see the current version. Today there is one, oemkit/v1 (schema/v1.py); tests/data/profiles/v1/ keeps proving that
-v1 documents load. A v2 adds a module, an entry in VERSIONS and v1 → v2 in UPGRADES.
-
-The translation works on a layer's annotated tree (profile/layers.py), so a value a translation moves keeps
-pointing at the line that set it.
+"""Profile schemas by apiVersion. A layer of an older version (profile, site or unit overlay) is translated up to the
+current one, one version at a time (Ignition's chain), then validated by the current schema, so lint and sealing
+only ever see the current version. The translation works on the layer's annotated tree (profile/layers.py): a value
+a translation moves keeps the file and line that set it, so the author is pointed into the old file. Today there is
+one version, oemkit/v1 (schema/v1.py, frozen once released); tests/data/profiles/v1/ keeps proving v1 documents
+load. A v2 adds a module, its name at the end of VERSIONS and the v1 → v2 step in UPGRADES.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from types import ModuleType
 from typing import TYPE_CHECKING
 
-from oemkit.profile.schema import v1
+from oemkit.profile.schema.rules import NAME_PATTERN, SERIAL_PATTERN, hostname_problem, serial_problem
 from oemkit.profile.schema.v1 import (
     API_VERSION,
-    NAME_PATTERN,
-    SERIAL_PATTERN,
     ApplianceProfile,
     DiskRule,
     Host,
     PortRule,
     SiteOverlay,
+    StaticAddress,
     UnitOverlay,
-    hostname_problem,
-    serial_problem,
 )
 
 if TYPE_CHECKING:
     from oemkit.profile.layers import Traced
 
-VERSIONS: dict[str, ModuleType] = {v1.API_VERSION: v1}  # oldest first; the last is current
-CURRENT = API_VERSION
-# apiVersion → the translation of a layer's tree of that version into the next version's
+VERSIONS: tuple[str, ...] = (API_VERSION,)  # every apiVersion this oemkit reads, oldest first; the last is current
+CURRENT = VERSIONS[-1]
+# apiVersion → the translation of a document's tree of that version (any kind) into the next version's
 UPGRADES: dict[str, Callable[[Traced], Traced]] = {}
 
 
 def upgrade(tree: Traced, api_version: str, steps: Mapping[str, Callable[[Traced], Traced]] = UPGRADES) -> Traced:
-    """A layer of `api_version` (a known one) as a layer of the current version."""
-    order = list(VERSIONS)
-    for version in order[order.index(api_version) : -1]:
+    """A document of `api_version` (a known one) as a document of the current version."""
+    for version in VERSIONS[VERSIONS.index(api_version) : -1]:
         tree = steps[version](tree)
     return tree
 
@@ -57,6 +51,7 @@ __all__ = [
     "Host",
     "PortRule",
     "SiteOverlay",
+    "StaticAddress",
     "UnitOverlay",
     "hostname_problem",
     "serial_problem",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from hypervisor_core import __version__ as CORE_VERSION
+from oemkit.profile.schema.rules import NAME_PATTERN, SERIAL_PATTERN
 
 if TYPE_CHECKING:
     from oemkit.catalog.schema import NicPort
@@ -35,26 +36,7 @@ _CRYPT = re.compile(
     r"|\$(y|gy)\$[./A-Za-z0-9]+\$[./A-Za-z0-9]{1,86}\$[./A-Za-z0-9]{43}"
     r"|\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}"
 )
-SITE_VALUE = {"x-site-value": True}
-NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
-SERIAL_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{1,30})[A-Za-z0-9]$"  # it ends up in a host name
-_SERIAL = re.compile(SERIAL_PATTERN)
-MAX_LABEL = 63
-
-
-def serial_problem(serial: str) -> str | None:
-    """Why `serial` cannot be a unit's serial, or None: the one rule for the CLI, orders and unit overlays."""
-    if _SERIAL.match(serial):
-        return None
-    return f"serial {serial!r} is not 3-32 letters, digits and '-' (not at either end)"
-
-
-def hostname_problem(hostname: str) -> str | None:
-    """Why a rendered host name is too long for DNS, or None (the template itself was checked by the schema)."""
-    first = hostname.split(".")[0]
-    if len(first) > MAX_LABEL:
-        return f"renders to {hostname!r}: its first label is {len(first)} characters, the limit is {MAX_LABEL}"
-    return None
+SITE_VALUE: dict[str, Any] = {"x-site-value": True}
 
 
 def _recorded_only(today: str, inert: Any) -> dict[str, Any]:
@@ -353,7 +335,7 @@ class Branding(Strict):
         None, max_length=2000, description="Console banner; the 'powered by' line follows it."
     )
 
-    @computed_field(description="Fixed: the hypervisor maker stays visible on every box. Not settable.")
+    @computed_field(description="Fixed: the hypervisor maker stays visible on every box. Not settable.")  # type: ignore[prop-decorator]
     @property
     def powered_by(self) -> str:
         return f"powered by oemkit core {CORE_VERSION}"
@@ -437,7 +419,7 @@ class SiteOverlay(Strict):
 class UnitOverlay(Strict):
     """Per-unit values: the serial and optional overrides (from an order)."""
 
-    apiVersion: Literal["oemkit/v1"] = API_VERSION
+    apiVersion: Literal["oemkit/v1"] = "oemkit/v1"
     kind: Literal["UnitOverlay"] = "UnitOverlay"
     serial: str = Field(pattern=SERIAL_PATTERN)
     overrides: dict[str, Any] = Field(default_factory=dict)
