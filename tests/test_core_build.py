@@ -17,6 +17,7 @@ from oemkit.cli.app import app
 from oemkit.image.core import cpio, elf
 from oemkit.image.core.recipe import FOOTPRINT_PARTS, HARDWARE_MODULES, PY
 
+from .conftest import REPO
 from .core_fixtures import TEST_PUB, build_args
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,7 @@ def test_initrd_holds_what_a_kvm_host_needs(contents: dict[str, dict[str, cpio.M
     files = _all(contents)
     init = files["/init"]
     assert init.mode & 0o777 == 0o755
-    assert init.data == (Path(__file__).resolve().parents[1] / "oemkit" / "core" / "files" / "init").read_bytes()
+    assert init.data == (REPO / "oemkit" / "image" / "core" / "files" / "init").read_bytes()
     assert files["/usr/bin/python3"].is_link and files["/usr/bin/python3"].data.decode() == PY
     assert elf.is_elf(files[f"/usr/bin/{PY}"].data)
     assert files["/usr/share/oemkit/factory.pub"].data == TEST_PUB.read_bytes()
