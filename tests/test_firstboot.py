@@ -191,7 +191,7 @@ def test_an_uplink_port_the_box_does_not_have_is_refused(unit: Path, tmp_path: P
     moved = replace(lom2.ports[0], pci_addresses=("0000:99:00.1",))
     uplinks = replace(cfg.management.uplinks, rules=(lom1, replace(lom2, ports=(moved,))))
     edited = replace(cfg, management=replace(cfg.management, uplinks=uplinks))
-    raw = Compiled(SERIAL, [], sign(edited, load_private_key(KEY))).text().encode()
+    raw = Compiled(SERIAL, [], *sign(edited, load_private_key(KEY))).text().encode()
     message = "uplinks: 2 wanted (LOM1; LOM2), found 1: enp4s0f0 (0000:04:00.0)"
     _refused_and_nothing_changed(raw, facts_tree(R650_DUMP, SERIAL, tmp_path / "box"), tmp_path / "root", message)
 

@@ -11,6 +11,7 @@ import base64
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -44,24 +45,22 @@ class Compiled:
     serial: str
     problems: list[Problem]
     config: unit.UnitConfig | None = None
-
-    @property
-    def document(self) -> dict:
-        assert self.config is not None
-        return self.config.to_dict()
+    document: dict[str, Any] = field(default_factory=dict)  # config's canonical form, as signed
 
     def text(self) -> str:
         """The file as written: sorted keys, two-space indent, newline at the end — byte-stable."""
+        assert self.config is not None
         return json.dumps(self.document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def sign(cfg: unit.UnitConfig, key: Ed25519PrivateKey) -> unit.UnitConfig:
-    """The config with its content id and the Ed25519 signature over its canonical form."""
-    body = replace(cfg, content_id="", signed_by="", signature="").to_dict()
+def sign(cfg: unit.UnitConfig, key: Ed25519PrivateKey) -> tuple[unit.UnitConfig, dict[str, Any]]:
+    """The config with its content id and the Ed25519 signature over its canonical form, and that form."""
+    body = cfg.to_dict()  # the content id leaves the seal out; the signature covers all but itself
     body["content_id"] = unit.content_id(body)
     body["signed_by"] = unit.key_id(raw_public(key))
-    signature = "ed25519:" + base64.b64encode(key.sign(unit.signed_bytes(body))).decode()
-    return replace(cfg, content_id=body["content_id"], signed_by=body["signed_by"], signature=signature)
+    body["signature"] = "ed25519:" + base64.b64encode(key.sign(unit.signed_bytes(body))).decode()
+    sealed = replace(cfg, content_id=body["content_id"], signed_by=body["signed_by"], signature=body["signature"])
+    return sealed, body
 
 
 @dataclass
@@ -117,7 +116,8 @@ class Sealer:
             cfg = plan.unit(request.serial)
         except (ValueError, unit.ConfigError) as exc:  # the agent's own invariants refuse it: say so, seal nothing
             return fail(f"the sealed config would be refused on the box: {exc}", res.where(()), "(document)")
-        return Compiled(request.serial, [], sign(cfg, self.key))
+        sealed, document = sign(cfg, self.key)
+        return Compiled(request.serial, [], sealed, document)
 
 
 def compile_unit(
