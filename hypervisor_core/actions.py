@@ -157,14 +157,20 @@ class RecordDatastore(Action):
 
 # ------------------------------------------------------------------------------------------------- libvirt
 @dataclass(frozen=True)
-class DefineNetwork(Action):
-    kind: ClassVar[str] = "libvirt.network"
+class LibvirtObject(Action, ABC):
+    """An action on one named libvirt object: its id is the kind and the name (libvirt.domain.nvr)."""
+
     name: str
-    xml: str
 
     @property
     def id(self) -> str:
         return f"{self.kind}.{self.name}"
+
+
+@dataclass(frozen=True)
+class DefineNetwork(LibvirtObject):
+    kind: ClassVar[str] = "libvirt.network"
+    xml: str
 
     def describe(self) -> str:
         return f"define libvirt network {self.name}, start it, autostart on"
@@ -174,15 +180,10 @@ class DefineNetwork(Action):
 
 
 @dataclass(frozen=True)
-class DefinePool(Action):
+class DefinePool(LibvirtObject):
     kind: ClassVar[str] = "libvirt.pool"
-    name: str
     path: str
     xml: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.kind}.{self.name}"
 
     def describe(self) -> str:
         return f"define storage pool {self.name} at {self.path}, start it, autostart on"
@@ -213,14 +214,9 @@ class CreateVolume(Action):
 
 
 @dataclass(frozen=True)
-class DefineDomain(Action):
+class DefineDomain(LibvirtObject):
     kind: ClassVar[str] = "libvirt.domain"
-    name: str
     xml: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.kind}.{self.name}"
 
     def describe(self) -> str:
         return f"define workload {self.name} (validated by libvirt)"
@@ -230,14 +226,9 @@ class DefineDomain(Action):
 
 
 @dataclass(frozen=True)
-class SetAutostart(Action):
+class SetAutostart(LibvirtObject):
     kind: ClassVar[str] = "libvirt.autostart"
-    name: str
     enabled: bool
-
-    @property
-    def id(self) -> str:
-        return f"{self.kind}.{self.name}"
 
     def describe(self) -> str:
         return f"autostart of {self.name} {'on' if self.enabled else 'off'}"
@@ -247,14 +238,9 @@ class SetAutostart(Action):
 
 
 @dataclass(frozen=True)
-class StartDomain(Action):
+class StartDomain(LibvirtObject):
     kind: ClassVar[str] = "libvirt.start"
-    name: str
     order: int
-
-    @property
-    def id(self) -> str:
-        return f"{self.kind}.{self.name}"
 
     def describe(self) -> str:
         return f"start {self.name} (start order {self.order}); a paused one is resumed"

@@ -549,11 +549,12 @@ TABLED += list(REPORT_CASES.values())
 
 
 def _kinds(cls: type[Action]) -> set[type[Action]]:
-    """Every action class of the product, abstract or not (a test's own fake subclass, if any, does not count):
-    one that forgot run() or describe() cannot be instantiated for its row, so it fails here too."""
+    """Every kind of action of the product: a class that names its own `kind` (a base such as LibvirtObject names
+    none; a test's own fake subclass, if any, does not count). One that forgot run() or describe() is abstract and
+    cannot be instantiated for its row, so it fails here too."""
     out = set()
     for sub in cls.__subclasses__():
-        if sub.__module__.startswith("hypervisor_core."):
+        if sub.__module__.startswith("hypervisor_core.") and "kind" in vars(sub):
             out.add(sub)
         out |= _kinds(sub)
     return out
