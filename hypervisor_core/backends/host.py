@@ -12,7 +12,6 @@ import json
 import secrets
 import socket
 import struct
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +135,8 @@ class HostFiles:
         bridges: tuple[BridgePort, ...],
     ) -> str:
         net = plain(
-            {"uplinks": [asdict(u) for u in uplinks], "bond": bond, "vlan": vlan, "address": address, "cidr": cidr,
-             "gateway": gateway, "bridges": [asdict(b) for b in bridges]}
+            {"uplinks": uplinks, "bond": bond, "vlan": vlan, "address": address, "cidr": cidr, "gateway": gateway,
+             "bridges": bridges}
         )  # fmt: skip
         self._config("network", net)
         members = ", ".join(u.name for u in uplinks)
@@ -148,8 +147,7 @@ class HostFiles:
         return summary
 
     def users(self, admins: tuple[UserAccount, ...], ssh: bool, lockdown: str) -> str:
-        accounts = [asdict(a) for a in admins]
-        self._config("users", {"admins": accounts, "ssh": ssh, "lockdown": lockdown}, 0o600)  # holds hashes
+        self._config("users", {"admins": admins, "ssh": ssh, "lockdown": lockdown}, 0o600)  # holds hashes
         for admin in admins:
             if admin.ssh_keys:
                 home = self._path(f"{paths.HOME}/{admin.name}/.ssh")
@@ -157,5 +155,5 @@ class HostFiles:
         return ", ".join(a.name for a in admins)
 
     def datastore(self, layout: str, pool: str, disks: tuple[DatastoreDisk, ...]) -> str:
-        self._config("datastore", {"layout": layout, "pool": pool, "disks": [asdict(d) for d in disks]})
+        self._config("datastore", {"layout": layout, "pool": pool, "disks": disks})
         return f"{layout} of {', '.join(d.name for d in disks)}"

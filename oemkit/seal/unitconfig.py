@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from hypervisor_core import config as unit
 from oemkit import __version__
 from oemkit.catalog.schema import HardwareModel, NicPort
-from oemkit.profile.schema import ApplianceProfile, Host, PortRule, SiteOverlay
+from oemkit.profile.schema import ApplianceProfile, Host, SiteOverlay
 
 
 def port_ref(port: NicPort, model: HardwareModel) -> unit.PortRef:
@@ -84,7 +84,7 @@ def _workloads(p: ApplianceProfile) -> tuple[unit.Workload, ...]:
 class Blueprint:
     """A unit config without its serial: one per (profile + site, model) of an order."""
 
-    template: unit.UnitConfig  # sealed with the blueprint's own placeholder serial and host name; never written
+    template: unit.UnitConfig  # a placeholder serial and host name, never signed nor written
     host: Host
 
     def hostname(self, serial: str) -> str:
@@ -138,4 +138,4 @@ def blueprint(p: ApplianceProfile, site: SiteOverlay, model: HardwareModel) -> B
     return Blueprint(template, p.host)
 
 
-__all__ = ["Blueprint", "PortRule", "blueprint", "port_ref"]
+__all__ = ["Blueprint", "blueprint", "port_ref"]
