@@ -1,7 +1,12 @@
-"""The one way oemkit writes a file: atomically, durably, and never over something that is not a regular file.
+"""The one way oemkit reads an input file and writes a file.
 
-Both sides use it (the factory may import the appliance's modules, never the reverse): a sealed unit config, a
-host file under a target root, a cache entry, a downloaded disk image and a journal line are all written here.
+Reading: opened once, without blocking (a FIFO never hangs the caller), checked on the open descriptor to be a
+regular file, and read with a bound before the bytes are in memory (`/dev/zero` is refused, not read until the
+process dies). Writing: atomically, durably, and never over something that is not a regular file.
+
+Both sides use it (the factory may import the appliance's modules, never the reverse): every profile, key, unit
+config, order, dump and facts file is read here; a sealed unit config, a host file under a target root, a cache
+entry, a downloaded disk image and a journal line are all written here.
 """
 
 from __future__ import annotations
@@ -28,6 +33,40 @@ class WriteRefused(OSError):
     """The target exists and is not a regular file: replacing it would destroy a link, a device or a folder."""
 
 
+class ReadRefused(OSError):
+    """The input is not a regular file, or is larger than the caller's bound: refused before reading it."""
+
+
+def kind_of(mode: int) -> str:
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file at `path`, at most `limit` of them.
+
+    A symlink to a regular file is followed (inputs are often linked into place); anything else — a FIFO, a
+    device, a socket, a folder — raises ReadRefused before a byte is read, and so does a file over `limit`
+    (checked on the size, and again on what is read: /proc and sysfs files report a size that is not theirs)."""
+    # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting forever; O_NOCTTY: a terminal
+    # given as input never becomes our controlling terminal.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ReadRefused(0, f"{kind_of(st.st_mode)}, not a regular file: refused", str(path))
+        if st.st_size > limit:
+            raise ReadRefused(0, f"{st.st_size} bytes; the limit is {limit}", str(path))
+        chunks, size = [], 0
+        while chunk := os.read(fd, min(limit + 1 - size, 1 << 20)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise ReadRefused(0, f"more than {limit} bytes; the limit is {limit}", str(path))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def check_target(path: Path) -> None:
     """Refuse a target that exists and is not a regular file (a symlink is refused, not followed)."""
     try:
@@ -35,8 +74,7 @@ def check_target(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISREG(st.st_mode):
-        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
-        raise WriteRefused(0, f"{kind}: refusing to replace it", str(path))
+        raise WriteRefused(0, f"{kind_of(st.st_mode)}: refusing to replace it", str(path))
 
 
 def fsync_dir(folder: Path) -> None:

@@ -5,7 +5,7 @@ PyYAML composes a node tree (with marks) that we walk ourselves, so that:
 - duplicate keys, non-plain tags (`!!python/object`...) and non-string keys are located errors;
 - aliases are counted from the event stream *before* any tree is built, and the walk is bounded, so an
   alias bomb is refused in milliseconds instead of expanding exponentially;
-- oversized files and invalid UTF-8 are refused before parsing.
+- special files, oversized files and invalid UTF-8 are refused before parsing (`oemkit.inputs`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import yaml
 import yaml.constructor
 
 from oemkit.errors import OemkitError, UnreadableInput
+from oemkit.inputs import decode_utf8, read_input
 
 # libyaml when the wheel has it: the same events and marks, several times faster.
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -66,36 +67,9 @@ def _mark(node_or_mark: Any) -> tuple[int, int]:
     return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
-def _decode(raw: bytes, file: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        before = raw[: exc.start]
-        line = before.count(b"\n") + 1
-        col = exc.start - (before.rfind(b"\n") + 1) + 1
-        raise YamlError(
-            f"invalid UTF-8 (byte 0x{raw[exc.start]:02x})",
-            file=file,
-            line=line,
-            column=col,
-            hint="save the file as UTF-8",
-        ) from None
-
-
-def read_bytes(path: Path, limit: int = MAX_BYTES) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > limit:
-            raise YamlError(f"file is {size} bytes; the limit is {limit} bytes", file=str(path), line=1, column=1)
-        with path.open("rb") as fh:
-            return fh.read(limit + 1)
-    except OSError as exc:
-        raise YamlError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
-
-
 def load_file(path: Path, display: str | None = None) -> Document:
     name = display or str(path)
-    return loads(_decode(read_bytes(path), name), name)
+    return loads(decode_utf8(read_input(path, "profile", MAX_BYTES), name), name)
 
 
 def loads(text: str, file: str = "<string>") -> Document:

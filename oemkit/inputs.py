@@ -1,0 +1,53 @@
+"""Every file the factory is given is read here: once, bounded, and only if it is what it must be.
+
+The appliance's `fsutil.read_regular` does the reading (a FIFO never hangs us, `/dev/zero` is never read without
+end, a folder or a device is refused before a byte is read); this module turns its refusals, and text that is not
+UTF-8, into located `UnreadableInput` errors (CLI exit 2). Profiles, sites, unit overlays, orders, keys, unit
+configs, public keys, facts and dumps all come through `read_input`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypervisor_core.fsutil import read_regular
+from oemkit.errors import UnreadableInput
+
+KiB, MiB = 1024, 1024 * 1024
+# The bounds, by kind of input: each is far above the largest real one and far below what hurts a build host.
+LIMITS = {
+    "profile": 4 * MiB,  # a large real profile is ~20 KiB
+    "orders": 64 * MiB,  # 100,000 rows of serial,profile,site,model
+    "key": 64 * KiB,  # a PEM Ed25519 key is 119 bytes
+    "unit config": 1 * MiB,  # the agent's own limit (config.MAX_BYTES)
+    "facts": 4 * MiB,
+    "dump": 4 * MiB,  # a full dmidecode dump of a 4-socket server is ~200 KiB
+}
+
+
+def read_input(path: Path, kind: str, limit: int | None = None) -> bytes:
+    """The bytes of the regular file `path` (a `kind` of input, bounded by LIMITS[kind] or `limit`)."""
+    bound = limit if limit is not None else LIMITS[kind]
+    try:
+        return read_regular(path, bound)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UnreadableInput(f"cannot read {kind}: {reason}", file=str(path)) from None
+
+
+def decode_utf8(raw: bytes, file: str) -> str:
+    """`raw` as text, or a located error at the first byte that is not UTF-8 (a Latin-1 or UTF-16 file)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        utf16 = raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+        raise UnreadableInput(
+            f"invalid UTF-8 ({'a UTF-16 file' if utf16 else f'byte 0x{raw[exc.start]:02x}'})",
+            file=file,
+            line=line,
+            column=col,
+            hint="save the file as UTF-8",
+        ) from None
