@@ -69,7 +69,7 @@ def test_a_50_mb_file_is_refused_located(tmp_path: Path) -> None:
         fh.truncate(50 * 1024 * 1024)
     result = _run("profile", "validate", str(huge))
     assert result.exit_code == 2
-    assert f"{huge}:1:1: error: (document): file is 52428800 bytes" in result.stdout
+    assert f"{huge}:1:1: error: (document): cannot read profile: 52428800 bytes; the limit is" in result.stdout
 
 
 def test_show_merges_and_says_where_values_came_from() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oemkit.errors import OemkitError
+from oemkit.errors import OemkitError, UnreadableInput
 from oemkit.yamlio import YamlError, load_file, loads
 
 
@@ -55,7 +55,7 @@ def test_alias_bomb_is_refused_before_expansion() -> None:
 def test_invalid_utf8_is_located(tmp_path: Path) -> None:
     f = tmp_path / "p.yaml"
     f.write_bytes(b"a: 1\nb: caf\xe9\n")
-    with pytest.raises(YamlError) as err:
+    with pytest.raises(UnreadableInput) as err:
         load_file(f)
     assert (err.value.line, err.value.column) == (2, 7)
 
@@ -64,7 +64,7 @@ def test_oversized_file_is_refused_unread(tmp_path: Path) -> None:
     f = tmp_path / "huge.yaml"
     with f.open("wb") as fh:
         fh.truncate(50 * 1024 * 1024)
-    with pytest.raises(YamlError, match="limit"):
+    with pytest.raises(UnreadableInput, match="limit"):
         load_file(f)
 
 
