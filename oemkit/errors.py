@@ -69,3 +69,10 @@ class UnreadableInput(OemkitError):
     """The input could not be read or is not what it claims to be (CLI exit code 2)."""
 
     unreadable = True
+
+
+class OutputRefused(OemkitError):
+    """An output that must not be written: it exists (without --force), it is not a regular file, or the folder
+    cannot be written. Nothing was written (CLI exit code 2, like unreadable input: the run did not happen)."""
+
+    unreadable = True

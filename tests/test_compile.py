@@ -33,7 +33,7 @@ def test_keys_init_private_0600_and_never_overwrites(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "k" / "signing.key").stat().st_mode) == 0o600
     assert config.read_public_key((tmp_path / "k" / "signing.pub").read_text())
     again = runner.invoke(app, ["keys", "init", "--dir", str(tmp_path / "k")])
-    assert again.exit_code == 1 and "refusing to replace" in again.stderr
+    assert again.exit_code == 2 and "refusing to replace" in again.stderr
 
 
 def test_compile_is_sealed_and_deterministic(tmp_path: Path) -> None:

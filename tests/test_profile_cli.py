@@ -172,7 +172,8 @@ def test_init_scaffold_validates(model: str, tmp_path: Path) -> None:
     check = _run("profile", "validate", str(out))
     assert check.exit_code == 0, check.stdout
     assert "# " in out.read_text()  # commented for the author
-    assert _run("profile", "init", "--model", model, "-o", str(out)).exit_code == 1  # never overwrites
+    assert _run("profile", "init", "--model", model, "-o", str(out)).exit_code == 2  # never overwrites...
+    assert _run("profile", "init", "--model", model, "-o", str(out), "--force").exit_code == 0  # ...unless told
 
 
 def test_init_unknown_model_suggests() -> None:

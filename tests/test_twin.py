@@ -148,13 +148,13 @@ def test_twin_memory_leaves_room_for_the_workloads_within_the_host() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["boot", "missing.json", "--core", "."], "cannot read the unit config"),
+        (["boot", "missing.json", "--core", "."], "cannot read unit config"),
         (["boot", "{unit}", "--core", "{tmp}"], "not a core: vmlinuz is missing"),
         (["boot", "{unit}", "--core", "{tmp}", "--as-model", "acme-x1"], "'acme-x1' is not in the catalog"),
         (["boot", "{unit}", "--core", "{tmp}", "--disks", "floppy:1"], "disk spec 'floppy:1'"),
         (["boot", "{tmp}/bad.json", "--core", "{tmp}"], "not a unit config"),
         (["boot", "{unit}", "--core", "{tmp}", "--accel", "hvf"], "--accel must be auto, kvm or tcg"),
-        (["boot", "{unit}", "--core", "{core}", "--accel", "tcg", "--log", "/nonexistent/c.log"], "console log"),
+        (["boot", "{unit}", "--core", "{core}", "--accel", "tcg", "--log", "/nonexistent/c.log"], "cannot write"),
         (["boot", "{unit}", "--core", "{core}", "--accel", "tcg", "--state-disk", "/nonexistent/s.img"], "state disk"),
     ],
 )

@@ -32,11 +32,13 @@ def boot_command(
         typer.Option("--state-disk", help="Keep the core's state on this disk image (made if missing): reboot it."),
     ] = None,
     log: Annotated[Path | None, typer.Option("--log", help="Write the console, with host timestamps, here.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --log file.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Boot the core with UNIT on its model's twin (SMBIOS, NICs at the catalog's PCI addresses, datastore disks,
     the config on a CD) and print the agent's OEMKIT-STATUS result."""
     from oemkit.errors import OemkitError
+    from oemkit.outputs import check_new
     from oemkit.twin import accel as accel_mod
     from oemkit.twin import session
 
@@ -44,6 +46,8 @@ def boot_command(
         fail(OemkitError(f"--accel must be auto, kvm or tcg, not {accel!r}"), as_json=as_json)
     catalog = load_catalog_or_fail(ctx, as_json)
     try:
+        if log is not None:
+            check_new(log, force)  # before the boot, not after minutes of it
         run = session.prepare(unit, catalog, as_model, disks, host_mib=session.host_memory_mib())
         if not (core / "vmlinuz").is_file():
             raise OemkitError("not a core: vmlinuz is missing (build one with `oemkit core build`)", file=str(core))
@@ -56,7 +60,9 @@ def boot_command(
         for note in run.twin.notes:
             say(f"oemkit boot: note: {note}")
         echo = None if as_json else (lambda line: print("  | " + line, file=sys.stderr))
-        result = session.boot(run, core, accel=accel, timeout=timeout, log=log, state_disk=state_disk, echo=echo)
+        result = session.boot(
+            run, core, accel=accel, timeout=timeout, log=log, state_disk=state_disk, echo=echo, force=force
+        )
     except (OemkitError, ValueError) as exc:
         fail(exc, as_json=as_json)
     doc = {**result.to_dict(), "accel": accel, "twin": run.twin.model_id}

@@ -175,17 +175,22 @@ def init(
     model: Annotated[str, typer.Option("--model", help="Catalog model id.", autocompletion=_complete_model)],
     name: Annotated[str, typer.Option("--name", help="Profile name (metadata.name).")] = "my-appliance",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing OUTPUT.")] = False,
 ) -> None:
-    """Write a commented profile for MODEL that validates as it is, to edit from there."""
+    """Write a commented profile for MODEL that validates as it is, to edit from there.
+
+    Exit 0: written; 1: no such model; 2: a bad --name, or OUTPUT exists (without --force) or is not a regular
+    file — nothing written."""
     import difflib
     import re
 
     from oemkit.cli.common import load_catalog_or_fail
     from oemkit.errors import OemkitError
+    from oemkit.outputs import check_new, write_output
     from oemkit.profile.scaffold import scaffold
     from oemkit.profile.schema import NAME_PATTERN
 
-    if not re.match(NAME_PATTERN, name):
+    if not re.fullmatch(NAME_PATTERN, name):
         fail(
             OemkitError(
                 f"--name {name!r} is not a profile name: lowercase letters, digits and '-', up to 31, "
@@ -194,6 +199,11 @@ def init(
             as_json=False,
             code=EXIT_UNREADABLE,
         )
+    if output is not None:
+        try:
+            check_new(output, force)  # before any work
+        except OemkitError as exc:
+            fail(exc, as_json=False)
     catalog = load_catalog_or_fail(ctx, False)
     hw = catalog.get(model)
     if hw is None:
@@ -210,12 +220,8 @@ def init(
     if output is None:
         sys.stdout.write(text)
         return
-    if output.exists() or output.is_symlink():
-        fail(OemkitError("exists; not overwriting", file=str(output)), as_json=False, code=EXIT_NO)
-    from hypervisor_core.fsutil import write_atomic
-
     try:
-        write_atomic(output, text)
-    except OSError as exc:
-        fail(OemkitError(f"cannot write: {exc.strerror}", file=str(output)), as_json=False, code=EXIT_UNREADABLE)
+        write_output(output, text, force=force)
+    except OemkitError as exc:
+        fail(exc, as_json=False)
     sys.stderr.write(f"wrote {output}; check it with: oemkit profile validate {output}\n")

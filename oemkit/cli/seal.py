@@ -38,7 +38,7 @@ def keys_init(
     try:
         key, pub = init_keys(folder)
     except OemkitError as exc:
-        fail(exc, as_json=False, code=EXIT_NO)
+        fail(exc, as_json=False)
     except OSError as exc:
         fail(OemkitError(f"cannot create keys: {exc.strerror}", file=str(folder)), as_json=False)
     sys.stdout.write(f"{key}\n{pub}\n")
@@ -56,27 +56,31 @@ def compile_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="UNIT.json, or a folder with --orders.")] = Path(
         "unit.json"
     ),
+    force: Annotated[bool, typer.Option("--force", help="Replace existing unit configs.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Seal unit configs: one (PROFILE --site --serial -o UNIT.json) or a whole order (--orders CSV -o DIR).
 
-    Exit 0: all sealed; 1: a unit's profile is invalid (problems listed per unit/row); 2: unreadable input.
+    Exit 0: all sealed; 1: a unit's profile is invalid (problems listed per unit/row); 2: unreadable input, or an
+    output that exists (without --force) or is not a regular file — then nothing is written.
     """
-    from hypervisor_core.fsutil import write_atomic
     from oemkit.catalog.store import load_catalog
     from oemkit.errors import OemkitError
+    from oemkit.outputs import check_new, write_output
     from oemkit.problems import ProblemsError, unreadable
     from oemkit.profile.schema import serial_problem
     from oemkit.seal.compile import compile_unit
     from oemkit.seal.keys import load_private_key
 
     try:
+        if orders is None:
+            check_new(output, force)  # before any work: an output that will be refused anyway
         signing_key = load_private_key(key)
         catalog = load_catalog(app_state(ctx).catalog_dir)
     except (OemkitError, ProblemsError) as exc:
         fail(exc, as_json=as_json)
     if orders is not None:
-        _compile_orders(orders, signing_key, catalog, output, as_json)
+        _compile_orders(orders, signing_key, catalog, output, force, as_json)
     if profile is None or site is None or serial is None:
         fail(OemkitError("give PROFILE --site SITE --serial SERIAL, or --orders ORDERS.csv"), as_json=as_json)
     why = serial_problem(serial)
@@ -90,9 +94,9 @@ def compile_command(
             sys.stderr.write(f"{p}\n")
         raise typer.Exit(EXIT_UNREADABLE if unreadable(compiled.problems) else EXIT_NO)
     try:
-        write_atomic(output, compiled.text())
-    except OSError as exc:
-        fail(OemkitError(f"cannot write: {exc.strerror}", file=str(output)), as_json=as_json)
+        write_output(output, compiled.text(), force=force)
+    except OemkitError as exc:
+        fail(exc, as_json=as_json)
     cfg = compiled.config
     if as_json:
         emit_json(
@@ -103,13 +107,15 @@ def compile_command(
         sys.stdout.write(f"{output}: {cfg.serial} {cfg.model} {cfg.site} {cfg.content_id}\n")
 
 
-def _compile_orders(orders: Path, key: Ed25519PrivateKey, catalog: Catalog, out_dir: Path, as_json: bool) -> None:
+def _compile_orders(
+    orders: Path, key: Ed25519PrivateKey, catalog: Catalog, out_dir: Path, force: bool, as_json: bool
+) -> None:
     from oemkit.errors import OemkitError
     from oemkit.seal.orders import compile_orders
 
     failed = total = 0
     try:
-        for row in compile_orders(orders, key, catalog, out_dir):
+        for row in compile_orders(orders, key, catalog, out_dir, force=force):
             total += 1
             failed += bool(row.problems)
             if as_json:

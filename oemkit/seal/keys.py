@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hypervisor_core.fsutil import write_atomic
-from oemkit.errors import OemkitError, UnreadableInput
+from oemkit.errors import OutputRefused, UnreadableInput
+from oemkit.inputs import read_input
 
 
 def init_keys(folder: Path) -> tuple[Path, Path]:
@@ -16,8 +21,8 @@ def init_keys(folder: Path) -> tuple[Path, Path]:
     overwrites: replacing a factory key silently would orphan every box built with the old one."""
     key_path, pub_path = folder / "signing.key", folder / "signing.pub"
     for p in (key_path, pub_path):
-        if p.exists():
-            raise OemkitError(
+        if os.path.lexists(p):
+            raise OutputRefused(
                 "exists; refusing to replace a signing key",
                 file=str(p),
                 hint="move it away first if you really mean to rotate the factory key",
@@ -34,11 +39,17 @@ def init_keys(folder: Path) -> tuple[Path, Path]:
     return key_path, pub_path
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UnreadableInput(f"cannot read signing key: {exc.strerror}", file=str(path)) from None
+def load_private_key(path: Path, warn: Callable[[str], None] | None = None) -> Ed25519PrivateKey:
+    """The factory key at `path`. A key that group or others may read is used, with a warning (`warn`, default
+    stderr): unlike ssh we do not refuse it, because build lines keep the key on a mount that a build group shares
+    by design, and stopping the line is worse than telling its owners — the warning lands in every unit's log."""
+    data = read_input(path, "key")
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        (warn or _stderr)(
+            f"{path}: warning: the signing key is readable by {'group and others' if mode & 0o007 else 'its group'}"
+            f" (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+        )
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
@@ -50,3 +61,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 def raw_public(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _stderr(text: str) -> None:
+    sys.stderr.write(text + "\n")

@@ -12,19 +12,25 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hypervisor_core.fsutil import write_atomic
 from oemkit.catalog.store import Catalog
-from oemkit.errors import UnreadableInput
+from oemkit.errors import OutputRefused, UnreadableInput
+from oemkit.inputs import decode_utf8, read_input
+from oemkit.outputs import FORCE_HINT, check_new, write_output
 from oemkit.problems import Problem
 from oemkit.profile.check import Checked, check
+from oemkit.profile.schema import serial_problem
 from oemkit.seal.compile import Request, Sealer
 
+# Every C0 control but tab, newline and carriage return; DEL and the C1 controls (what a Latin-1 file read as
+# something else turns into): none of them belongs in a serial or a file name.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 COLUMNS = ("serial", "profile", "site")
 OPTIONAL = ("model",)
 
@@ -47,11 +53,16 @@ class RowResult:
 
 
 def read_orders(path: Path) -> list[tuple[int, dict[str, str]]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UnreadableInput(f"cannot read orders: {exc}", file=str(path)) from None
-    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))  # spreadsheets write a BOM
+    """The rows of an orders CSV with their line numbers. UTF-8 only (a BOM is allowed: spreadsheets write one);
+    a Latin-1 or UTF-16 file, a NUL or a control character is refused at its line:col, before any unit is sealed."""
+    text = decode_utf8(read_input(path, "orders"), str(path)).removeprefix("\ufeff")
+    bad = _CONTROL.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        col = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        message = f"control character U+{ord(bad.group()):04X} in the orders: refused"
+        raise UnreadableInput(message, file=str(path), line=line, column=col, hint="save the orders as plain CSV")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         message = f"orders need the columns {', '.join(COLUMNS)}; missing {', '.join(missing)}"
@@ -60,11 +71,19 @@ def read_orders(path: Path) -> list[tuple[int, dict[str, str]]]:
     if unknown:  # a misspelt "modle" column must not be dropped silently
         message = f"unknown column {unknown[0]!r}; the columns are {', '.join(COLUMNS + OPTIONAL)}"
         raise UnreadableInput(message, file=str(path), line=1, column=1)
-    return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}) for row in reader]
+    try:
+        return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}) for row in reader]
+    except csv.Error as exc:  # e.g. a quoted field left open at the end of the file
+        raise UnreadableInput(f"CSV: {exc}", file=str(path), line=reader.line_num, column=1) from None
 
 
-def compile_orders(orders: Path, key: Ed25519PrivateKey, catalog: Catalog, out_dir: Path) -> Iterator[RowResult]:
+def compile_orders(
+    orders: Path, key: Ed25519PrivateKey, catalog: Catalog, out_dir: Path, *, force: bool = False
+) -> Iterator[RowResult]:
+    """Seal every row into OUT_DIR/SERIAL.json. Without `force`, an order that would replace any existing unit
+    config is refused whole before anything is written (OutputRefused): re-sealing is a decision, not a default."""
     rows = read_orders(orders)
+    _check_outputs(out_dir, [row["serial"] for _, row in rows], force)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = orders.parent
     sealer = Sealer(key, catalog)
@@ -93,6 +112,26 @@ def compile_orders(orders: Path, key: Ed25519PrivateKey, catalog: Catalog, out_d
         result.problems += sealed.problems
         if sealed.config is not None:
             result.file = out_dir / f"{serial}.json"
-            write_atomic(result.file, sealed.text(), durable=False)  # each file whole; synced once, below
+            write_output(result.file, sealed.text(), force=force, durable=False)  # whole; synced once, below
         yield result
     os.sync()  # the order is on disk when the command returns: one flush instead of two fsyncs per unit
+
+
+def _check_outputs(out_dir: Path, serials: list[str], force: bool) -> None:
+    """Refuse the order before any work when an output it would write exists (without force) or is not a regular
+    file. Only serials that can name a file are looked at; the others are refused per row later."""
+    if os.path.lexists(out_dir) and not out_dir.is_dir():
+        raise OutputRefused("exists and is not a folder", file=str(out_dir))
+    if not out_dir.is_dir():
+        return
+    taken = []
+    for serial in serials:
+        if serial_problem(serial) is None:
+            try:
+                check_new(out_dir / f"{serial}.json", force)
+            except OutputRefused as exc:
+                taken.append(exc)
+    if taken:
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        first = taken[0]
+        raise OutputRefused(f"{first.message}{more}; nothing was sealed", file=first.file, hint=FORCE_HINT)

@@ -14,6 +14,8 @@ from hypervisor_core.layout import STATE_LABEL
 from oemkit.catalog.store import Catalog
 from oemkit.errors import OemkitError, UnreadableInput
 from oemkit.hardware.disks import disks_for_rule, parse_disks
+from oemkit.inputs import read_input
+from oemkit.outputs import open_stream
 from oemkit.twin import qemu
 from oemkit.twin.configdisk import write_config_iso
 from oemkit.twin.console import BootResult, watch
@@ -48,10 +50,7 @@ def twin_memory_mib(workloads_mib: int, host_mib: int | None) -> int:
 def read_unit(path: Path) -> tuple[config.UnitConfig, bytes]:
     """A sealed unit config and its bytes. Its signature is the agent's to check: the factory boots exactly what it
     ships, and a tampered file fails inside, as on a box."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UnreadableInput(f"cannot read the unit config: {exc.strerror}", file=str(path)) from None
+    raw = read_input(path, "unit config")
     try:
         return config.load(raw, None), raw
     except config.ConfigError as exc:
@@ -114,8 +113,10 @@ def boot(
     state_disk: Path | None = None,
     echo: Callable[[str], None] | None = None,
     extra_args: tuple[str, ...] = (),
+    force: bool = False,
 ) -> BootResult:
-    """`extra_args` go to QEMU after the twin's own: devices a test attaches to rehearse an odd box."""
+    """`extra_args` go to QEMU after the twin's own: devices a test attaches to rehearse an odd box. `force`:
+    replace an existing `log` (see oemkit.outputs)."""
     for name in ("vmlinuz", "initrd.img"):
         if not (core / name).is_file():
             raise UnreadableInput(f"not a core: {name} is missing (build one with `oemkit core build`)", file=str(core))
@@ -140,10 +141,7 @@ def boot(
             memory_mib=p.memory_mib,
             state_disk=str(state_disk) if state_disk is not None else None,
         ) + list(extra_args)
-        try:
-            logf = open(log, "w", encoding="utf-8") if log else None  # noqa: SIM115 (closed below)
-        except OSError as exc:
-            raise OemkitError(f"cannot write the console log: {exc.strerror}", file=str(log)) from None
+        logf = open_stream(log, force=force) if log else None
         try:
             if logf:
                 logf.write("# " + " ".join(argv) + "\n")
