@@ -48,5 +48,14 @@ def root(
     ctx.obj = AppState(catalog_dir=catalog_dir)
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    # SIGTERM (a build line's timeout, systemd stopping a job) unwinds like Ctrl-C: every `finally` runs, so an
+    # interrupted write removes its temporary file instead of leaving a half-sealed config behind.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     app()
