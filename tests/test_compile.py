@@ -170,4 +170,4 @@ def test_an_order_whose_serial_makes_the_host_name_too_long_points_at_the_templa
     line = next(n for n, text in enumerate(profile.read_text().splitlines(), 1) if "hostname:" in text)
     assert result.exit_code == 1
     assert (problem["file"], problem["line"], problem["path"]) == (str(profile), line, "host.hostname")
-    assert problem["message"].endswith("its first label is 68 characters, the limit is 63")
+    assert problem["message"].endswith("is 68 characters, the limit is 63")

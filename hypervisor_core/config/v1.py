@@ -19,6 +19,7 @@ from hypervisor_core.identity import IdentitySpec
 SCHEMA = "oemkit.unit/v1"
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
+HOST_NAME_MAX = 64  # Linux: sethostname(2) takes no more, so neither does a unit's host name
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,8 @@ def check(cfg: UnitConfig) -> None:
             raise ConfigError(f"{what} name {name!r} is not a plain name (a-z, 0-9, '-')")
     if not _HOSTNAME.fullmatch(cfg.host.hostname):
         raise ConfigError(f"host name {cfg.host.hostname!r} is not valid")
+    if len(cfg.host.hostname) > HOST_NAME_MAX:
+        raise ConfigError(f"host name {cfg.host.hostname!r} is longer than Linux takes ({HOST_NAME_MAX})")
     lines = [*cfg.host.ntp, *cfg.host.dns.servers, *cfg.host.dns.search, cfg.host.timezone]
     lines += [k for a in cfg.security.admins for k in a.ssh_keys] + [a.password_hash or "" for a in cfg.security.admins]
     for text in lines:

@@ -30,7 +30,7 @@ def parse_disks(spec: str) -> list[DiskSpec]:
     """`sata:ssd:960x2,nvme:1920x4` → disk specs (ssd is the default)."""
     out = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
-        m = _SPEC.match(item)
+        m = _SPEC.fullmatch(item)
         if not m:
             raise UnreadableInput(f"disk spec {item!r} is not IFACE[:ssd|hdd]:SIZE_GIB[xCOUNT], e.g. sata:ssd:960x2")
         out.append(DiskSpec(m.group(1), m.group(2) != "hdd", int(m.group(3)), int(m.group(4) or 1)))

@@ -60,7 +60,7 @@ class Strict(BaseModel):
 
 def _hostname(value: str) -> str:
     labels = value.split(".")
-    if len(value) > 253 or not all(_LABEL.match(label) for label in labels):
+    if len(value) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         raise ValueError(f"{value!r} is not a valid host name (lowercase letters, digits, '-', labels of 1-63)")
     return value
 
