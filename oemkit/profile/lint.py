@@ -152,6 +152,11 @@ def _datastore(res: ResolvedProfile, p: ApplianceProfile, model: HardwareModel) 
     rule: DiskRule = p.storage.datastore
     bays = [b for b in model.storage.bays if rule.interface is None or rule.interface in b.interfaces]
     where = ("storage", "datastore")
+    if bays and rule.rotational:  # an HDD needs a 2.5"/3.5" SATA or SAS bay; E3.S and NVMe-only bays take none
+        bays = [b for b in bays if b.size in ("2.5in", "3.5in") and {"sata", "sas"} & set(b.interfaces)]
+        if not bays:
+            res.problem((*where, "rotational"), f"{model.id} has no bays that take an HDD (SATA or SAS, 2.5 or 3.5 in)")
+            return
     if not bays:
         offered = sorted({i for b in model.storage.bays for i in b.interfaces})
         res.problem(

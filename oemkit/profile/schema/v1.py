@@ -193,9 +193,25 @@ class StaticAddress(Strict):
     gateway: IPAddress | None = None
 
     @model_validator(mode="after")
-    def _gateway_in_subnet(self) -> StaticAddress:
-        if self.gateway and ipaddress.ip_address(self.gateway) not in ipaddress.ip_interface(self.address).network:
-            raise ValueError(f"gateway {self.gateway} is not in {ipaddress.ip_interface(self.address).network}")
+    def _usable(self) -> StaticAddress:
+        iface = ipaddress.ip_interface(self.address)
+        net, ip = iface.network, iface.ip
+        # /31 and /32 (IPv4), /127 and /128 (IPv6) have no network or broadcast address to avoid (RFC 3021, 6164)
+        if net.num_addresses > 2:
+            if ip == net.network_address:
+                raise ValueError(f"{self.address} is the network address of {net}: no host may take it")
+            if net.version == 4 and ip == net.broadcast_address:
+                raise ValueError(f"{self.address} is the broadcast address of {net}: no host may take it")
+        if self.gateway:
+            gateway = ipaddress.ip_address(self.gateway)
+            if gateway not in net:
+                raise ValueError(f"gateway {self.gateway} is not in {net}")
+            if gateway == ip:
+                raise ValueError(f"the gateway {self.gateway} is the host's own address")
+            if net.num_addresses > 2 and gateway == net.network_address:
+                raise ValueError(f"gateway {self.gateway} is the network address of {net}")
+            if net.version == 4 and net.num_addresses > 2 and gateway == net.broadcast_address:
+                raise ValueError(f"gateway {self.gateway} is the broadcast address of {net}")
         return self
 
 
@@ -238,11 +254,23 @@ class Networks(Strict):
     guest: list[GuestNetwork] = Field(default_factory=list)
 
 
+# The largest drives on sale (2026): a 36 TB HDD and a 122.88 TB SSD. A rule asking for more matches no disk.
+LARGEST_HDD_GIB, LARGEST_SSD_GIB = 33_528, 114_441
+
+
 class DiskRule(Strict):
     interface: Literal["sata", "sas", "nvme"] | None = None
     rotational: bool | None = Field(None, description="false: SSDs only; true: HDDs only.")
-    min_size_gib: int | None = Field(None, ge=1)
+    min_size_gib: int | None = Field(None, ge=1, le=LARGEST_SSD_GIB)
     count: int = Field(1, ge=1, le=32)
+
+    @model_validator(mode="after")
+    def _real(self) -> DiskRule:
+        if self.rotational and self.interface == "nvme":
+            raise ValueError("no NVMe drive is rotational: HDDs are SATA or SAS (drop rotational, or the interface)")
+        if self.rotational and (self.min_size_gib or 0) > LARGEST_HDD_GIB:
+            raise ValueError(f"no HDD holds {self.min_size_gib} GiB (the largest on sale: {LARGEST_HDD_GIB} GiB)")
+        return self
 
 
 class Storage(Strict):
