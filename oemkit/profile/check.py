@@ -99,15 +99,17 @@ def check(
             )
             return Checked(path, None, res)
         path, site = profiles[0], path
+    # A bad unit layer (a bad --serial, a broken unit file) does not hide the profile's own problems: the profile
+    # and site are checked without it, and everything found is reported at once.
     unit, unit_tree, unit_problems = _unit_layer(unit_path, serial)
     if unit_problems:
-        return Checked(path, site, ResolvedProfile(problems=unit_problems))
+        unit, unit_tree = None, None
     res = resolve(path, site, unit, unit_tree) if doc is not None else ResolvedProfile(problems=problems)
     if not res.errors and res.profile is not None:
         try:
             lint(res, catalog or load_catalog(catalog_dir))
         except ProblemsError as exc:  # the catalog itself is broken: its problems, located in its files
             res.problems += [replace(p, unreadable=True) for p in exc.problems]
-            return Checked(path, site, res)
+    res.problems += unit_problems
     res.problems.sort(key=lambda p: (p.severity != "error", p))
     return Checked(path, site, res)

@@ -6,7 +6,8 @@ Rules (documented in docs/profiles.md):
   (same name: deep-merge; new name: appended in the later layer's order);
 - `null` in a later layer removes the key (a site can drop, say, a VLAN the base profile set).
 Each merged value keeps the origin (file, line, column) of the layer that last set it, so an error in the merged
-result points at the line that caused it, not at line 1.
+result points at the line that caused it, not at line 1. A removed key leaves a tombstone with the origin of its
+`null`: a required key a site removed, or a rule it broke by removing one, is blamed on the site's line.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ class Origin:
     line: int
     column: int
     layer: int = 0  # 0 base profile, 1 site overlay, 2 unit
+
+
+class _Removed:
+    def __repr__(self) -> str:
+        return "REMOVED"
+
+
+REMOVED = _Removed()  # the value of a key a later layer set to null
 
 
 @dataclass
@@ -89,8 +98,9 @@ def merge(base: Traced, over: Traced) -> Traced:
         out = dict(base.value)
         for key, node in over.value.items():
             if node.value is None:
-                out.pop(key, None)
-            elif key in out:
+                if key in out:
+                    out[key] = Traced(REMOVED, node.origin)
+            elif key in out and out[key].value is not REMOVED:
                 out[key] = merge(out[key], node)
             else:
                 out[key] = node
@@ -110,18 +120,30 @@ def merge(base: Traced, over: Traced) -> Traced:
 
 
 def flatten(node: Traced) -> tuple[Any, dict[Path_, Origin]]:
-    """Plain data and path → origin of every value."""
+    """Plain data and path → origin of every value (removed keys are in neither: see `removals`)."""
     origins: dict[Path_, Origin] = {}
 
     def walk(n: Traced, path: Path_) -> Any:
         origins[path] = n.origin
         if isinstance(n.value, dict):
-            return {k: walk(v, (*path, k)) for k, v in n.value.items()}
+            return {k: walk(v, (*path, k)) for k, v in n.value.items() if v.value is not REMOVED}
         if isinstance(n.value, list):
             return [walk(v, (*path, i)) for i, v in enumerate(n.value)]
         return n.value
 
     return walk(node, ()), origins
+
+
+def removals(node: Traced, path: Path_ = ()) -> dict[Path_, Origin]:
+    """path → where a later layer removed it (its `null`), for every key removed from the merged tree."""
+    found: dict[Path_, Origin] = {}
+    if isinstance(node.value, dict):
+        for key, child in node.value.items():
+            found.update({(*path, key): child.origin} if child.value is REMOVED else removals(child, (*path, key)))
+    elif isinstance(node.value, list):
+        for i, item in enumerate(node.value):
+            found.update(removals(item, (*path, i)))
+    return found
 
 
 def locate_latest(origins: dict[Path_, Origin], path: Path_) -> Origin:

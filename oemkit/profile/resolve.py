@@ -18,7 +18,17 @@ from pydantic import BaseModel
 from oemkit.errors import OemkitError
 from oemkit.problems import Problem, Severity, format_path
 from oemkit.profile import schema
-from oemkit.profile.layers import Origin, Traced, annotate, duplicate_names, flatten, locate, locate_latest, merge
+from oemkit.profile.layers import (
+    Origin,
+    Traced,
+    annotate,
+    duplicate_names,
+    flatten,
+    locate,
+    locate_latest,
+    merge,
+    removals,
+)
 from oemkit.profile.markers import recorded_only, unset_site_values
 from oemkit.profile.schema import ApplianceProfile, SiteOverlay, UnitOverlay
 from oemkit.validation import validate
@@ -29,6 +39,7 @@ from oemkit.yamlio import Document, load_file
 class ResolvedProfile:
     data: dict[str, Any] | None = None
     origins: dict[tuple[str | int, ...], Origin] = field(default_factory=dict)
+    removed: dict[tuple[str | int, ...], Origin] = field(default_factory=dict)  # keys a later layer set to null
     profile: ApplianceProfile | None = None
     site: SiteOverlay | None = None
     unit: UnitOverlay | None = None
@@ -45,9 +56,14 @@ class ResolvedProfile:
     def problem(
         self, path: tuple[str | int, ...], message: str, severity: Severity = "error", hint: str | None = None
     ) -> None:
-        """A problem at `path` of the merged profile, located where its value was last set."""
-        o = locate_latest(self.origins, path)
+        """A problem at `path` of the merged profile, located where its value was last set (or removed)."""
+        o = locate_latest(self.blame, path)
         self.problems.append(Problem(o.file, o.line, o.column, format_path(path), message, severity, hint))
+
+    @property
+    def blame(self) -> dict[tuple[str | int, ...], Origin]:
+        """Where each path was last set, or removed: what a problem about it points at."""
+        return {**self.origins, **self.removed}
 
     def where(self, path: tuple[str | int, ...]) -> Origin:
         """Where `path` (or its nearest ancestor) was set."""
@@ -140,16 +156,19 @@ def resolve(
             return out
         out.site, site_tree, problems = validate_layer(site_doc, SiteOverlay, 1)
         out.problems += problems
-        if out.site is None:
+        if site_tree is None:  # not a site overlay at all: nothing of it can be merged
             return out
         meta = base_doc.data.get("metadata")
         name = meta.get("name") if isinstance(meta, dict) else None
-        if out.site.profile != name:
+        site_for = site_doc.data.get("profile")
+        if isinstance(site_for, str) and site_for != name:
             line, col = site_doc.locate(("profile",))
-            message = f"this site overlay is for profile {out.site.profile!r}, not {name!r}"
-            hint = f"use it with the profile whose metadata.name is {out.site.profile}"
+            message = f"this site overlay is for profile {site_for!r}, not {name!r}"
+            hint = f"use it with the profile whose metadata.name is {site_for}"
             out.problems.append(Problem(site_doc.file, line, col, "profile", message, hint=hint))
             return out
+        # A site whose header is wrong (a bad site code, say) is still merged: its overrides' problems are
+        # reported in the same run, not one fix later.
         layers.append(child(site_tree, "overrides"))
     layers.append(child(unit_tree, "overrides"))
     for overrides in layers[1:]:
@@ -163,15 +182,19 @@ def resolve(
             )
             out.problems.append(Problem(o.file, o.line, o.column, format_path(path), message))
     out.data, out.origins = flatten(tree)
+    out.removed = removals(tree)
+    blame = out.blame
     out.profile, problems = validate(
         ApplianceProfile,
         out.data,
-        lambda p: _as_tuple(locate_latest(out.origins, p)),
-        locate_missing=_located(out.origins),
+        lambda p: _as_tuple(locate_latest(blame, p)),
+        locate_missing=_located(blame),
     )
     out.problems += problems
     for path in unset_site_values(ApplianceProfile, out.data):
-        if out.site is None:
+        if path in out.removed:
+            out.problem(path, "removed (null) here, but every unit needs it", hint="set a value instead of null")
+        elif site_path is None:
             out.problem(path, "left to the site overlay", "warning", hint="each site overlay must set it")
         else:
             out.problem(path, "must be set: neither the profile nor the site overlay sets it")
