@@ -10,6 +10,7 @@ from oemkit.catalog.schema import HardwareModel
 from oemkit.catalog.store import Catalog
 from oemkit.profile.resolve import ResolvedProfile
 from oemkit.profile.schema import ApplianceProfile, DiskRule, StaticAddress, hostname_problem
+from oemkit.profile.schema.rules import MAX_SERIAL, MAX_SITE, MIN_SERIAL, MIN_SITE
 
 HOST_THREADS_PER_CORE = 2  # every catalogued CPU family has SMT/Hyper-Threading
 
@@ -110,14 +111,29 @@ def _addresses(res: ResolvedProfile, p: ApplianceProfile) -> None:
 
 
 def _hostname(res: ResolvedProfile, p: ApplianceProfile) -> None:
-    template = p.host.hostname
+    """The host name every unit will render, checked as far as it can be known: with the site and serial given,
+    exactly (for every model); with either unknown, an error if even the shortest possible one is too long, a
+    warning if the longest possible one would be."""
+    template, where = p.host.hostname, ("host", "hostname")
     if "{site}" in template and res.site is None:
-        res.problem(("host", "hostname"), "uses {site}: the site overlay supplies it", "warning")
-    if res.site is None or res.unit is None:
-        return
-    why = hostname_problem(p.host.render(res.site.site.code, res.unit.serial, p.models[0]))
-    if why:
-        res.problem(("host", "hostname"), why)
+        res.problem(where, "uses {site}: the site overlay supplies it", "warning")
+    site = res.site.site.code if res.site else None
+    serial = res.unit.serial if res.unit else None
+    for model in p.models:
+        why = hostname_problem(p.host.render(site or "a" * MIN_SITE, serial or "a" * MIN_SERIAL, model))
+        if why:
+            unknown = " and ".join(w for w, v in (("site code", site), ("serial", serial)) if v is None)
+            res.problem(where, why + (f", whatever the {unknown}" if unknown else ""))
+            return
+    if site is None or serial is None:
+        longest = max(p.models, key=len)
+        why = hostname_problem(p.host.render(site or "a" * MAX_SITE, serial or "a" * MAX_SERIAL, longest))
+        if why:
+            long = ", ".join(
+                f"a {n}-character {w}" for w, v, n in (("site code", site, MAX_SITE), ("serial", serial, MAX_SERIAL))
+                if v is None and ("{site}" if w == "site code" else "{serial}") in template
+            )  # fmt: skip
+            res.problem(where, f"with {long or 'the longest values'} it {why}", "warning")
 
 
 def _uplinks(res: ResolvedProfile, p: ApplianceProfile, model: HardwareModel, mi: int) -> None:

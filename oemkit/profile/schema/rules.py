@@ -10,6 +10,8 @@ from hypervisor_core.config.v1 import HOST_NAME_MAX
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"  # profile, network, VM, disk, admin names: they become file names
 SERIAL_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{1,30})[A-Za-z0-9]$"  # it ends up in a host name
 _SERIAL = re.compile(SERIAL_PATTERN)
+MIN_SERIAL, MAX_SERIAL = 3, 32  # SERIAL_PATTERN's bounds
+MIN_SITE, MAX_SITE = 1, 16  # Site.code's bounds
 MAX_LABEL = 63  # DNS, per label
 MAX_NAME = 253  # DNS, the whole name
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")

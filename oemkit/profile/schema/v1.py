@@ -196,12 +196,9 @@ class StaticAddress(Strict):
     def _usable(self) -> StaticAddress:
         iface = ipaddress.ip_interface(self.address)
         net, ip = iface.network, iface.ip
-        # /31 and /32 (IPv4), /127 and /128 (IPv6) have no network or broadcast address to avoid (RFC 3021, 6164)
-        if net.num_addresses > 2:
-            if ip == net.network_address:
-                raise ValueError(f"{self.address} is the network address of {net}: no host may take it")
-            if net.version == 4 and ip == net.broadcast_address:
-                raise ValueError(f"{self.address} is the broadcast address of {net}: no host may take it")
+        # (the network address is refused by Interface itself.) /31 and /32 have no broadcast address (RFC 3021)
+        if net.version == 4 and net.num_addresses > 2 and ip == net.broadcast_address:
+            raise ValueError(f"{self.address} is the broadcast address of {net}: no host may take it")
         if self.gateway:
             gateway = ipaddress.ip_address(self.gateway)
             if gateway not in net:
