@@ -80,6 +80,5 @@ def test_hdds_on_a_model_whose_bays_take_none_are_refused(tmp_path: Path, monkey
     profile = tmp_path / "hdd.yaml"
     profile.write_text(text.replace("interface: sata, ", "").replace("min_size_gib: 50000, ", ""))
     res = check(profile, None, None, REPO / "hardware_catalog", catalog=catalog).resolved
-    assert [(p.path, p.message) for p in res.errors] == [
-        ("storage.datastore.rotational", "dell-poweredge-r650 has no bays that take an HDD (SATA or SAS, 2.5 or 3.5 in)")
-    ]
+    message = "dell-poweredge-r650 has no bays that take an HDD (SATA or SAS, 2.5 or 3.5 in)"
+    assert [(p.path, p.message) for p in res.errors] == [("storage.datastore.rotational", message)]
