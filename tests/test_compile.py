@@ -159,7 +159,7 @@ def test_orders_refuse_unknown_columns_and_report_empty_cells(tmp_path: Path) ->
 
 
 def test_an_order_whose_serial_makes_the_host_name_too_long_points_at_the_template(tmp_path: Path) -> None:
-    template = '"{site}-{serial}-' + "a" * 55 + '"'  # fine for the schema, 68 characters once rendered
+    template = '"{site}-{serial}-' + "a" * 52 + '"'  # fits a 3-character serial; 65 characters with SN0001
     profile = tmp_path / "long.yaml"
     profile.write_text(PROFILE.read_text().replace('"br-{site}-{serial}"', template))
     orders = tmp_path / "o.csv"
@@ -170,4 +170,4 @@ def test_an_order_whose_serial_makes_the_host_name_too_long_points_at_the_templa
     line = next(n for n, text in enumerate(profile.read_text().splitlines(), 1) if "hostname:" in text)
     assert result.exit_code == 1
     assert (problem["file"], problem["line"], problem["path"]) == (str(profile), line, "host.hostname")
-    assert problem["message"].endswith("is 68 characters, the limit is 63")
+    assert problem["message"].endswith("is 65 characters, the limit is 63")

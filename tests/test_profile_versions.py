@@ -59,7 +59,7 @@ def test_a_frozen_v1_profile_with_its_site_validates(profile: Path, site: Path) 
     assert not res.errors, "\n".join(map(str, res.errors))  # warnings (recorded-only settings) are allowed
     assert res.profile is not None and res.profile.apiVersion == schema.CURRENT
     # a site alone finds its frozen profile by metadata.name, from the folder above it
-    assert find_profile(site, _yaml(site)["profile"]) == [profile]
+    assert find_profile(site, _yaml(site)["profile"]) == ([profile], [])
 
 
 # --- an apiVersion this oemkit does not read -------------------------------------------------------------------

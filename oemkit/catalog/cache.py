@@ -12,30 +12,40 @@ import hashlib
 import json
 from pathlib import Path
 
-from hypervisor_core.fsutil import write_atomic
+from hypervisor_core.fsutil import read_regular, write_atomic
 from oemkit import __version__
 from oemkit.catalog.index import INDEX_FORMAT, IdentityIndex
 from oemkit.paths import cache_dir
 
+MAX_MODEL_BYTES = 4 * 1024 * 1024  # the YAML reader's bound: a file it would refuse is not hashed either
 
-def fingerprint(root: Path) -> str:
+
+def fingerprint(root: Path) -> str | None:
+    """The catalog's content hash, or None when a model file cannot be read (a FIFO, a device, too large): then
+    the validating path runs and reports it, located."""
     h = hashlib.sha256(f"{__version__}/{INDEX_FORMAT}\0".encode())
     for f in sorted(root.glob("*/*.yaml")):
         h.update(f.relative_to(root).as_posix().encode() + b"\0")
-        h.update(f.read_bytes() + b"\0")
+        try:
+            h.update(read_regular(f, MAX_MODEL_BYTES) + b"\0")
+        except OSError:
+            return None
     return h.hexdigest()
 
 
 def load_index(root: Path) -> IdentityIndex:
     """The cached index for the catalog at `root`, validating the catalog (ProblemsError) when the cache misses."""
-    cache = cache_dir(f"identity-{fingerprint(root)[:32]}.json")
+    key = fingerprint(root)
+    cache = cache_dir(f"identity-{key[:32]}.json") if key else None
     try:
-        return IdentityIndex.from_json(json.loads(cache.read_text()))
+        if cache is not None:
+            return IdentityIndex.from_json(json.loads(read_regular(cache, MAX_MODEL_BYTES)))
     except (OSError, ValueError, KeyError, TypeError):
         pass
     from oemkit.catalog.store import load_catalog  # the slow, validating path: pydantic and YAML only on a miss
 
     index = load_catalog(root).identity_index
-    with contextlib.suppress(OSError):  # a read-only home just means no cache: never fail the answer for it
-        write_atomic(cache, json.dumps(index.to_json()), mkdir=True)
+    if cache is not None:
+        with contextlib.suppress(OSError):  # a read-only home just means no cache: never fail the answer for it
+            write_atomic(cache, json.dumps(index.to_json()), mkdir=True)
     return index

@@ -29,17 +29,19 @@ class Checked:
         return f"{self.profile_path} + {self.site_path}" if self.site_path else str(self.profile_path)
 
 
-def find_profile(site_path: Path, name: str) -> list[Path]:
-    """Profiles a site overlay may mean: profiles/sites/x.yaml → profiles/*.yaml with that metadata.name."""
-    found = []
+def find_profile(site_path: Path, name: str) -> tuple[list[Path], list[Problem]]:
+    """Profiles a site overlay may mean: profiles/sites/x.yaml → profiles/*.yaml with that metadata.name; and
+    the candidates that could not be read (a FIFO or a device named *.yaml is refused, never waited on)."""
+    found, unreadable_ = [], []
     for folder in (site_path.parent.parent, site_path.parent):
         for candidate in sorted(folder.glob("*.yaml")):
-            doc, _ = read_document(candidate)
+            doc, problems = read_document(candidate)
+            unreadable_ += [p for p in problems if p.unreadable]
             if doc is not None and kind_of(doc) == "ApplianceProfile":
                 meta = doc.data.get("metadata")
                 if isinstance(meta, dict) and meta.get("name") == name:
                     found.append(candidate)
-    return found
+    return found, unreadable_
 
 
 def _unit_layer(unit_path: Path | None, serial: str | None) -> tuple[UnitOverlay | None, Traced | None, list[Problem]]:
@@ -76,7 +78,7 @@ def check(
     doc, problems = read_document(path)
     if doc is not None and kind_of(doc) == "SiteOverlay" and site is None:
         name = doc.data.get("profile")
-        profiles = find_profile(path, name) if isinstance(name, str) else []
+        profiles, skipped = find_profile(path, name) if isinstance(name, str) else ([], [])
         if len(profiles) != 1:
             line, col = doc.locate(("profile",))
             where = f"{path.parent.parent} or {path.parent}"
@@ -94,7 +96,8 @@ def check(
                         "profile",
                         message,
                         hint="validate it as: oemkit profile validate PROFILE --site SITE",
-                    )
+                    ),
+                    *skipped,  # it may be one of these: say why they were not read
                 ]
             )
             return Checked(path, None, res)
