@@ -34,6 +34,7 @@ from oemkit.image.core.assemble import FILES, Inputs, assemble
 from oemkit.image.core.debian import Kernel, Userland, fetch_kernel, stage_userland, staged_kernel
 from oemkit.image.core.recipe import DEFAULT_FLAVOUR, MIRRORS, PACKAGES, PARTS, SUITE
 from oemkit.image.tools import CHROOT, PATH, BuildError, run_tool
+from oemkit.inputs import read_input
 
 DEFAULT_SOURCE_DATE_EPOCH = 1_700_000_000
 _XZ = ["xz", "--format=xz", "--check=crc32", "--lzma2=preset=9e,dict=64MiB", "-T1", "-c"]
@@ -129,11 +130,9 @@ def _source_date_epoch() -> int:
 
 def read_pubkey(path: Path) -> bytes:
     """The factory public key file, checked to be what `oemkit keys init` writes (an Ed25519 PEM key)."""
+    data = read_input(path, "key")
     try:
-        data = path.read_bytes()
         read_public_key(data.decode("ascii"))
-    except OSError as exc:
-        raise UnreadableInput(f"cannot read the public key: {exc.strerror}", file=str(path)) from None
     except (UnicodeDecodeError, ConfigError) as exc:
         raise UnreadableInput(f"not the factory's public key: {exc}", file=str(path)) from None
     return data
