@@ -19,6 +19,8 @@ LIMITS = {
     "profile": 4 * MiB,  # a large real profile is ~20 KiB
     "orders": 64 * MiB,  # 100,000 rows of serial,profile,site,model
     "key": 64 * KiB,  # a PEM Ed25519 key is 119 bytes
+    "signing key": 64 * KiB,
+    "public key": 64 * KiB,
     "unit config": 1 * MiB,  # the agent's own limit (config.MAX_BYTES)
     "facts": 4 * MiB,
     "dump": 4 * MiB,  # a full dmidecode dump of a 4-socket server is ~200 KiB

@@ -43,7 +43,7 @@ def load_private_key(path: Path, warn: Callable[[str], None] | None = None) -> E
     """The factory key at `path`. A key that group or others may read is used, with a warning (`warn`, default
     stderr): unlike ssh we do not refuse it, because build lines keep the key on a mount that a build group shares
     by design, and stopping the line is worse than telling its owners — the warning lands in every unit's log."""
-    data = read_input(path, "key")
+    data = read_input(path, "signing key")
     mode = path.stat().st_mode
     if mode & 0o077:
         (warn or _stderr)(

@@ -130,7 +130,7 @@ def _source_date_epoch() -> int:
 
 def read_pubkey(path: Path) -> bytes:
     """The factory public key file, checked to be what `oemkit keys init` writes (an Ed25519 PEM key)."""
-    data = read_input(path, "key")
+    data = read_input(path, "public key")
     try:
         read_public_key(data.decode("ascii"))
     except (UnicodeDecodeError, ConfigError) as exc:
