@@ -15,7 +15,8 @@ PORT_ID = r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # strict: "yes" is not true and "4" is not 4 here either — the catalog reads YAML as the profiles do
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, strict=True)
 
 
 class Identity(_Strict):

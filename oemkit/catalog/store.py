@@ -93,7 +93,7 @@ def load_catalog(root: Path | None = None) -> Catalog:
         try:
             doc = load_file(file)
         except OemkitError as exc:  # located: report it with the rest
-            problems.append(exc.problem(str(file)))
+            problems += getattr(exc, "problems", None) or [exc.problem(str(file))]  # every ambiguous scalar
             continue
         model, found = validate(HardwareModel, doc.data, doc_locator(doc))
         problems += found

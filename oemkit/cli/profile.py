@@ -112,7 +112,9 @@ def show(
         return
     import yaml
 
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+    from oemkit.yamlio import Dumper
+
+    text = yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=110)
     if origin:
         text = annotated_yaml(data, r.resolved.origins)
     header = f"# {r.label}\n"

@@ -74,7 +74,7 @@ def read_document(path: Path) -> tuple[Document | None, list[Problem]]:
     try:
         return load_file(path), []
     except OemkitError as exc:
-        return None, [exc.problem(str(path))]
+        return None, getattr(exc, "problems", None) or [exc.problem(str(path))]  # every ambiguous scalar
 
 
 def kind_of(doc: Document) -> str | None:

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from oemkit.profile.layers import Origin
+from oemkit.yamlio import Dumper
 
 Path_ = tuple[str | int, ...]
 
@@ -15,7 +16,8 @@ Path_ = tuple[str | int, ...]
 def _scalar(value: Any) -> str:
     if isinstance(value, str) and "\n" in value:
         return json.dumps(value)  # one line, so the origin comment stays beside it
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+    text = yaml.dump(value, Dumper=Dumper, default_flow_style=True, width=10_000)  # quoted as YAML 1.2 needs
+    return text.strip().removesuffix("...").strip()
 
 
 def _filled(value: Any) -> bool:
