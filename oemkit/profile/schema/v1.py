@@ -14,7 +14,7 @@ import ipaddress
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 from hypervisor_core import __version__ as CORE_VERSION
 from oemkit.profile.schema.rules import NAME_PATTERN, SERIAL_PATTERN
@@ -425,6 +425,14 @@ class ApplianceProfile(Strict):
     firstboot: FirstBoot = Field(default_factory=FirstBoot)
 
 
+def _no_header(overrides: dict[str, Any]) -> dict[str, Any]:
+    """An overlay overrides a profile's values, never what the profile is (its apiVersion or kind)."""
+    for key in ("apiVersion", "kind"):
+        if key in overrides:
+            raise ValueError(f"overrides cannot set {key}: an overlay changes a profile's values, not what it is")
+    return overrides
+
+
 class Site(Strict):
     code: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,15}$", description="Short site code, used in host names.")
     name: str = Field(min_length=1, max_length=128)
@@ -440,6 +448,11 @@ class SiteOverlay(Strict):
     site: Site
     overrides: dict[str, Any] = Field(default_factory=dict, description="Profile values for this site (deep-merged).")
 
+    @field_validator("overrides")
+    @classmethod
+    def _overrides(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _no_header(value)
+
 
 class UnitOverlay(Strict):
     """Per-unit values: the serial and optional overrides (from an order)."""
@@ -448,3 +461,8 @@ class UnitOverlay(Strict):
     kind: Literal["UnitOverlay"] = "UnitOverlay"
     serial: str = Field(pattern=SERIAL_PATTERN)
     overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _no_header(value)
