@@ -38,16 +38,18 @@ def read_input(path: Path, kind: str, limit: int | None = None) -> bytes:
 
 
 def decode_utf8(raw: bytes, file: str) -> str:
-    """`raw` as text, or a located error at the first byte that is not UTF-8 (a Latin-1 or UTF-16 file)."""
+    """`raw` as text without a leading BOM (spreadsheets and some editors write one), or a located error at the
+    first byte that is not UTF-8 (a Latin-1 or UTF-16 file). Columns count characters, as an editor shows them."""
+    body = raw.removeprefix(b"\xef\xbb\xbf")
     try:
-        return raw.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        before = raw[: exc.start]
-        line = before.count(b"\n") + 1
-        col = exc.start - (before.rfind(b"\n") + 1) + 1
-        utf16 = raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+        line_start = body.rfind(b"\n", 0, exc.start) + 1
+        line = body.count(b"\n", 0, exc.start) + 1
+        col = len(body[line_start : exc.start].decode("utf-8", errors="replace")) + 1
+        utf16 = body[:2] in (b"\xff\xfe", b"\xfe\xff")
         raise UnreadableInput(
-            f"invalid UTF-8 ({'a UTF-16 file' if utf16 else f'byte 0x{raw[exc.start]:02x}'})",
+            f"invalid UTF-8 ({'a UTF-16 file' if utf16 else f'byte 0x{body[exc.start]:02x}'})",
             file=file,
             line=line,
             column=col,

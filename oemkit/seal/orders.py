@@ -53,28 +53,55 @@ class RowResult:
 
 
 def read_orders(path: Path) -> list[tuple[int, dict[str, str]]]:
-    """The rows of an orders CSV with their line numbers. UTF-8 only (a BOM is allowed: spreadsheets write one);
-    a Latin-1 or UTF-16 file, a NUL or a control character is refused at its line:col, before any unit is sealed."""
-    text = decode_utf8(read_input(path, "orders"), str(path)).removeprefix("\ufeff")
+    """The rows of an orders CSV with their line numbers. UTF-8 only (a BOM is allowed: spreadsheets write one).
+    Refused whole, at its line:col, before any unit is sealed: a Latin-1 or UTF-16 file, a control character, a
+    cell that spans lines (an unbalanced quote would silently swallow the rows after it), a row with more cells
+    than the header has columns (a model given without a model column), a missing or unknown column."""
+    file = str(path)
+    text = decode_utf8(read_input(path, "orders"), file)
     bad = _CONTROL.search(text)
     if bad:
         line = text.count("\n", 0, bad.start()) + 1
         col = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
         message = f"control character U+{ord(bad.group()):04X} in the orders: refused"
-        raise UnreadableInput(message, file=str(path), line=line, column=col, hint="save the orders as plain CSV")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        raise UnreadableInput(message, file=file, line=line, column=col, hint="save the orders as plain CSV")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[str]]] = []
+    while True:
+        start = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a cell over csv's field limit, a quote left open at the end of the file
+            raise UnreadableInput(f"CSV: {exc}", file=file, line=start, column=1) from None
+        if reader.line_num > start:
+            message = f"a quoted cell runs from line {start} to line {reader.line_num}: an unbalanced quote?"
+            hint = "no serial, profile, site or model holds a line break"
+            raise UnreadableInput(message, file=file, line=start, column=1, hint=hint)
+        if any(cell.strip() for cell in cells):  # blank lines are skipped, as spreadsheets write them
+            rows.append((start, cells))
+    if not rows:
+        raise UnreadableInput(
+            f"empty: orders need a header with the columns {', '.join(COLUMNS)}", file=file, line=1, column=1
+        )
+    (header_line, header), body = rows[0], rows[1:]
+    columns = [c.strip() for c in header]
+    missing = [c for c in COLUMNS if c not in columns]
     if missing:
         message = f"orders need the columns {', '.join(COLUMNS)}; missing {', '.join(missing)}"
-        raise UnreadableInput(message, file=str(path), line=1, column=1)
-    unknown = [c for c in reader.fieldnames or [] if c not in COLUMNS + OPTIONAL]
+        raise UnreadableInput(message, file=file, line=header_line, column=1)
+    unknown = [c for c in columns if c not in COLUMNS + OPTIONAL]
     if unknown:  # a misspelt "modle" column must not be dropped silently
         message = f"unknown column {unknown[0]!r}; the columns are {', '.join(COLUMNS + OPTIONAL)}"
-        raise UnreadableInput(message, file=str(path), line=1, column=1)
-    try:
-        return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}) for row in reader]
-    except csv.Error as exc:  # e.g. a quoted field left open at the end of the file
-        raise UnreadableInput(f"CSV: {exc}", file=str(path), line=reader.line_num, column=1) from None
+        raise UnreadableInput(message, file=file, line=header_line, column=1)
+    out = []
+    for line, cells in body:
+        if len(cells) > len(columns):
+            message = f"{len(cells)} cells, but the header has {len(columns)} columns ({', '.join(columns)})"
+            raise UnreadableInput(message, file=file, line=line, column=1, hint="add the column to the header")
+        out.append((line, {c: (cells[i].strip() if i < len(cells) else "") for i, c in enumerate(columns)}))
+    return out
 
 
 def compile_orders(
