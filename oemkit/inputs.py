@@ -16,7 +16,7 @@ from oemkit.errors import UnreadableInput
 KiB, MiB = 1024, 1024 * 1024
 # The bounds, by kind of input: each is far above the largest real one and far below what hurts a build host.
 LIMITS = {
-    "profile": 4 * MiB,  # a large real profile is ~20 KiB
+    "profile": 4 * MiB,  # a large real profile is ~20 KiB (YAML files all share yamlio.MAX_BYTES)
     "orders": 64 * MiB,  # 100,000 rows of serial,profile,site,model
     "key": 64 * KiB,  # a PEM Ed25519 key is 119 bytes
     "signing key": 64 * KiB,

@@ -389,9 +389,10 @@ class Dumper(yaml.SafeDumper):
         return tag
 
 
-def load_file(path: Path, display: str | None = None) -> Document:
+def load_file(path: Path, display: str | None = None, kind: str = "profile") -> Document:
+    """The YAML file at `path`; `kind` names it in a refusal ("cannot read site overlay: a FIFO ...")."""
     name = display or str(path)
-    return loads(decode_utf8(read_input(path, "profile", MAX_BYTES), name), name)
+    return loads(decode_utf8(read_input(path, kind, MAX_BYTES), name), name)
 
 
 # What YAML 1.2 does not allow in a stream (§5.1): C0 controls but tab/LF/CR, DEL, C1 controls but NEL,

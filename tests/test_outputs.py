@@ -261,15 +261,7 @@ def test_an_existing_output(writer: str, target: str, force: bool, kit: dict[str
     "writer",
     [
         "compile",
-        pytest.param(
-            "compile-orders",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: oemkit.seal.orders._check_outputs adds the hint 'give --force to replace it' to every "
-                "refusal, also of a symlink/FIFO/device/folder that --force never replaces, and also when --force "
-                "was given; compile and profile init give no such hint there",
-            ),
-        ),
+        "compile-orders",
         "profile-init",
         "boot-log",
     ],

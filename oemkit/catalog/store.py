@@ -91,7 +91,7 @@ def load_catalog(root: Path | None = None) -> Catalog:
     by_id: dict[str, Path] = {}
     for file in sorted(root.glob("*/*.yaml")):
         try:
-            doc = load_file(file)
+            doc = load_file(file, kind="catalog model")
         except OemkitError as exc:  # located: report it with the rest
             problems += getattr(exc, "problems", None) or [exc.problem(str(file))]  # every ambiguous scalar
             continue

@@ -53,7 +53,7 @@ def _unit_layer(unit_path: Path | None, serial: str | None) -> tuple[UnitOverlay
         if why:
             return None, None, [Problem("(command line)", 1, 1, "--serial", why)]
         return UnitOverlay(serial=serial), None, []
-    doc, problems = read_document(unit_path)
+    doc, problems = read_document(unit_path, "unit overlay")
     if doc is None:
         return None, None, problems
     unit, tree, problems = validate_layer(doc, UnitOverlay, 2)

@@ -70,9 +70,9 @@ class ResolvedProfile:
         return locate(self.origins, path)
 
 
-def read_document(path: Path) -> tuple[Document | None, list[Problem]]:
+def read_document(path: Path, kind: str = "profile") -> tuple[Document | None, list[Problem]]:
     try:
-        return load_file(path), []
+        return load_file(path, kind=kind), []
     except OemkitError as exc:
         return None, getattr(exc, "problems", None) or [exc.problem(str(path))]  # every ambiguous scalar
 
@@ -150,7 +150,7 @@ def resolve(
     tree = _translated(base_doc, 0)
     layers: list[Traced | None] = [tree]
     if site_path is not None:
-        site_doc, problems = read_document(site_path)
+        site_doc, problems = read_document(site_path, "site overlay")
         out.problems += problems
         if site_doc is None:
             return out

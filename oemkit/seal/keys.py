@@ -45,11 +45,10 @@ def load_private_key(path: Path, warn: Callable[[str], None] | None = None) -> E
     by design, and stopping the line is worse than telling its owners — the warning lands in every unit's log."""
     data = read_input(path, "signing key")
     mode = path.stat().st_mode
-    if mode & 0o077:
-        (warn or _stderr)(
-            f"{path}: warning: the signing key is readable by {'group and others' if mode & 0o007 else 'its group'}"
-            f" (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
-        )
+    who = " and ".join(w for w, bits in (("its group", 0o070), ("others", 0o007)) if mode & bits)
+    if who:
+        (warn or _stderr)(f"{path}: warning: {who} may read or write the signing key (mode "
+                          f"{stat.S_IMODE(mode):04o}); chmod 600 it")  # fmt: skip
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from oemkit.catalog.store import Catalog
 from oemkit.errors import OutputRefused, UnreadableInput
 from oemkit.inputs import decode_utf8, read_input
-from oemkit.outputs import FORCE_HINT, check_new, write_output
+from oemkit.outputs import check_new, write_output
 from oemkit.problems import Problem
 from oemkit.profile.check import Checked, check
 from oemkit.profile.schema import serial_problem
@@ -160,5 +160,5 @@ def _check_outputs(out_dir: Path, serials: list[str], force: bool) -> None:
                 taken.append(exc)
     if taken:
         more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
-        first = taken[0]
-        raise OutputRefused(f"{first.message}{more}; nothing was sealed", file=first.file, hint=FORCE_HINT)
+        first = taken[0]  # its hint says --force only where --force would help
+        raise OutputRefused(f"{first.message}{more}; nothing was sealed", file=first.file, hint=first.hint)
