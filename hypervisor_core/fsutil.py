@@ -77,6 +77,21 @@ def check_target(path: Path) -> None:
         raise WriteRefused(0, f"{kind_of(st.st_mode)}: refusing to replace it", str(path))
 
 
+def link_on_the_way(root: Path, path: Path) -> Path | None:
+    """The first folder between `root` and `path` (both excluded) that is a symbolic link, or None. A target root
+    is a boundary: a link inside it (T/etc -> /etc) would carry a write outside it."""
+    try:
+        parts = Path(path).relative_to(root).parts[:-1]
+    except ValueError:
+        return Path(path)  # not under root at all
+    here = Path(root)
+    for part in parts:
+        here = here / part
+        if here.is_symlink():
+            return here
+    return None
+
+
 def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:

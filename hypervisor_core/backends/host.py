@@ -19,7 +19,7 @@ from hypervisor_core import ed25519, hostnet
 from hypervisor_core import layout as paths
 from hypervisor_core.backends import BridgePort, DatastoreDisk, UplinkPort, UserAccount
 from hypervisor_core.config.codec import plain
-from hypervisor_core.fsutil import write_atomic
+from hypervisor_core.fsutil import WriteRefused, link_on_the_way, write_atomic
 from hypervisor_core.layout import Layout
 
 
@@ -61,8 +61,10 @@ class HostFiles:
     def _path(self, rel: str) -> Path:
         return self.layout.path(rel)
 
-    @staticmethod
-    def _write(path: Path, data: str, mode: int = 0o644) -> None:
+    def _write(self, path: Path, data: str, mode: int = 0o644) -> None:
+        link = link_on_the_way(self.layout.root, path)
+        if link is not None:  # never through a link out of the target root (a rehearsal's T/etc -> /etc)
+            raise WriteRefused(0, f"a symbolic link on the way to {path}: refusing to write through it", str(link))
         write_atomic(path, data, mode, mkdir=True)  # the modes docs/host-config.md promises, whatever the umask
 
     def _identity(self) -> dict[str, Any]:
