@@ -323,8 +323,14 @@ class _Scan:
             state[0] = not state[0]
 
     def scan(self, text: str) -> None:
-        aliases = 0
+        aliases = nodes = 0
         for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.ScalarEvent)):
+                # counted here, before a tree is built: a 4 MiB flow list of 2 million values is refused in a
+                # fraction of a second instead of costing a tree of them (keys count too; they are nodes)
+                nodes += 1
+                if nodes > 2 * MAX_NODES:
+                    raise self._fail(event, f"more than {MAX_NODES} values: refused")
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 if event.tag == "!":
                     raise self._tag_fail(event)
