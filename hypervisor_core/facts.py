@@ -1,24 +1,41 @@
 """What the box is, read from sysfs and procfs under `root` (a real `/`, or a tree the factory made from a dump).
 
 Only reads; never raises for an odd or missing file — a fact that cannot be read is None, and match decides
-whether that matters.
+whether that matters. Every file is read through `fsutil.read_regular`: a FIFO, a device or a folder planted
+where a value should be is a value that cannot be read (None), never a read that hangs or never ends.
+
+A facts JSON (`Facts.to_dict`, what `oemkit facts probe` prints) is read as strictly as the unit config: bounded,
+strict JSON, every key known and every value of its type (FactsError names the path).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from hypervisor_core.config import parse_json
+from hypervisor_core.fsutil import read_regular
 from hypervisor_core.identity import DMI_FIELDS, SmbiosIdentity, clean
 
 PCI_ADDRESS = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$"  # domain:bus:device.function, as sysfs names it
 _PCI = re.compile(PCI_ADDRESS)
 _VIRTIO = re.compile(r"^virtio\d+$")
 _SKIP_BLOCK = ("loop", "ram", "dm-", "sr", "zram", "md", "nbd", "fd")
+MAX_FILE_BYTES = 4 << 20  # one sysfs or procfs file; /proc/cpuinfo of a 512-thread box is under 1 MiB
+MAX_FACTS_BYTES = 4 << 20  # a facts JSON is a few KiB (the factory's LIMITS["facts"] is the same)
+MAX_FACTS_DEPTH = 8  # it nests 3 deep (facts → nics → a NIC)
+DISK_INTERFACES = ("sata", "sas", "nvme", "virtio", "scsi", "usb")
+
+
+class FactsError(ValueError):
+    """A facts document that is not one: `str()` names the first offending path (`facts: nics[2].mac: ...`)."""
 
 
 @dataclass(frozen=True)
@@ -64,25 +81,121 @@ class Facts:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Facts:
-        return cls(
-            dmi=SmbiosIdentity(**d["dmi"]),
-            cpus=d["cpus"],
-            cpu_flags=tuple(d["cpu_flags"]),
-            memory_kib=d["memory_kib"],
-            nics=tuple(Nic(**n) for n in d["nics"]),
-            disks=tuple(Disk(**x) for x in d["disks"]),
-            kvm=d["kvm"],
-            secure_boot=d["secure_boot"],
-            tpm=d["tpm"],
-        )
+    def from_dict(cls, d: Any) -> Facts:
+        """Strictly, from the JSON shape `to_dict` gives: unknown keys, missing keys (but those added later, which
+        have defaults) and wrong types raise FactsError with the path."""
+        built = _build(cls, d, "")
+        assert isinstance(built, Facts)
+        return built
+
+
+# ------------------------------------------------------------------------------------ a facts JSON, strictly
+@functools.cache
+def _hints(tp: type) -> dict[str, Any]:
+    return typing.get_type_hints(tp)
+
+
+def _got(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):  # from_dict called with data that never was JSON
+        text = type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _plain_name(value: str) -> bool:
+    """A device name as sysfs spells one: printable, no white space, no slash, not . or .. (nor empty)."""
+    return value.isprintable() and value not in ("", ".", "..") and not any(c.isspace() or c == "/" for c in value)
+
+
+def _check(owner: type, name: str, value: Any) -> str | None:
+    """What is wrong with a well-typed field value, beyond its type (None: nothing)."""
+    if owner in (Nic, Disk) and name == "name" and not _plain_name(value):
+        return f"{_got(value)} is not a device name"
+    if owner is Nic and name == "pci_address" and value is not None and not _PCI.match(value):
+        return f"{_got(value)} is not a PCI address (dddd:bb:dd.f)"
+    if owner is Disk and name == "interface" and value not in DISK_INTERFACES:
+        return f"{_got(value)} is not one of {list(DISK_INTERFACES)}"
+    return None
+
+
+def _build(tp: Any, value: Any, path: str) -> Any:
+    where = f"facts: {path}: " if path else "facts: "
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _build(args[0], value, path)  # every union here is `X | None`
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise FactsError(f"{where}expected a list, got {_got(value)}")
+        item = typing.get_args(tp)[0]
+        return tuple(_build(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if isinstance(tp, type) and is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise FactsError(f"{where}expected an object, got {_got(value)}")
+        hints = _hints(tp)
+        unknown = sorted(str(k) for k in value if k not in {f.name for f in fields(tp)})
+        if unknown:
+            raise FactsError(f"{where}unknown key {unknown[0]!r}")
+        kwargs = {}
+        for f in fields(tp):
+            sub = f"{path}.{f.name}" if path else f.name
+            if f.name not in value:
+                if f.default is MISSING and f.default_factory is MISSING:
+                    raise FactsError(f"facts: {sub}: missing")
+                continue
+            kwargs[f.name] = built = _build(hints[f.name], value[f.name], sub)
+            problem = _check(tp, f.name, built)
+            if problem:
+                raise FactsError(f"facts: {sub}: {problem}")
+        return tp(**kwargs)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise FactsError(f"{where}expected true or false, got {_got(value)}")
+        return value
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise FactsError(f"{where}expected an integer, got {_got(value)}")
+        if value < 0:
+            raise FactsError(f"{where}expected a non-negative integer, got {value}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise FactsError(f"{where}expected a string, got {_got(value)}")
+        return value
+    raise AssertionError(f"facts: {path}: no reader for {tp!r}")  # a field type this module does not know
+
+
+def parse_facts(raw: bytes) -> Facts:
+    """A facts JSON document (bounded, strict JSON, strictly typed), or FactsError."""
+    if len(raw) > MAX_FACTS_BYTES:
+        raise FactsError(f"facts: {len(raw)} bytes; the limit is {MAX_FACTS_BYTES}")
+    try:
+        data = parse_json(raw, max_depth=MAX_FACTS_DEPTH)
+    except ValueError as exc:
+        raise FactsError(f"facts: not valid JSON ({exc})") from None
+    return Facts.from_dict(data)
+
+
+# ------------------------------------------------------------------------------------------ a root, probed
+def _read_bytes(path: Path) -> bytes | None:
+    """The bytes of a regular file, or None: missing, unreadable, too large, or not a regular file at all (a FIFO
+    or a device where a sysfs value should be is skipped, never waited on or read without end)."""
+    try:
+        return read_regular(path, MAX_FILE_BYTES)
+    except OSError:
+        return None
 
 
 def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError:
-        return None
+    data = _read_bytes(path)
+    return None if data is None else data.decode(errors="replace").strip()
 
 
 def _int(text: str | None) -> int | None:
@@ -94,9 +207,10 @@ def _int(text: str | None) -> int | None:
 
 def _link_name(path: Path) -> str | None:
     try:
-        return os.path.basename(os.readlink(path))
+        name = os.path.basename(os.readlink(path))
     except OSError:
         return None
+    return name if name.isprintable() else None  # undecodable bytes come back as lone surrogates
 
 
 def _dmi(root: Path) -> SmbiosIdentity:
@@ -128,6 +242,8 @@ def _nics(root: Path) -> tuple[Nic, ...]:
     out = []
     base = root / "sys/class/net"
     for entry in sorted(base.iterdir()) if base.is_dir() else []:
+        if not _plain_name(entry.name):
+            continue  # not a name we could print or configure (undecodable bytes, control characters)
         device = entry / "device"
         if not device.exists() and not device.is_symlink():
             continue  # lo, bridges, bonds, taps: not hardware
@@ -177,11 +293,8 @@ def _interface(name: str, device: Path) -> str:
 def _vpd_serial(device: Path) -> str | None:
     """SCSI and SATA disks behind the sd driver have no `serial` file: the unit serial number VPD page (0x80) has it
     (4 header bytes, then the serial in ASCII)."""
-    try:
-        page = (device / "vpd_pg80").read_bytes()
-    except OSError:
-        return None
-    if len(page) < 4 or page[1] != 0x80:
+    page = _read_bytes(device / "vpd_pg80")
+    if page is None or len(page) < 4 or page[1] != 0x80:
         return None
     return page[4 : 4 + int.from_bytes(page[2:4], "big")].decode("ascii", "replace").strip("\0 ") or None
 
@@ -200,7 +313,7 @@ def _disks(root: Path) -> tuple[Disk, ...]:
     mounted = _mounted_devices(root)
     base = root / "sys/block"
     for entry in sorted(base.iterdir()) if base.is_dir() else []:
-        if entry.name.startswith(_SKIP_BLOCK):
+        if entry.name.startswith(_SKIP_BLOCK) or not _plain_name(entry.name):
             continue
         sectors = _int(_read(entry / "size")) or 0
         if sectors == 0:
@@ -234,9 +347,8 @@ def _secure_boot(root: Path) -> bool | None:
     if not (root / "sys/firmware/efi").is_dir():
         return None
     for var in efivars.glob("SecureBoot-*") if efivars.is_dir() else []:
-        try:
-            data = var.read_bytes()
-        except OSError:
+        data = _read_bytes(var)
+        if data is None:
             return None
         return len(data) >= 5 and data[4] == 1  # 4 bytes of attributes, then the value
     return None
@@ -258,7 +370,8 @@ def probe(root: Path = Path("/")) -> Facts:
 
 
 def load_facts(path: Path) -> Facts:
-    """A facts JSON file (as `to_dict` writes it), or a root folder to probe."""
+    """A facts JSON file (as `to_dict` writes it), or a root folder to probe. OSError when the file cannot be
+    read (fsutil.ReadRefused: not a regular file, or over MAX_FACTS_BYTES); FactsError when it is no facts JSON."""
     if path.is_dir():
         return probe(path)
-    return Facts.from_dict(json.loads(path.read_text()))
+    return parse_facts(read_regular(path, MAX_FACTS_BYTES))

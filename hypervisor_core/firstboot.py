@@ -22,8 +22,8 @@ from hypervisor_core.apply import Journal, StepResult, apply_plan
 from hypervisor_core.backends import Backends
 from hypervisor_core.backends.host import HostFiles
 from hypervisor_core.backends.libvirt import LibvirtConnection, connect
-from hypervisor_core.facts import Facts, load_facts, probe
-from hypervisor_core.fsutil import write_atomic
+from hypervisor_core.facts import Facts, FactsError, load_facts, probe
+from hypervisor_core.fsutil import read_regular, write_atomic
 from hypervisor_core.layout import Layout
 from hypervisor_core.match import Refusal, match
 from hypervisor_core.plan import make_plan
@@ -31,6 +31,35 @@ from hypervisor_core.plan import make_plan
 POWERED_BY = f"powered by oemkit core {__version__}"
 STATUS_PREFIX = f"{layout.STATUS_LINE} "
 LIBVIRTD_WAIT_S = 60  # at boot, libvirtd may still be starting
+MAX_KEY_BYTES = 64 << 10  # a PEM Ed25519 public key is 113 bytes
+MAX_MARKER_BYTES = 4 << 10  # the done marker holds one content id
+
+
+class InputError(Exception):
+    """An input of `main` that cannot be read or is not what it must be; `str()` names it and says why."""
+
+
+def read_inputs(config_path: Path, key_path: Path, facts_path: Path | None) -> tuple[bytes, bytes, Facts | None]:
+    """The unit config's bytes (bounded by config.MAX_BYTES; parsed later, by the run), the factory key, and the
+    facts when a file or folder is given. Each file is opened once, read with a bound, and only if it is a
+    regular file: a FIFO, a device or a folder given as input is refused at once, never waited on."""
+    try:
+        raw = read_regular(config_path, config.MAX_BYTES)
+    except OSError as exc:
+        raise InputError(f"cannot read the unit config {config_path}: {exc.strerror or exc}") from None
+    try:
+        public = config.read_public_key(read_regular(key_path, MAX_KEY_BYTES).decode(errors="replace"))
+    except OSError as exc:
+        raise InputError(f"cannot read the factory key {key_path}: {exc.strerror or exc}") from None
+    except config.ConfigError as exc:
+        raise InputError(f"{key_path}: {exc}") from None
+    try:
+        facts = load_facts(facts_path) if facts_path is not None else None
+    except OSError as exc:
+        raise InputError(f"cannot read the facts {facts_path}: {exc.strerror or exc}") from None
+    except FactsError as exc:
+        raise InputError(f"{facts_path}: {exc}") from None
+    return raw, public, facts
 
 
 def _save(path: Path, text: str) -> None:
@@ -53,7 +82,8 @@ class FirstBootRun:
         self.configured = state.done_marker.exists() and not force
 
     def line(self, text: str = "") -> None:
-        self.out.write(text + "\n")
+        # A path from the command line may hold undecodable bytes (lone surrogates): escaped, never a traceback.
+        self.out.write(text.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
         self.out.flush()
 
     def status_doc(self, status: str, reason: str | None) -> dict[str, Any]:
@@ -132,12 +162,18 @@ class FirstBootRun:
             cfg = config.load(raw, public_key)
         except config.ConfigError as exc:
             self.line(f"oemkit core {__version__}: unit config refused")
+            self.line(f"REFUSED: {exc}")
             return self.finish("FAILED", str(exc))
         self.cfg = cfg
         self._banner(cfg)
         marker = self.layout.done_marker
         if marker.exists() and not self.force:
-            done_id = marker.read_text().strip()
+            try:
+                done_id = read_regular(marker, MAX_MARKER_BYTES).decode(errors="replace").strip()
+            except OSError as exc:
+                why = f"cannot read the first-boot marker {marker}: {exc.strerror or exc}"
+                self.line(f"REFUSED: {why}")
+                return self.finish("FAILED", why, write=False)
             if done_id == cfg.content_id:
                 self.line("first boot already done for this config: nothing to do (--force re-runs it)")
                 return self.finish("READY", "already done", write=False)
@@ -211,12 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     state = Layout(args.root.resolve())  # libvirt pools need absolute paths
     boot = FirstBootRun(state, sys.stdout, force=args.force, live=str(state.root) == "/")
     try:
-        raw = (args.config or state.unit_config).read_bytes()
-        public = config.read_public_key((args.pubkey or state.factory_key).read_text(errors="replace"))
-        facts = load_facts(args.facts) if args.facts else None
-    except (OSError, ValueError, KeyError, TypeError, config.ConfigError) as exc:
-        reason = f"cannot read {getattr(exc, 'filename', None) or 'input'}: {getattr(exc, 'strerror', None) or exc}"
-        boot.finish("FAILED", reason, write=False)
+        raw, public, facts = read_inputs(args.config or state.unit_config, args.pubkey or state.factory_key, args.facts)
+    except InputError as exc:
+        # Nothing was read that could be trusted: no status is written (the box is left as it was), the console
+        # says why and ends with the status line, as every run does.
+        boot.line(f"REFUSED: {exc}")
+        boot.finish("FAILED", str(exc), write=False)
         return 1
     report = boot.run(raw, public, lambda: connect(args.connect, LIBVIRTD_WAIT_S), facts)
     return 0 if report["status"] == "READY" else 1

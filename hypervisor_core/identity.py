@@ -37,6 +37,9 @@ _MT_SUFFIX = re.compile(r"-\[\s*([0-9A-Z]{4})[0-9A-Z]*\s*\]-", re.I)
 # A bare Lenovo/IBM MTM such as "7X06CTO1WW", "7Z73CTO1WW", "8871AC1" (product name or SKU).
 _BARE_MTM = re.compile(r"^([0-9][0-9A-Z]{3})(?:[0-9A-Z]{3}|[0-9A-Z]{6})$", re.I)
 _DELL_SKU_MODEL = re.compile(r"ModelName=([^;]+)", re.I)
+# Vendors append a variant to the SKU's model name after a comma ("ModelName=PowerEdge R640,XL"): letters only. The
+# model is what precedes the comma, compared whole, so "PowerEdge R6405,XL" is never an R640 nor an R640 an R6405.
+_SKU_VARIANT = re.compile(r"^(?P<model>[^,]*[^,\s])\s*,\s*[A-Za-z]+$")
 
 
 def clean(value: str | None) -> str | None:
@@ -83,25 +86,38 @@ class SmbiosIdentity:
         return None
 
     @property
+    def sku_model(self) -> str | None:
+        """The model the SKU names (Dell: "SKU=0912;ModelName=PowerEdge R650"), as written, or None. A variant
+        suffix ("PowerEdge R640,XL") is dropped; anything else after a comma is kept, so it cannot agree."""
+        m = _DELL_SKU_MODEL.search(self.product_sku or "")
+        if not m:
+            return None
+        model = m.group(1).strip()
+        variant = _SKU_VARIANT.match(model)
+        return variant.group("model") if variant else model or None
+
+    @property
     def model_name(self) -> str | None:
         """The product name with what is not the model stripped: the MTM suffix, a trailing colon, the vendor's
         own name repeated in front ("IBM System x3550 M4 Server"), a generic " Server" tail.
-        None when the name is only an MTM (then the machine type has to speak)."""
-        name = self.product_name
-        if not name and self.product_sku:
-            m = _DELL_SKU_MODEL.search(self.product_sku)  # Dell: "SKU=0912;ModelName=PowerEdge R650"
-            name = m.group(1) if m else None
-        if not name:
-            return None
-        name = _MT_SUFFIX.sub("", name).strip().rstrip(":").strip()
-        if _BARE_MTM.match(name):
-            return None
-        vendor = (self.sys_vendor or "").split()[0] if self.sys_vendor else ""
-        if vendor and fold(name).startswith(fold(vendor) + " "):
-            name = name[len(vendor) + 1 :]
-        if fold(name).endswith(" server"):
-            name = name[: -len(" server")]
-        return " ".join(name.split()) or None
+        None when the name is only an MTM (then the machine type has to speak).
+        Without a product name, the SKU's model (its variant suffix dropped) stands in for it."""
+        return _normalise(self.product_name or self.sku_model, self.sys_vendor)
+
+
+def _normalise(name: str | None, sys_vendor: str | None) -> str | None:
+    """A product name (or a SKU's model) without what is not the model (see SmbiosIdentity.model_name)."""
+    if not name:
+        return None
+    name = _MT_SUFFIX.sub("", name).strip().rstrip(":").strip()
+    if _BARE_MTM.match(name):
+        return None
+    vendor = sys_vendor.split()[0] if sys_vendor and sys_vendor.split() else ""
+    if vendor and fold(name).startswith(fold(vendor) + " "):
+        name = name[len(vendor) + 1 :]
+    if fold(name).endswith(" server"):
+        name = name[: -len(" server")]
+    return " ".join(name.split()) or None
 
 
 # The /sys/class/dmi/id files, in the order above: SmbiosIdentity's fields are named after them.
@@ -121,9 +137,13 @@ class IdentitySpec:
         if fold(box.sys_vendor) not in {fold(m) for m in self.manufacturers}:
             return f"manufacturer is {box.sys_vendor!r}, expected one of {list(self.manufacturers)}"
         name = box.model_name
-        sku_model = _DELL_SKU_MODEL.search(box.product_sku or "")
-        if sku_model and name and fold(sku_model.group(1)) != fold(name):
-            return f"product {name!r} and SKU model {sku_model.group(1)!r} disagree"
+        sku_model = box.sku_model
+        # The SKU's model, normalised as the name is, must be the very same model: only a variant suffix after a
+        # comma may differ, never a letter of the model ("PowerEdge R740xd" is not an R740).
+        if sku_model and name and fold(_normalise(sku_model, box.sys_vendor)) != fold(name):
+            written = _DELL_SKU_MODEL.search(box.product_sku or "")
+            as_written = written.group(1).strip() if written else sku_model
+            return f"product {name!r} and SKU model {as_written!r} disagree"
         mt = box.machine_type
         known_mts = {m.upper() for m in self.machine_types}
         if name is not None:

@@ -66,7 +66,7 @@ def test_oversized_input_is_refused_before_parsing(tmp_path: Path) -> None:
     big = tmp_path / "big.txt"
     with big.open("wb") as fh:
         fh.truncate(17 * 1024 * 1024)
-    with pytest.raises(UnreadableInput, match="larger than"):
+    with pytest.raises(UnreadableInput, match="the limit is"):
         read_report(big)
 
 

@@ -28,9 +28,17 @@ FactsOpt = Annotated[
 def probe_command(
     root: Annotated[Path, typer.Argument(help="A root to read (/ on a real box, or a from-dmi tree).")] = Path("/"),
 ) -> None:
-    """Print the facts first boot reads from ROOT, as the FACTS.json that --facts accepts."""
-    from hypervisor_core.facts import probe
+    """Print the facts first boot reads from ROOT, as the FACTS.json that --facts accepts.
 
+    Every file under ROOT is read bounded and only if it is a regular file: a FIFO or a device where a value
+    should be is a fact that cannot be read (null), as an unreadable file on a real box is."""
+    from hypervisor_core.facts import probe
+    from oemkit.errors import UnreadableInput
+
+    if not root.is_dir():
+        fail(
+            UnreadableInput("not a folder: give the root of a box or of a from-dmi tree", file=str(root)), as_json=False
+        )
     emit_json(probe(root).to_dict())
 
 
@@ -74,20 +82,31 @@ def from_dmi(
     sys.stdout.write(f"{output}: {model.id}, serial {serial}\n")
 
 
-def _read_inputs(unit: Path, pubkey: Path, as_json: bool) -> tuple[bytes, bytes, str]:
+def _read_inputs(unit: Path, pubkey: Path, as_json: bool, *, strict: bool) -> tuple[bytes, bytes, str]:
+    """The unit config's bytes, the factory key and the unit's serial (for a dump that masks its own). Both files
+    are read once, bounded, and only if they are regular files (exit 2 otherwise). strict: a config that is not a
+    JSON document the agent reads at all (not UTF-8, not JSON, too deep, a lone surrogate) is unreadable input
+    too, exit 2; otherwise (`run`) the agent itself refuses it and reports, as on the box."""
     from hypervisor_core import config
     from oemkit.errors import UnreadableInput
+    from oemkit.inputs import read_input
 
     try:
-        raw = unit.read_bytes()
-        public = config.read_public_key(pubkey.read_text(errors="replace"))
-    except OSError as exc:
-        fail(UnreadableInput(f"cannot read: {exc.strerror}", file=exc.filename), as_json=as_json)
+        raw = read_input(unit, "unit config", config.MAX_BYTES)
+        key = read_input(pubkey, "key")
+    except UnreadableInput as exc:
+        fail(exc, as_json=as_json)
+    try:
+        public = config.read_public_key(key.decode(errors="replace"))
     except config.ConfigError as exc:
         fail(UnreadableInput(str(exc), file=str(pubkey)), as_json=as_json)
     try:
-        serial = json.loads(raw).get("serial", "")
-    except (ValueError, AttributeError):
+        serial = config.parse(raw).get("serial", "")
+    except config.UnreadableConfig as exc:
+        if strict:
+            fail(UnreadableInput(str(exc), file=str(unit)), as_json=as_json)
+        serial = ""
+    except config.ConfigError:  # JSON, but not an object: load refuses it with the reason
         serial = ""
     return raw, public, serial if isinstance(serial, str) else ""
 
@@ -120,12 +139,15 @@ def preview(
     from hypervisor_core import config
     from hypervisor_core.match import Refusal, match
     from hypervisor_core.plan import make_plan
+    from oemkit.errors import UnreadableInput
 
-    raw, public, serial = _read_inputs(unit, pubkey, as_json)
+    raw, public, serial = _read_inputs(unit, pubkey, as_json, strict=True)
     box = _facts(ctx, facts, serial, as_json)
     try:
         cfg = config.load(raw, public)
         bound = match(cfg, box)
+    except config.UnreadableConfig as exc:  # _read_inputs parsed it already; kept so the contract never depends on it
+        fail(UnreadableInput(str(exc), file=str(unit)), as_json=as_json)
     except (config.ConfigError, Refusal) as exc:
         if as_json:
             emit_json({"status": "REFUSED", "reason": str(exc), "plan": []})
@@ -187,7 +209,7 @@ def run_command(
     from hypervisor_core.firstboot import first_boot
     from oemkit.errors import OemkitError
 
-    raw, public, serial = _read_inputs(unit, pubkey, as_json)
+    raw, public, serial = _read_inputs(unit, pubkey, as_json, strict=False)
     box = _facts(ctx, facts, serial, as_json) if facts else None
     root = root.resolve()  # libvirt pools need absolute paths
     if root == Path("/"):

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from hypervisor_core.identity import DMI_FIELDS, SmbiosIdentity, clean
 from oemkit.errors import UnreadableInput
+from oemkit.inputs import LIMITS, read_input
 
 # A dump is a few hundred KiB at most; anything far larger is not a dmidecode dump and must not eat memory.
-MAX_DUMP_BYTES = 16 * 1024 * 1024
+MAX_DUMP_BYTES = LIMITS["dump"]
 
 _HANDLE = re.compile(r"^Handle 0x([0-9A-Fa-f]+), DMI type (\d+), (\d+) bytes")
 # `dmidecode -q` omits the Handle lines; the block titles still say which type a block is.
@@ -214,13 +215,9 @@ def report_from_structures(structs: list[Structure], source: str) -> DmiReport:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_DUMP_BYTES + 1)
-    except OSError as exc:
-        raise UnreadableInput(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
-    if len(data) > MAX_DUMP_BYTES:
-        raise UnreadableInput(f"larger than {MAX_DUMP_BYTES >> 20} MiB: not a dmidecode dump", file=str(path))
+    """A dump's text, or one value of a dmi/id folder: read once, bounded, only from a regular file (a FIFO or a
+    device is refused, never waited on or read without end); UnreadableInput otherwise."""
+    data = read_input(path, "dump", MAX_DUMP_BYTES)
     if b"\0" in data:
         raise UnreadableInput(
             "binary data: not a dmidecode text dump", file=str(path), line=data[: data.index(b"\0")].count(b"\n") + 1
@@ -247,7 +244,9 @@ _CHASSIS = {
 
 
 def read_sysfs_dmi(folder: Path) -> DmiReport:
-    """A folder shaped like /sys/class/dmi/id: one value per file."""
+    """A folder shaped like /sys/class/dmi/id: one value per file. A value that cannot be read is None, as
+    probe() has it on the box: a root-only file (product_serial, product_uuid on a live box), and equally a FIFO,
+    a device or a folder where a value should be — skipped, never opened for reading (so never waited on)."""
     values: dict[str, str | None] = {}
     for name in DMI_FIELDS:
         f = folder / name
@@ -255,7 +254,7 @@ def read_sysfs_dmi(folder: Path) -> DmiReport:
             try:
                 values[name] = clean(_read_text(f).strip())
             except UnreadableInput:
-                values[name] = None  # product_serial and product_uuid are root-only on a live box
+                values[name] = None
     if not values.get("sys_vendor") and not values.get("product_name"):
         raise UnreadableInput(
             "not a /sys/class/dmi/id folder: neither sys_vendor nor product_name is there",
