@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import traceback
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -525,15 +524,6 @@ _DMI_CRASHERS = [
     "System Information\n\tManufacturer: Dell Inc.\nPhysical Memory Array\n\tNumber Of Devices: 16x\n",
     "System Information\n\tManufacturer: Dell Inc.\nMemory Device\n\tSize: " + "9" * 400 + " GB\n",
 ]
-_DMI_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: oemkit.hardware.dmi.report_from_structures: int() of 'Thread Count' / 'Number Of Devices' raises "
-    "ValueError on a non-number, parse_size() raises OverflowError on a size beyond a float (int(inf)) — "
-    "not the UnreadableInput the reader documents",
-)
-
-
-@_DMI_BUG
 @IN_PROCESS
 @given(text=st.one_of(dmi_dumps(), sources(DUMP, DMI_TOKENS).map(lambda b: b.decode("utf-8", "replace"))))
 @example(text=_DMI_CRASHERS[0])
@@ -549,16 +539,6 @@ def test_dmi_dump_text(text: str) -> None:
             assert report.source == "dump.txt"
 
 
-def _the_known_dmi_bug(exc: BaseException) -> bool:
-    """The number-field bug test_dmi_dump_text holds (xfail): int()/float() of a dump value, raised right in
-    report_from_structures or parse_size. Anything else is a new bug and fails."""
-    last = traceback.extract_tb(exc.__traceback__)[-1]
-    return (
-        isinstance(exc, (ValueError, OverflowError))
-        and last.filename.endswith(os.path.join("oemkit", "hardware", "dmi.py"))
-        and last.name in ("report_from_structures", "<genexpr>", "parse_size")
-    )
-
 
 @IN_PROCESS
 @given(data=sources(DUMP, DMI_TOKENS))
@@ -571,9 +551,6 @@ def test_dmi_dump_file(data: bytes, work: Path) -> None:
                 report = read_report(path)
             except OemkitError as exc:
                 assert exc.file == str(path)
-            except (ValueError, OverflowError) as exc:
-                if not _the_known_dmi_bug(exc):
-                    raise
             else:
                 assert report.source == str(path)
         assert_nothing_left(work, ex, path)

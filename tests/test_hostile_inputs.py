@@ -492,12 +492,6 @@ def _stray_dump(case: str, tmp: Path) -> Path:
     return dump
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: oemkit.hardware.dmi.report_from_structures calls int()/float() on dump values unguarded: "
-    "a non-numeric 'Thread Count' or 'Number Of Devices' raises ValueError, a 400-digit 'Size' OverflowError "
-    "— a traceback (exit 1) instead of a located exit 2 or an identification",
-)
 @pytest.mark.parametrize("case", list(STRAY))
 @pytest.mark.parametrize("command", ["catalog-identify", "facts-from-dmi", "preview-facts"])
 def test_a_stray_value_in_a_dump_number_field_is_no_traceback(

@@ -379,16 +379,7 @@ def test_facts_from_dmi_never_replaces_what_is_there(target: str, tmp_path: Path
     assert leftovers(out, elsewhere) == []
 
 
-_EXIT_1 = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `facts from-dmi` refuses an existing output with exit 1 (fail(..., code=EXIT_NO) in "
-    "oemkit/cli/firstboot.py) where every other refused output (OutputRefused) exits 2",
-)
-
-
-@pytest.mark.parametrize(
-    "target", [pytest.param(t, marks=() if t == "dangling-symlink" else _EXIT_1) for t in FROM_DMI_TARGETS]
-)
+@pytest.mark.parametrize("target", FROM_DMI_TARGETS)
 def test_facts_from_dmi_refuses_an_existing_output_with_exit_2(target: str, tmp_path: Path) -> None:
     run, _ = _from_dmi(tmp_path / "out" / "box", tmp_path / "elsewhere", target)
     assert run.code == 2, run.out

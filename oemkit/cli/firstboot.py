@@ -54,7 +54,7 @@ def from_dmi(
 ) -> None:
     """Build a sysfs/procfs tree of the server the dump describes: SMBIOS, CPUs, memory, NICs at the catalog's
     PCI addresses, disks, boot device, TPM/Secure Boot. First boot reads it exactly as it reads a real box."""
-    from oemkit.errors import OemkitError
+    from oemkit.errors import OemkitError, OutputRefused
     from oemkit.hardware.disks import parse_disks
     from oemkit.hardware.dmi import read_report
     from oemkit.hardware.facts_tree import build_tree
@@ -73,8 +73,13 @@ def from_dmi(
     why = serial_problem(serial)
     if why:
         fail(OemkitError(why), as_json=False, code=EXIT_NO)
+    # a tree is only ever created, never replaced (no --force: that would delete a folder): like any refused
+    # output, exit 2 with nothing written
+    if output.is_symlink() and not output.exists():
+        fail(OutputRefused("a symbolic link to nothing", file=str(output)), as_json=False)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        fail(OemkitError("exists and is not an empty folder", file=str(output)), as_json=False, code=EXIT_NO)
+        why = "exists and is not an empty folder: from-dmi only fills a new or empty one"
+        fail(OutputRefused(why, file=str(output)), as_json=False)
     try:
         build_tree(output, report, model, serial, specs)
     except OSError as exc:

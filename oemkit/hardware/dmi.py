@@ -29,7 +29,10 @@ _TITLES = {
     "Onboard Device": 41,
     "System Slot Information": 9,
 }
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(bytes|kB|KB|MB|GB|TB)$")
+# At most 12 digits: no real size or count needs more, and a 400-digit one must not overflow float() (a dump is
+# input like any other; a value that is not a plain number is unknown, as dmidecode's own "Unknown" is).
+_SIZE = re.compile(r"(\d{1,12}(?:\.\d{1,6})?)\s*(bytes|kB|KB|MB|GB|TB)")
+_COUNT = re.compile(r"\d{1,9}")
 _UNIT_BYTES = {"bytes": 1, "kB": 1 << 10, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
 
 
@@ -89,10 +92,16 @@ def parse_size(value: str | None) -> int | None:
     """`16 GB`, `16384 MB`, `3 TB` → bytes; `No Module Installed`, `Unknown` → None."""
     if not value:
         return None
-    m = _SIZE.match(value.strip())
+    m = _SIZE.fullmatch(value.strip())
     if not m:
         return None
     return int(float(m.group(1)) * _UNIT_BYTES[m.group(2)])
+
+
+def _count(value: str | None) -> int | None:
+    """A count dmidecode prints (`Thread Count: 32`), or None when the value is not a plain number."""
+    text = (value or "").strip()
+    return int(text) if _COUNT.fullmatch(text) else None
 
 
 def parse_structures(text: str, source: str) -> list[Structure]:
@@ -185,7 +194,7 @@ def report_from_structures(structs: list[Structure], source: str) -> DmiReport:
     populated = [p for p in procs if (p.get("Status") or "").startswith("Populated")]
     cpu_vendor, virt = _virtualization(populated or procs)
     arrays = tuple(
-        MemoryArray(parse_size(a.get("Maximum Capacity")), int(a.get("Number Of Devices") or 0))
+        MemoryArray(parse_size(a.get("Maximum Capacity")), _count(a.get("Number Of Devices")) or 0)
         for a in by_type.get(16, [])
         if (a.get("Use") or "System Memory") == "System Memory"
     )
@@ -205,7 +214,7 @@ def report_from_structures(structs: list[Structure], source: str) -> DmiReport:
         identity=identity,
         cpu_sockets=len(procs) if 4 in by_type else None,
         cpu_sockets_populated=len(populated) if 4 in by_type else None,
-        cpu_threads=sum(int(p.get("Thread Count") or 0) for p in populated) or None,
+        cpu_threads=sum(_count(p.get("Thread Count")) or 0 for p in populated) or None,
         cpu_vendor=cpu_vendor,
         virtualization=virt,
         memory_bytes=memory,
