@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hypervisor_core.backends import Backends
-from hypervisor_core.fsutil import append_line
+from hypervisor_core.fsutil import append_line, read_regular
 from hypervisor_core.plan import Plan
 
 CRASH_ENV = "OEMKIT_CRASH_AT"  # fault injection for the crash tests: "<step id>" or "<step id>+"
@@ -32,6 +32,9 @@ class StepResult:
     detail: str
 
 
+MAX_JOURNAL_BYTES = 16 << 20  # a run writes ~200 bytes a step; thousands of reruns stay far below
+
+
 class Journal:
     """journal.jsonl: one fsync'd JSON line per event, {"step", "event", "at", ...}; a torn last line is skipped."""
 
@@ -42,8 +45,8 @@ class Journal:
         append_line(self.path, json.dumps({"step": step, "event": event, "at": round(time.time(), 3), **extra}))
 
     def _entries(self) -> list[dict[str, Any]]:
-        try:
-            lines = self.path.read_text(errors="replace").splitlines()
+        try:  # bounded, and never waiting on a FIFO planted in its place (append_line then refuses it)
+            lines = read_regular(self.path, MAX_JOURNAL_BYTES).decode(errors="replace").splitlines()
         except OSError:
             return []
         out = []

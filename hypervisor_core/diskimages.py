@@ -34,7 +34,9 @@ def _sha256(path: Path) -> str:
 def obtain(layout: Layout, url: str, sha256: str, timeout: float = 60.0) -> Path:
     """The verified local copy of an image: from the store, or fetched into it."""
     target = layout.disk_images / sha256
-    if target.exists():
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        target.unlink()  # not a file of ours (a link, a FIFO): never hashed or followed, fetched again
+    elif target.exists():
         if _sha256(target) == sha256:
             return target
         target.unlink()  # a damaged copy: fetch again

@@ -23,7 +23,7 @@ from hypervisor_core.backends import Backends
 from hypervisor_core.backends.host import HostFiles
 from hypervisor_core.backends.libvirt import LibvirtConnection, connect
 from hypervisor_core.facts import Facts, FactsError, load_facts, probe
-from hypervisor_core.fsutil import read_regular, write_atomic
+from hypervisor_core.fsutil import link_on_the_way, read_regular, write_atomic
 from hypervisor_core.layout import Layout
 from hypervisor_core.match import Refusal, match
 from hypervisor_core.plan import make_plan
@@ -63,7 +63,7 @@ def read_inputs(config_path: Path, key_path: Path, facts_path: Path | None) -> t
 
 
 def _save(path: Path, text: str) -> None:
-    write_atomic(path, text, 0o644, mkdir=True)
+    write_atomic(path, text, 0o644, mkdir=True)  # under a state folder _run has checked holds no link
 
 
 class FirstBootRun:
@@ -158,6 +158,11 @@ class FirstBootRun:
     def _run(
         self, raw: bytes, public_key: bytes | None, connect: Callable[[], Any], facts: Facts | None
     ) -> dict[str, Any]:
+        link = link_on_the_way(self.layout.root, self.layout.report)
+        if link is not None:  # the state folder must be the root's own: a link would carry every write out of it
+            why = f"{link} is a symbolic link: first boot writes its state under {self.layout.root} only"
+            self.line(f"REFUSED: {why}")
+            return self.finish("FAILED", why, write=False)
         try:
             cfg = config.load(raw, public_key)
         except config.ConfigError as exc:

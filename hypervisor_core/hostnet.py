@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hypervisor_core.fsutil import read_regular
 from hypervisor_core.layout import NETWORK_CONFIG
 
 BOND = "okbond0"
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--netns", help="apply inside this network namespace (tests)")
     args = ap.parse_args(argv)
     try:
-        net = json.loads((args.root / NETWORK_CONFIG).read_text())
+        net = json.loads(read_regular(args.root / NETWORK_CONFIG, 1 << 20))  # a few KiB; never a FIFO's wait
         for line in apply(net, ip_runner(args.netns)):
             print(line)
     except (OSError, ValueError, HostNetError) as exc:

@@ -398,11 +398,12 @@ def test_facts_from_dmi_creates_a_new_tree(target: str, tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------- first boot's host files stay under its --root
-def test_firstboot_run_writes_nothing_outside_its_root(kit: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("linked", ["etc", "var"])  # the host files; the agent's own state folder
+def test_firstboot_run_writes_nothing_outside_its_root(linked: str, kit: dict[str, Path], tmp_path: Path) -> None:
     root, elsewhere = tmp_path / "target", tmp_path / "elsewhere"
     root.mkdir()
     elsewhere.mkdir()
-    (root / "etc").symlink_to(elsewhere)  # planted, or copied from an image with absolute links
+    (root / linked).symlink_to(elsewhere)  # planted, or copied from an image with absolute links
     dump = samples_dir() / R650_DUMP
     argv = ["firstboot", "run", str(kit["unit"]), "--pubkey", str(PUB), "--facts", str(dump), "--root", str(root)]
     run = oemkit(argv, subprocess_=True)

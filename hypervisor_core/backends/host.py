@@ -19,8 +19,20 @@ from hypervisor_core import ed25519, hostnet
 from hypervisor_core import layout as paths
 from hypervisor_core.backends import BridgePort, DatastoreDisk, UplinkPort, UserAccount
 from hypervisor_core.config.codec import plain
-from hypervisor_core.fsutil import WriteRefused, link_on_the_way, write_atomic
+from hypervisor_core.fsutil import WriteRefused, link_on_the_way, read_regular, write_atomic
 from hypervisor_core.layout import Layout
+
+MAX_STATE_BYTES = 64 << 10  # identity.json, machine-id, a public key: a few hundred bytes each
+
+
+def _text(path: Path, strip: bool = True) -> str:
+    """A small state file's text; "" when it is missing or not a regular file (it is then written anew, or the
+    write refuses what stands there)."""
+    try:
+        text = read_regular(path, MAX_STATE_BYTES).decode(errors="replace")
+    except OSError:
+        return ""
+    return text.strip() if strip else text
 
 
 def _ssh_string(b: bytes) -> bytes:
@@ -69,7 +81,7 @@ class HostFiles:
 
     def _identity(self) -> dict[str, Any]:
         try:
-            found = json.loads(self.layout.identity.read_text())
+            found = json.loads(read_regular(self.layout.identity, MAX_STATE_BYTES))
         except (OSError, ValueError):
             return {}
         return found if isinstance(found, dict) else {}
@@ -81,7 +93,7 @@ class HostFiles:
 
     def machine_id(self) -> str:
         path = self._path(paths.MACHINE_ID)
-        current = path.read_text().strip() if path.exists() else ""
+        current = _text(path)
         if current and current == self._identity().get("machine_id"):
             return "kept"  # ours, from an earlier (interrupted) run
         new = secrets.token_hex(16)
@@ -92,7 +104,7 @@ class HostFiles:
     def ssh_host_keys(self, enabled: bool) -> str:
         key = self._path(paths.SSH_HOST_KEY)
         pub = key.with_name(key.name + ".pub")
-        if key.exists() and pub.exists() and pub.read_text() == self._identity().get("ssh_host_ed25519_pub"):
+        if key.exists() and _text(pub, strip=False) == self._identity().get("ssh_host_ed25519_pub"):
             return "kept"
         private, public = ssh_ed25519_keypair("root@oemkit")
         for other in key.parent.glob("ssh_host_*_key*"):  # an image's RSA/ECDSA keys would be every box's keys
