@@ -149,7 +149,7 @@ class FirstBootRun:
         b = cfg.branding
         self.line(f"==== {b.oem_name} {b.product} ====")
         for text in (b.banner or "").splitlines():
-            self.line(text)
+            self.line("  " + text)  # indented: the OEM's text can never start a line as the status line does
         if b.support_url:
             self.line(f"Support: {b.support_url}")
         self.line(POWERED_BY)

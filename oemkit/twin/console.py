@@ -122,11 +122,15 @@ def watch(
                 uptime.setdefault(mark.group(1), float(mark.group(2)))
                 if mark.group(1) == "ready":  # the init has saved the state and synced: the box may be switched off
                     break
-            if result is None and line.lstrip().startswith(STATUS):  # at the start: a banner quoting it is no status
+            # at the very start of a line (the agent indents the OEM's banner, so a banner can never forge one), and
+            # a JSON object; anything else is console text
+            if result is None and line.startswith(STATUS):
                 try:
-                    doc = json.loads(line.lstrip()[len(STATUS) :])
+                    doc = json.loads(line[len(STATUS) :])
                 except ValueError:
                     continue  # a status line cut by other console output: keep reading
+                if not isinstance(doc, dict):
+                    continue
                 result = BootResult(
                     doc.get("status", "FAILED"),
                     doc.get("model"),
