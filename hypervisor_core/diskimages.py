@@ -10,10 +10,13 @@ is never used, nor a download cut short.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from hypervisor_core.fsutil import atomic_file
+from hypervisor_core.fsutil import atomic_file, kind_of
 from hypervisor_core.layout import Layout
 
 CHUNK = 1 << 20
@@ -31,23 +34,38 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def obtain(layout: Layout, url: str, sha256: str, timeout: float = 60.0) -> Path:
-    """The verified local copy of an image: from the store, or fetched into it."""
+def obtain(layout: Layout, url: str, sha256: str, timeout: float = 60.0, max_bytes: int | None = None) -> Path:
+    """The verified local copy of an image: from the store, or fetched into it. A local source must be a regular
+    file (a FIFO would block the fetch for good, /dev/zero fill the state disk); at most `max_bytes` are copied
+    (the volume's size: an image larger than its disk is refused, not streamed until the disk is full)."""
     target = layout.disk_images / sha256
     if target.is_symlink() or (target.exists() and not target.is_file()):
+        if target.is_dir() and not target.is_symlink():
+            raise DiskImageError(f"{target} is a folder where an image belongs: refused")
         target.unlink()  # not a file of ours (a link, a FIFO): never hashed or followed, fetched again
     elif target.exists():
         if _sha256(target) == sha256:
             return target
         target.unlink()  # a damaged copy: fetch again
     source = url if "://" in url else Path(url).as_uri()
+    if source.startswith("file:"):
+        local = Path(urllib.request.url2pathname(urllib.parse.urlparse(source).path))
+        try:
+            mode = os.stat(local).st_mode  # stat, never open: opening a FIFO waits, a device may act
+        except OSError as exc:
+            raise DiskImageError(f"cannot fetch {url}: {exc.strerror}") from None
+        if not stat.S_ISREG(mode):
+            raise DiskImageError(f"cannot fetch {url}: {kind_of(mode)}, not a regular file")
     try:
         with (
             urllib.request.urlopen(source, timeout=timeout) as response,
             atomic_file(target, 0o644, mkdir=True) as out,  # kept only if the block ends: the hash below
         ):
-            h = hashlib.sha256()
+            h, copied = hashlib.sha256(), 0
             while chunk := response.read(CHUNK):
+                copied += len(chunk)
+                if max_bytes is not None and copied > max_bytes:
+                    raise DiskImageError(f"{url} is larger than its volume ({max_bytes >> 30} GiB): refused")
                 h.update(chunk)
                 out.write(chunk)
             if h.hexdigest() != sha256:

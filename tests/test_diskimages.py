@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,20 @@ def test_a_damaged_store_copy_is_fetched_again(tmp_path: Path) -> None:
 def test_an_unreachable_source_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DiskImageError, match="cannot fetch"):
         obtain(Layout(tmp_path / "root"), (tmp_path / "missing.qcow2").as_uri(), "0" * 64)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "fifo-uri"])
+def test_a_local_source_that_is_no_file_is_refused_without_opening_it(kind: str, tmp_path: Path) -> None:
+    fifo = tmp_path / "img.fifo"
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    source = {"fifo": str(fifo), "dev-zero": "/dev/zero", "fifo-uri": fifo.as_uri()}[kind]
+    with pytest.raises(DiskImageError, match="not a regular file"):
+        obtain(Layout(tmp_path / "root"), source, "a" * 64)
+    assert not (tmp_path / "root" / DISK_IMAGES).exists() or list((tmp_path / "root" / DISK_IMAGES).iterdir()) == []
+
+
+def test_an_image_larger_than_its_volume_is_not_copied_to_the_end(tmp_path: Path) -> None:
+    image, sha = _image(tmp_path, bytes(3 << 20))
+    with pytest.raises(DiskImageError, match="larger than its volume"):
+        obtain(Layout(tmp_path / "root"), image.as_uri(), sha, max_bytes=1 << 20)
+    assert list((tmp_path / "root" / DISK_IMAGES).iterdir()) == []  # nothing kept, no temporary file

@@ -94,7 +94,8 @@ class LibvirtConnection:
         if source is None:
             p.createXML(xml, 0)
             return "created"
-        image = obtain(self.layout, source.url, source.sha256)
+        # an image holds at most its volume (a qcow2 file adds a little metadata): nothing bigger is copied
+        image = obtain(self.layout, source.url, source.sha256, max_bytes=(size_gib << 30) + (64 << 20))
         vol = p.createXML(xml, 0)
         size = image.stat().st_size
         stream = self.conn.newStream(0)
