@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hypervisor_core.backends import Backends
+from hypervisor_core.config import parse_json
 from hypervisor_core.fsutil import append_line, read_regular
 from hypervisor_core.plan import Plan
 
@@ -52,9 +53,9 @@ class Journal:
         out = []
         for line in lines:
             try:
-                entry = json.loads(line)
+                entry = parse_json(line.encode())  # strict and depth-bounded: the state disk is not trusted
             except ValueError:
-                continue  # a line torn by a crash
+                continue  # a line torn by a crash (or not ours): skipped
             if isinstance(entry, dict):
                 out.append(entry)
         return out

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hypervisor_core.config import parse_json
 from hypervisor_core.fsutil import read_regular
 from hypervisor_core.layout import NETWORK_CONFIG
 
@@ -121,11 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--netns", help="apply inside this network namespace (tests)")
     args = ap.parse_args(argv)
     try:
-        net = json.loads(read_regular(args.root / NETWORK_CONFIG, 1 << 20))  # a few KiB; never a FIFO's wait
+        # the state disk is not trusted: bounded, strict JSON (depth, duplicates), and a shape first boot writes
+        net = parse_json(read_regular(args.root / NETWORK_CONFIG, 1 << 20))
+        if not isinstance(net, dict):
+            raise ValueError(f"{NETWORK_CONFIG} is not a JSON object")
         for line in apply(net, ip_runner(args.netns)):
             print(line)
     except (OSError, ValueError, HostNetError) as exc:
         print(f"oemkit hostnet: {exc}", file=sys.stderr)
+        return 1
+    except (TypeError, KeyError, IndexError, AttributeError) as exc:  # valid JSON, but not what first boot writes
+        print(f"oemkit hostnet: {NETWORK_CONFIG} is not what first boot writes ({type(exc).__name__}: {exc})",
+              file=sys.stderr)  # fmt: skip
         return 1
     return 0
 

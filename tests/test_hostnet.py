@@ -122,3 +122,22 @@ def test_apply_in_a_real_kernel_and_again(netns: str) -> None:
     second = hostnet.apply(net, hostnet.ip_runner(netns))  # at the next boot: nothing created twice
     assert not any(c.startswith("ip link add") for c in second)
     assert {link["ifname"] for link in _ip(netns, "link", "show")} == set(links)
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested more than"),
+        ("[]", "is not a JSON object"),
+        ('{"a": 1, "a": 2}', "duplicate key"),
+    ],
+    ids=["deep", "a-list", "duplicate-key"],
+)
+def test_a_damaged_network_json_is_refused_in_one_line(content: str, why: str, tmp_path, capsys) -> None:
+    """The state disk is not trusted: whatever network.json holds, the boot-time applier says so, no traceback."""
+    config = tmp_path / hostnet.NETWORK_CONFIG
+    config.parent.mkdir(parents=True)
+    config.write_text(content)
+    assert hostnet.main(["--root", str(tmp_path), "--netns", "oemkit-test-absent"]) == 1
+    err = capsys.readouterr().err
+    assert why in err and err.count("\n") == 1

@@ -40,7 +40,7 @@ def load_index(root: Path) -> IdentityIndex:
     try:
         if cache is not None:
             return IdentityIndex.from_json(json.loads(read_regular(cache, MAX_MODEL_BYTES)))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # a damaged cache is only a miss
         pass
     from oemkit.catalog.store import load_catalog  # the slow, validating path: pydantic and YAML only on a miss
 

@@ -63,7 +63,7 @@ def detect(kernel: Path) -> tuple[str, str]:
     cache = _cache_file()
     try:
         known = json.loads(cache.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         known = {}
     # KVM that worked stays known; a "no" is rechecked after a day, in case a busy host made the probe miss
     if key in known and (known[key]["accel"] == "kvm" or time.time() - known[key].get("at", 0) < TCG_TTL):

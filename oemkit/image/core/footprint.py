@@ -124,8 +124,8 @@ def _read_json(path: Path) -> dict:
         data = json.loads(path.read_text())
     except OSError as exc:
         raise UnreadableInput(f"cannot read: {exc.strerror}", file=str(path)) from None
-    except ValueError as exc:
-        raise UnreadableInput(f"not JSON: {exc}", file=str(path)) from None
+    except (ValueError, RecursionError) as exc:
+        raise UnreadableInput(f"not JSON: {str(exc)[:100]}", file=str(path)) from None
     if not isinstance(data, dict):
         raise UnreadableInput("not a JSON object", file=str(path))
     return data
