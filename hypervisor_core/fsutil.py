@@ -12,6 +12,7 @@ entry, a downloaded disk image and a journal line are all written here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -47,8 +48,12 @@ def read_regular(path: Path, limit: int) -> bytes:
     A symlink to a regular file is followed (inputs are often linked into place); anything else — a FIFO, a
     device, a socket, a folder — raises ReadRefused before a byte is read, and so does a file over `limit`
     (checked on the size, and again on what is read: /proc and sysfs files report a size that is not theirs)."""
-    # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting forever; O_NOCTTY: a terminal
-    # given as input never becomes our controlling terminal.
+    # stat before open: opening a device can act (a watchdog arms, a tape rewinds), so anything but a regular file
+    # is refused unopened. Then O_NONBLOCK (a FIFO swapped in since never blocks the open), O_NOCTTY, and the same
+    # check again on the descriptor, which is what is read.
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise ReadRefused(0, f"{kind_of(mode)}, not a regular file: refused", str(path))
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     try:
         st = os.fstat(fd)
@@ -128,13 +133,26 @@ def atomic_file(
                 os.fsync(out.fileno())
         check_target(path)  # it may have changed while we wrote
         if exclusive:
-            os.link(tmp, path)  # fails if it exists, where a rename would replace it
+            _link_or_rename(tmp, path)
         else:
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     if durable:
         fsync_dir(path.parent)
+
+
+def _link_or_rename(tmp: Path, path: Path) -> None:
+    """Put `tmp` at `path` only if nothing is there. link(2) does it atomically; a filesystem without hard links
+    (vfat, exFAT, many FUSE and SMB mounts) gets a check then a rename, with a race no build line can hit."""
+    try:
+        os.link(tmp, path)  # fails if it exists, where a rename would replace it
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+        os.replace(tmp, path)
 
 
 def write_atomic(

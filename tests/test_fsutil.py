@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_core.fsutil import WriteRefused, append_line, atomic_file, write_atomic
+from hypervisor_core.fsutil import ReadRefused, WriteRefused, append_line, atomic_file, read_regular, write_atomic
 
 
 @contextmanager
@@ -266,3 +266,25 @@ def test_a_line_after_a_torn_line_starts_on_a_line_of_its_own(tmp_path: Path) ->
     journal.write_text('{"step": "run", "event": "begin"}\n{"step": "host.ss')  # power cut mid-line
     append_line(journal, '{"step": "run", "event": "begin"}')
     assert journal.read_text().splitlines()[-1] == '{"step": "run", "event": "begin"}'
+
+
+def test_exclusive_write_on_a_filesystem_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vfat, exFAT and many FUSE/SMB mounts refuse link(2) with EPERM (a mock: no such mount here)."""
+
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "unit.json"
+    write_atomic(target, "one", exclusive=True)
+    assert target.read_text() == "one"
+    with pytest.raises(FileExistsError):
+        write_atomic(target, "two", exclusive=True)
+    assert target.read_text() == "one" and [p.name for p in tmp_path.iterdir()] == ["unit.json"]
+
+
+def test_a_device_is_refused_unopened(tmp_path: Path) -> None:
+    dev = tmp_path / "null"
+    os.mknod(dev, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    with pytest.raises(ReadRefused, match="a character device"):
+        read_regular(dev, 100)
