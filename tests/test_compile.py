@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -171,3 +172,14 @@ def test_an_order_whose_serial_makes_the_host_name_too_long_points_at_the_templa
     assert result.exit_code == 1
     assert (problem["file"], problem["line"], problem["path"]) == (str(profile), line, "host.hostname")
     assert problem["message"].endswith("is 65 characters, the limit is 63")
+
+
+def test_an_order_row_whose_profile_is_a_fifo_is_exit_2_and_leaves_no_folder(tmp_path: Path) -> None:
+    fifo = tmp_path / "p.yaml"
+    os.mkfifo(fifo)
+    orders = tmp_path / "o.csv"
+    orders.write_text(f"serial,profile,site\nSN0001,p.yaml,{SITE}\n")
+    out = tmp_path / "units"
+    result = runner.invoke(app, ["compile", "--orders", str(orders), "--key", str(KEY), "-o", str(out)])
+    assert result.exit_code == 2 and "a FIFO" in result.stderr
+    assert not out.exists()  # nothing sealed: no folder made

@@ -61,7 +61,8 @@ def compile_command(
 ) -> None:
     """Seal unit configs: one (PROFILE --site --serial -o UNIT.json) or a whole order (--orders CSV -o DIR).
 
-    Exit 0: all sealed; 1: a unit's profile is invalid (problems listed per unit/row); 2: unreadable input, or an
+    Exit 0: all sealed; 1: a unit's profile is invalid (problems listed per unit/row); 2: unreadable input (for an
+    order: the CSV, or any row's files), or an
     output that exists (without --force) or is not a regular file — then nothing is written.
     """
     from oemkit.catalog.store import load_catalog
@@ -113,11 +114,12 @@ def _compile_orders(
     from oemkit.errors import OemkitError
     from oemkit.seal.orders import compile_orders
 
-    failed = total = 0
+    failed = total = unreadable_rows = 0
     try:
         for row in compile_orders(orders, key, catalog, out_dir, force=force):
             total += 1
             failed += bool(row.problems)
+            unreadable_rows += any(p.unreadable for p in row.problems)
             if as_json:
                 emit_json_line(row.to_dict())  # JSON lines: one per row, as they are sealed
             elif row.problems:
@@ -129,4 +131,5 @@ def _compile_orders(
         fail(OemkitError(f"cannot write: {exc.strerror}", file=str(exc.filename or out_dir)), as_json=as_json)
     if not as_json:
         sys.stdout.write(f"{total - failed} of {total} units sealed into {out_dir}\n")
-    raise typer.Exit(EXIT_NO if failed else EXIT_OK)
+    # as for one unit: a row whose files could not be read is exit 2, one that was read and is wrong exit 1
+    raise typer.Exit(EXIT_UNREADABLE if unreadable_rows else EXIT_NO if failed else EXIT_OK)

@@ -111,7 +111,6 @@ def compile_orders(
     config is refused whole before anything is written (OutputRefused): re-sealing is a decision, not a default."""
     rows = read_orders(orders)
     _check_outputs(out_dir, [row["serial"] for _, row in rows], force)
-    out_dir.mkdir(parents=True, exist_ok=True)
     base = orders.parent
     sealer = Sealer(key, catalog)
     pairs: dict[tuple[Path, Path], Checked] = {}
@@ -138,6 +137,7 @@ def compile_orders(
         sealed = sealer.seal_unit(pairs[pair], request)
         result.problems += sealed.problems
         if sealed.config is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)  # made by the first unit sealed: a refused order leaves none
             result.file = out_dir / f"{serial}.json"
             write_output(result.file, sealed.text(), force=force, durable=False)  # whole; synced once, below
         yield result
