@@ -159,7 +159,7 @@ class AmbiguousScalar(OemkitError):
     on the reader, so it is refused as invalid (exit 1), never guessed. Located at the first; `problems` holds
     every one (a caller that reports several problems can take them all)."""
 
-    def __init__(self, problems: list[Problem], capped: bool = False) -> None:
+    def __init__(self, problems: list[Problem], capped: bool = False, document: Document | None = None) -> None:
         first, more = problems[0], problems[1:]
         hint = None
         if more:
@@ -168,6 +168,9 @@ class AmbiguousScalar(OemkitError):
         super().__init__(first.message, file=first.file, line=first.line, column=first.column, hint=hint)
         self.path = first.path
         self.problems = problems
+        # the file as YAML 1.2 reads it: a caller that reports every problem validates it too, so an ambiguous
+        # scalar does not hide the file's other problems
+        self.document = document
 
     def problem(self, file: str | None = None, path: str = "(document)") -> Problem:
         return super().problem(file, self.path if path == "(document)" else path)
@@ -447,7 +450,7 @@ def loads(text: str, file: str = "<string>") -> Document:
         raise YamlError("the document is empty", file=file, line=1, column=1)
     doc.data = _Walker(doc).walk(root, ())
     if scan.ambiguous:  # after the walk: a refusal of the file itself (a tag, a duplicate key) comes first
-        raise AmbiguousScalar(scan.ambiguous, scan.capped)
+        raise AmbiguousScalar(scan.ambiguous, scan.capped, doc)
     return doc
 
 

@@ -82,3 +82,14 @@ def test_hdds_on_a_model_whose_bays_take_none_are_refused(tmp_path: Path, monkey
     res = check(profile, None, None, REPO / "hardware_catalog", catalog=catalog).resolved
     message = "dell-poweredge-r650 has no bays that take an HDD (SATA or SAS, 2.5 or 3.5 in)"
     assert [(p.path, p.message) for p in res.errors] == [("storage.datastore.rotational", message)]
+
+
+def test_an_ambiguous_scalar_does_not_hide_the_files_other_problems(tmp_path: Path) -> None:
+    text = (BROKEN / "site-breaks-cross-field-rule.yaml").read_text()
+    profile = tmp_path / "p.yaml"
+    profile.write_text(text.replace("  require_tpm: true\n", "  require_tpm: yes\n  bogus: 1\n"))
+    res = check(profile, None, None, REPO / "hardware_catalog").resolved
+    assert [(p.path, p.message.split(":")[0]) for p in res.errors] == [
+        ("security.require_tpm", "ambiguous scalar 'yes'"),  # and not also "not a valid boolean": it explains that
+        ("security.bogus", "unknown key 'bogus'"),
+    ]

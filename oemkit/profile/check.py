@@ -56,7 +56,8 @@ def _unit_layer(unit_path: Path | None, serial: str | None) -> tuple[UnitOverlay
     doc, problems = read_document(unit_path, "unit overlay")
     if doc is None:
         return None, None, problems
-    unit, tree, problems = validate_layer(doc, UnitOverlay, 2)
+    unit, tree, layer_problems = validate_layer(doc, UnitOverlay, 2)
+    problems = problems + layer_problems
     where = child(tree, "serial")
     if unit is not None and serial and unit.serial != serial and where is not None:
         o, message = where.origin, f"unit file is for serial {unit.serial}, not {serial}"

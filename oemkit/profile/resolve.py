@@ -32,7 +32,7 @@ from oemkit.profile.layers import (
 from oemkit.profile.markers import recorded_only, unset_site_values
 from oemkit.profile.schema import ApplianceProfile, SiteOverlay, UnitOverlay
 from oemkit.validation import validate
-from oemkit.yamlio import Document, load_file
+from oemkit.yamlio import AmbiguousScalar, Document, load_file
 
 
 @dataclass
@@ -71,8 +71,12 @@ class ResolvedProfile:
 
 
 def read_document(path: Path, kind: str = "profile") -> tuple[Document | None, list[Problem]]:
+    """The document and the problems of reading it. A file with ambiguous scalars comes back too (as YAML 1.2
+    reads it) with them as problems, so it is still validated and everything wrong with it is reported at once."""
     try:
         return load_file(path, kind=kind), []
+    except AmbiguousScalar as exc:
+        return exc.document, list(exc.problems)
     except OemkitError as exc:
         return None, getattr(exc, "problems", None) or [exc.problem(str(path))]  # every ambiguous scalar
 
@@ -144,6 +148,7 @@ def resolve(
     out.problems += problems
     if base_doc is None:
         return out
+    ambiguous = list(problems)  # a document that came back with problems: its ambiguous scalars
     if problems := _check_kind(base_doc, "ApplianceProfile"):
         out.problems += problems
         return out
@@ -154,6 +159,7 @@ def resolve(
         out.problems += problems
         if site_doc is None:
             return out
+        ambiguous += problems
         out.site, site_tree, problems = validate_layer(site_doc, SiteOverlay, 1)
         out.problems += problems
         if site_tree is None:  # not a site overlay at all: nothing of it can be merged
@@ -200,7 +206,15 @@ def resolve(
             out.problem(path, "must be set: neither the profile nor the site overlay sets it")
     for path, today in recorded_only(ApplianceProfile, out.data):
         out.problem(path, f"sealed, but not acted on yet: {today}", "warning")
+    _explained(out, ambiguous)
     return out
+
+
+def _explained(out: ResolvedProfile, ambiguous: list[Problem]) -> None:
+    """Drop what an ambiguous scalar already explains: `yes` read as text also fails a boolean field, and saying
+    so twice at one path adds nothing."""
+    paths = {p.path for p in ambiguous}
+    out.problems = [p for p in out.problems if p in ambiguous or p.path not in paths]
 
 
 def _as_tuple(o: Origin) -> tuple[str, int, int]:
