@@ -63,6 +63,7 @@ PYTHON_RULES = {  # pydantic validators written in Python (addresses, host names
     "disk-rule-hdd-too-large",
     "disk-rule-rotational-nvme",
     "gateway-is-own-address",
+    "address-unusable",
     "gateway-outside-subnet",
     "hostname-placeholder",
     "password-hash-not-a-hash",

@@ -100,11 +100,30 @@ def _text(value: str) -> str:
     return value
 
 
+def _unusable(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why no host, gateway or server on a LAN can have this address, or None."""
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_loopback:
+        return "a loopback address (this machine itself)"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"):
+        return "the limited broadcast address"
+    if ip.version == 4 and ip in ipaddress.IPv4Network("240.0.0.0/4"):
+        return "a reserved address (240.0.0.0/4)"
+    return None
+
+
 def _ip(value: str) -> str:
     try:
-        return str(ipaddress.ip_address(value))
+        ip = ipaddress.ip_address(value)
     except ValueError:
         raise ValueError(f"{value!r} is not an IP address") from None
+    why = _unusable(ip)
+    if why:
+        raise ValueError(f"{value} is {why}: no server or gateway has it")
+    return str(ip)
 
 
 def _interface(value: str) -> str:
@@ -114,6 +133,9 @@ def _interface(value: str) -> str:
         iface = ipaddress.ip_interface(value)
     except ValueError:
         raise ValueError(f"{value!r} is not an address with prefix (CIDR), e.g. 10.0.0.5/24") from None
+    why = _unusable(iface.ip)
+    if why:
+        raise ValueError(f"{value} is {why}: no host takes it")
     if iface.ip == iface.network.network_address and iface.network.prefixlen < iface.max_prefixlen - 1:
         raise ValueError(f"{value} is the network address of {iface.network}, not a host address")
     return str(iface)
