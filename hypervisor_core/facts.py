@@ -114,9 +114,11 @@ def _plain_name(value: str) -> bool:
 
 def _check(owner: type, name: str, value: Any) -> str | None:
     """What is wrong with a well-typed field value, beyond its type (None: nothing)."""
+    if isinstance(value, str) and not value.isprintable():  # a line break or an escape sequence for the console
+        return f"{_got(value)} holds a control character"
     if owner in (Nic, Disk) and name == "name" and not _plain_name(value):
         return f"{_got(value)} is not a device name"
-    if owner is Nic and name == "pci_address" and value is not None and not _PCI.match(value):
+    if owner is Nic and name == "pci_address" and value is not None and not _PCI.fullmatch(value):
         return f"{_got(value)} is not a PCI address (dddd:bb:dd.f)"
     if owner is Disk and name == "interface" and value not in DISK_INTERFACES:
         return f"{_got(value)} is not one of {list(DISK_INTERFACES)}"
@@ -270,9 +272,9 @@ def _pci_address(device: Path) -> str | None:
         parts = os.path.realpath(device).split("/")
     except OSError:
         return None
-    if _PCI.match(parts[-1]):
+    if _PCI.fullmatch(parts[-1]):
         return parts[-1]
-    if _VIRTIO.match(parts[-1]) and len(parts) > 1 and _PCI.match(parts[-2]):
+    if _VIRTIO.fullmatch(parts[-1]) and len(parts) > 1 and _PCI.fullmatch(parts[-2]):
         return parts[-2]
     return None
 

@@ -302,6 +302,14 @@ FACTS_CASES: dict[str, tuple[FactsMaker, str]] = {
         lambda tmp, f: _facts_json(tmp, f, _set("nics.0.pci_address", "04:00.0")),
         'facts: nics[0].pci_address: "04:00.0" is not a PCI address',
     ),
+    "a PCI address with a trailing line break": (
+        lambda tmp, f: _facts_json(tmp, f, _set("nics.0.pci_address", "0000:31:00.0\n")),
+        "facts: nics[0].pci_address: ",
+    ),
+    "an escape sequence in a disk model": (
+        lambda tmp, f: _facts_json(tmp, f, _set("disks.0.model", "SSD\u001b[2J")),
+        "holds a control character",
+    ),
     "a path for a disk name": (
         lambda tmp, f: _facts_json(tmp, f, _set("disks.0.name", "../../etc")),
         'facts: disks[0].name: "../../etc" is not a device name',
