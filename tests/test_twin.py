@@ -156,6 +156,7 @@ def test_twin_memory_leaves_room_for_the_workloads_within_the_host() -> None:
         (["boot", "{unit}", "--core", "{tmp}", "--accel", "hvf"], "--accel must be auto, kvm or tcg"),
         (["boot", "{unit}", "--core", "{core}", "--accel", "tcg", "--log", "/nonexistent/c.log"], "cannot write"),
         (["boot", "{unit}", "--core", "{core}", "--accel", "tcg", "--state-disk", "/nonexistent/s.img"], "state disk"),
+        (["boot", "{unit}", "--core", "{core}", "--accel", "tcg", "--state-disk", "/dev/null"], "a character device"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_exit_2(args: list[str], message: str, unit: Path, tmp_path: Path) -> None:

@@ -48,6 +48,8 @@ def boot_command(
     try:
         if log is not None:
             check_new(log, force)  # before the boot, not after minutes of it
+        if state_disk is not None:
+            session.check_state_disk(state_disk)
         run = session.prepare(unit, catalog, as_model, disks, host_mib=session.host_memory_mib())
         if not (core / "vmlinuz").is_file():
             raise OemkitError("not a core: vmlinuz is missing (build one with `oemkit core build`)", file=str(core))

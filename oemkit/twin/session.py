@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -10,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hypervisor_core import config
+from hypervisor_core.fsutil import WriteRefused, check_target
 from hypervisor_core.layout import STATE_LABEL
 from oemkit.catalog.store import Catalog
-from oemkit.errors import OemkitError, UnreadableInput
+from oemkit.errors import OemkitError, OutputRefused, UnreadableInput
 from oemkit.hardware.disks import disks_for_rule, parse_disks
 from oemkit.inputs import read_input
 from oemkit.outputs import open_stream
@@ -79,8 +81,19 @@ def prepare(
 
 def make_sparse(path: Path, size_bytes: int) -> None:
     """A raw disk of the drive's full size that costs no space until written."""
-    with open(path, "wb") as f:
+    # created, never opened through a link or over something else: O_EXCL|O_NOFOLLOW
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as f:
         f.truncate(size_bytes)
+
+
+def check_state_disk(path: Path) -> None:
+    """A state disk is a regular file (made here if missing), never a link, a device or a FIFO: QEMU would write
+    its filesystem wherever that leads."""
+    try:
+        check_target(path)
+    except WriteRefused as exc:
+        raise OutputRefused(f"--state-disk: {exc.strerror}", file=str(path)) from None
 
 
 def make_state_disk(path: Path, size_mib: int = 512) -> None:
@@ -129,8 +142,10 @@ def boot(
             make_sparse(Path(paths[-1]), disk.size_gib << 30)
         iso = work / "config.iso"
         write_config_iso(iso, p.unit_json)
-        if state_disk is not None and not state_disk.exists():
-            make_state_disk(state_disk)
+        if state_disk is not None:
+            check_state_disk(state_disk)
+            if not state_disk.exists():
+                make_state_disk(state_disk)
         argv = qemu.qemu_argv(
             p.twin,
             kernel=str(core / "vmlinuz"),
