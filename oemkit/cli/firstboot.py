@@ -57,7 +57,7 @@ def from_dmi(
     from oemkit.errors import OemkitError, OutputRefused
     from oemkit.hardware.disks import parse_disks
     from oemkit.hardware.dmi import read_report
-    from oemkit.hardware.facts_tree import build_tree
+    from oemkit.hardware.facts_tree import create_tree
     from oemkit.profile.schema import serial_problem
 
     try:
@@ -81,7 +81,7 @@ def from_dmi(
         why = "exists and is not an empty folder: from-dmi only fills a new or empty one"
         fail(OutputRefused(why, file=str(output)), as_json=False)
     try:
-        build_tree(output, report, model, serial, specs)
+        create_tree(output, report, model, serial, specs)
     except OSError as exc:
         fail(OemkitError(f"cannot write: {exc.strerror}", file=str(exc.filename or output)), as_json=False)
     sys.stdout.write(f"{output}: {model.id}, serial {serial}\n")

@@ -8,8 +8,11 @@ drivers, disks as ordered, the embedded boot device, TPM and Secure Boot as the 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from hypervisor_core.identity import DMI_FIELDS
@@ -32,6 +35,26 @@ def _link(path: Path, target: str) -> None:
     if path.is_symlink():
         path.unlink()
     os.symlink(target, path)
+
+
+def create_tree(
+    root: Path, report: DmiReport, model: HardwareModel, serial: str, disks: list[DiskSpec] | None = None
+) -> None:
+    """The tree at `root` (new, or an empty folder), whole or not at all: built beside it and renamed into place,
+    so an interrupted run leaves no half tree; `root` itself is never a link to write through."""
+    if root.is_symlink():
+        raise OSError(errno.ELOOP, "a symbolic link: give the folder itself", str(root))
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    try:
+        build_tree(tmp, report, model, serial, disks)
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 is for its life as a temporary folder
+        if root.is_dir():
+            root.rmdir()  # empty (checked by the caller); a folder with content makes this fail, nothing lost
+        os.rename(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def build_tree(
