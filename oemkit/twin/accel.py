@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from hypervisor_core.fsutil import write_atomic
+from oemkit.inputs import read_input
 from oemkit.paths import cache_dir
 
 TCG_TTL = 86_400
@@ -57,9 +58,8 @@ def detect(kernel: Path) -> tuple[str, str]:
     """("kvm" | "tcg", why)."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg", "/dev/kvm is missing or not accessible"
-    key = hashlib.sha256(
-        json.dumps([os.uname().release, _qemu_version(), hashlib.sha256(kernel.read_bytes()).hexdigest()]).encode()
-    ).hexdigest()[:16]
+    kernel_id = hashlib.sha256(read_input(kernel, "kernel", 256 << 20)).hexdigest()  # a core's kernel is ~8 MB
+    key = hashlib.sha256(json.dumps([os.uname().release, _qemu_version(), kernel_id]).encode()).hexdigest()[:16]
     cache = _cache_file()
     try:
         known = json.loads(cache.read_text())

@@ -47,7 +47,7 @@ class Inputs:
 
     agent: Path  # the hypervisor_core package folder
     init: Path  # the core's /init; its inittab sits beside it
-    pubkey: Path | None  # the factory's signing.pub, read-only in the image
+    pubkey: bytes | None  # the factory's signing.pub as build read and checked it, read-only in the image
     drivers: tuple[str, ...]
 
 
@@ -69,7 +69,7 @@ def assemble(userland: Userland, kernel: Kernel, inputs: Inputs, work: Path) -> 
     _python(sel, inputs.agent, work)
     if inputs.pubkey is not None:
         # read-only in the image, never in /etc/oemkit (which the state disk holds): no disk can bring its own key
-        image.put(f"/{FACTORY_KEY}", Inode.blob(inputs.pubkey.read_bytes()), "agent")
+        image.put(f"/{FACTORY_KEY}", Inode.blob(inputs.pubkey), "agent")
     _applets(image, userland.root / "bin" / "busybox")
     modules = _modules(image, kernel, userland.root / "bin" / "busybox", inputs.drivers, work)
     _own_files(image, kernel, userland, inputs.init)

@@ -139,8 +139,9 @@ def read_pubkey(path: Path) -> bytes:
 
 
 def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result:
-    if opts.pubkey is not None:
-        read_pubkey(opts.pubkey)
+    # read once, checked, and these very bytes go into the image (never the file again, minutes later)
+    factory_key = read_pubkey(opts.pubkey) if opts.pubkey is not None else None
+    _check_coredir(opts.output)  # before minutes of work, not after
     check_host(opts.compression)
     if opts.pubkey is None:  # legal (a core to inspect or to size), but say what it means before minutes of work
         log("warning: no --pubkey: this core has no factory key and refuses every unit config")
@@ -166,7 +167,7 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
     work.mkdir(parents=True)
     try:
         agent = opts.agent or Path(hypervisor_core.__file__).parent
-        inputs = Inputs(agent, opts.init or FILES / "init", opts.pubkey, drivers)
+        inputs = Inputs(agent, opts.init or FILES / "init", factory_key, drivers)
         image, modules = assemble(userland, kernel, inputs, work)
         timer.stage("select", t, f"{len(image.nodes)} paths, {len(modules.files)} modules")
 
@@ -270,13 +271,20 @@ def _json(data: object) -> bytes:
     return (json.dumps(data, indent=1) + "\n").encode()
 
 
-def _write_coredir(out: Path, files: dict[str, bytes]) -> None:
-    """Build the folder as OUT.tmp-PID, then put it in OUT's place: a failed build leaves no mixed folder, and
-    only an empty folder or an earlier core is ever replaced."""
+def _check_coredir(out: Path) -> None:
+    """COREDIR may be new, an empty folder or an earlier core: nothing else is replaced, and never a link."""
+    if out.is_symlink():
+        raise BuildError("a symbolic link: give the core folder itself", file=str(out))
     if out.exists() and not out.is_dir():
         raise BuildError("exists and is not a folder", file=str(out))
     if out.is_dir() and any(out.iterdir()) and not (out / "core.json").is_file():
         raise BuildError("exists and is not a core folder; refusing to replace it", file=str(out))
+
+
+def _write_coredir(out: Path, files: dict[str, bytes]) -> None:
+    """Build the folder as OUT.tmp-PID, then put it in OUT's place: a failed build leaves no mixed folder, and
+    only an empty folder or an earlier core is ever replaced."""
+    _check_coredir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hypervisor_core.fsutil import read_regular
 from oemkit.errors import UnreadableInput
 
 if TYPE_CHECKING:
@@ -119,11 +120,19 @@ def part_uncompressed(data: bytes, compression: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------- from a core folder
-def _read_json(path: Path) -> dict:
+MAX_CORE_FILE = 256 << 20  # a core is ~40 MiB in all; a bigger file in a core folder is no file of a core
+
+
+def _read(path: Path) -> bytes:
     try:
-        data = json.loads(path.read_text())
+        return read_regular(path, MAX_CORE_FILE)
     except OSError as exc:
         raise UnreadableInput(f"cannot read: {exc.strerror}", file=str(path)) from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(_read(path))
     except (ValueError, RecursionError) as exc:
         raise UnreadableInput(f"not JSON: {str(exc)[:100]}", file=str(path)) from None
     if not isinstance(data, dict):
@@ -140,7 +149,7 @@ def measure(coredir: Path) -> dict:
     if missing:
         raise UnreadableInput(f"not a complete core folder: no {', '.join(missing)}", file=str(coredir))
     meta, manifest = _read_json(coredir / "core.json"), _read_json(coredir / "manifest.json")
-    vmlinuz, initrd = (coredir / "vmlinuz").read_bytes(), (coredir / "initrd.img").read_bytes()
+    vmlinuz, initrd = _read(coredir / "vmlinuz"), _read(coredir / "initrd.img")
     actual = core_id(vmlinuz, initrd)
     if meta.get("core_id") != actual:
         raise UnreadableInput(
