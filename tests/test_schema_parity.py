@@ -74,6 +74,7 @@ PYTHON_RULES = {  # pydantic validators written in Python (addresses, host names
 DOCUMENT_RULES = {  # lint.py and the layers: references, names twice, the profile a site is for, the rendered
     # host name, a site value nobody sets: one document alone cannot show them
     "duplicate-vlan",
+    "site-reuses-a-vlan",
     "duplicate-vm-name",
     "hostname-too-long-for-linux",
     "undefined-network",

@@ -8,6 +8,7 @@ import ipaddress
 
 from oemkit.catalog.schema import HardwareModel
 from oemkit.catalog.store import Catalog
+from oemkit.problems import format_path
 from oemkit.profile.resolve import ResolvedProfile
 from oemkit.profile.schema import ApplianceProfile, DiskRule, StaticAddress, hostname_problem
 from oemkit.profile.schema.rules import MAX_SERIAL, MAX_SITE, MIN_SERIAL, MIN_SITE
@@ -87,12 +88,13 @@ def _addresses(res: ResolvedProfile, p: ApplianceProfile) -> None:
         nets.append((ipaddress.ip_interface(mgmt.address.address).network, ("network", "management", "address")))
     for g, net in enumerate(p.network.guest):
         if net.vlan is not None:
+            here = ("network", "guest", g, "vlan")
             if net.vlan in vlans:
-                res.problem(
-                    ("network", "guest", g, "vlan"),
-                    f"VLAN {net.vlan} is already used by {'.'.join(str(x) for x in vlans[net.vlan])}",
-                )
-            vlans.setdefault(net.vlan, ("network", "guest", g, "vlan"))
+                # blamed on whichever of the two a later layer set: a site that reuses the base's VLAN is the cause
+                first = vlans[net.vlan]
+                at, other = (first, here) if res.where(first).layer > res.where(here).layer else (here, first)
+                res.problem(at, f"VLAN {net.vlan} is already used by {format_path(other)}")
+            vlans.setdefault(net.vlan, here)
         if net.cidr:
             cidr = ipaddress.ip_network(net.cidr)
             for other, where in nets:
