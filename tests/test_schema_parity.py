@@ -75,6 +75,7 @@ DOCUMENT_RULES = {  # lint.py and the layers: references, names twice, the profi
     # host name, a site value nobody sets: one document alone cannot show them
     "duplicate-vlan",
     "site-reuses-a-vlan",
+    "site-escape-in-a-value",
     "duplicate-vm-name",
     "hostname-too-long-for-linux",
     "undefined-network",

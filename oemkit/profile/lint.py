@@ -92,8 +92,8 @@ def _addresses(res: ResolvedProfile, p: ApplianceProfile) -> None:
             if net.vlan in vlans:
                 # blamed on whichever of the two a later layer set: a site that reuses the base's VLAN is the cause
                 first = vlans[net.vlan]
-                at, other = (first, here) if res.where(first).layer > res.where(here).layer else (here, first)
-                res.problem(at, f"VLAN {net.vlan} is already used by {format_path(other)}")
+                at, used = (first, here) if res.where(first).layer > res.where(here).layer else (here, first)
+                res.problem(at, f"VLAN {net.vlan} is already used by {format_path(used)}")
             vlans.setdefault(net.vlan, here)
         if net.cidr:
             cidr = ipaddress.ip_network(net.cidr)

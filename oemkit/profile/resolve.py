@@ -9,6 +9,7 @@ and translated up to the current one (profile/schema/__init__.py) before it is m
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,42 @@ class ResolvedProfile:
 def read_document(path: Path, kind: str = "profile") -> tuple[Document | None, list[Problem]]:
     """The document and the problems of reading it. A file with ambiguous scalars comes back too (as YAML 1.2
     reads it) with them as problems, so it is still validated and everything wrong with it is reported at once."""
+    doc: Document | None
     try:
-        return load_file(path, kind=kind), []
+        doc, problems = load_file(path, kind=kind), []
     except AmbiguousScalar as exc:
-        return exc.document, list(exc.problems)
+        doc, problems = exc.document, list(exc.problems)
     except OemkitError as exc:
-        return None, getattr(exc, "problems", None) or [exc.problem(str(path))]  # every ambiguous scalar
+        return None, [exc.problem(str(path))]
+    if doc is not None:
+        problems += _control_characters(doc)
+    return doc, problems
+
+
+# A YAML escape ("\e", "\0", "\x85") puts a control character in a value that the file does not show: no value
+# holds one (a console or a file name is where it would land). The banner may span lines; its own rule checks it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _control_characters(doc: Document) -> list[Problem]:
+    found: list[Problem] = []
+
+    def walk(value: Any, path: tuple[str | int, ...]) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(key, path) if _CONTROL.search(key) else walk(item, (*path, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, (*path, i))
+        elif isinstance(value, str) and path[-1:] != ("banner",):
+            bad = _CONTROL.search(value)
+            if bad:
+                line, col = doc.locate(path)
+                message = f"control character U+{ord(bad.group()):04X} in a value: refused"
+                found.append(Problem(doc.file, line, col, format_path(path), message, hint="remove the escape"))
+
+    walk(doc.data, ())
+    return found
 
 
 def kind_of(doc: Document) -> str | None:
