@@ -121,7 +121,9 @@ def atomic_file(
     check_target(path)
     if mkdir:
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # named after the target (a leftover says whose it was), unless that would pass NAME_MAX (255) for a long name
+    stem = path.name if len(path.name) <= 200 else path.name[:200]
+    tmp = path.with_name(f".{stem}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666 if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as out:

@@ -7,8 +7,9 @@
   half-written output nor a temporary file.
 
 The exceptions, each for a reason the docs give: `keys init` never replaces a key (not even with --force: rotating
-the factory key is a deliberate act), `facts from-dmi` only creates a new tree, `core build` replaces only an
-earlier core folder (a build artifact, like make's), `boot --state-disk` reuses its disk (that is its purpose).
+the factory key is a deliberate act), `facts from-dmi` only fills a new or empty folder (it never deletes a tree),
+`core build` replaces only an earlier core folder (a build artifact, like make's), `boot --state-disk` reuses its
+disk (that is its purpose). Each refuses a link where its output should be.
 """
 
 from __future__ import annotations
