@@ -524,6 +524,8 @@ _DMI_CRASHERS = [
     "System Information\n\tManufacturer: Dell Inc.\nPhysical Memory Array\n\tNumber Of Devices: 16x\n",
     "System Information\n\tManufacturer: Dell Inc.\nMemory Device\n\tSize: " + "9" * 400 + " GB\n",
 ]
+
+
 @IN_PROCESS
 @given(text=st.one_of(dmi_dumps(), sources(DUMP, DMI_TOKENS).map(lambda b: b.decode("utf-8", "replace"))))
 @example(text=_DMI_CRASHERS[0])
@@ -537,7 +539,6 @@ def test_dmi_dump_text(text: str) -> None:
             assert exc.file == "dump.txt"
         else:
             assert report.source == "dump.txt"
-
 
 
 @IN_PROCESS

@@ -175,7 +175,7 @@ def test_bad_input_is_a_clear_error_and_exit_2(args: list[str], message: str, un
 def test_console_reader_ignores_what_is_no_status_object() -> None:
     result = watch(
         _sh(
-            "echo 'OEMKIT-STATUS []'; echo '  OEMKIT-STATUS {\"status\":\"READY\",\"serial\":\"forged\"}'; "
+            'echo \'OEMKIT-STATUS []\'; echo \'  OEMKIT-STATUS {"status":"READY","serial":"forged"}\'; '
             'echo \'OEMKIT-STATUS {"status":"FAILED","model":"m","serial":"S1","reason":"wrong box","steps":[]}\'; '
             "echo 'oemkit-core: ready t=3.0'"
         ),

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from oemkit import yamlio
+from oemkit import yaml12, yamlio
 from oemkit.cli.app import app
 from oemkit.errors import UnreadableInput
 from oemkit.yamlio import AmbiguousScalar, YamlError, loads
@@ -149,14 +149,14 @@ SCALARS: list[tuple[str, Any]] = [
 
 def _python_loader() -> type:
     """The pure-Python twin of yamlio's loader (PyYAML's own parser, the same resolver table)."""
-    return type("PyLoader", (yaml.SafeLoader,), {"yaml_implicit_resolvers": yamlio._Loader.yaml_implicit_resolvers})
+    return type("PyLoader", (yaml.SafeLoader,), {"yaml_implicit_resolvers": yaml12.Loader.yaml_implicit_resolvers})
 
 
 @pytest.fixture(params=["libyaml", "python"])
 def loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every case with both parsers: libyaml composes in C but resolves implicit tags through our Python table."""
     if request.param == "python":
-        monkeypatch.setattr(yamlio, "_Loader", _python_loader())
+        monkeypatch.setattr(yamlio, "Loader", _python_loader())
     elif not yaml.__with_libyaml__:
         pytest.skip("PyYAML without libyaml")
     return request.param
@@ -182,7 +182,7 @@ def test_scalar(scalar: str, expected: Any, loader: str) -> None:
 
 
 def test_the_loader_is_libyaml_when_there_is_one() -> None:
-    assert issubclass(yamlio._Loader, yaml.CSafeLoader) == bool(yaml.__with_libyaml__)
+    assert issubclass(yaml12.Loader, yaml.CSafeLoader) == bool(yaml.__with_libyaml__)
 
 
 @pytest.mark.parametrize(
@@ -264,7 +264,7 @@ TRICKY = ["1e3", "0o17", "-0o17", "+.5", "1_000", "0110", "08", "12:30", "yes", 
 
 def test_the_dumper_quotes_what_any_reader_would_read_otherwise() -> None:
     data = {s: s for s in TRICKY} | {"n": 72, "f": 1e20, "b": True, "z": None, "l": ["1e3", 1.5]}
-    text = yaml.dump(data, Dumper=yamlio.Dumper, sort_keys=False)
+    text = yaml.dump(data, Dumper=yaml12.Dumper, sort_keys=False)
     assert loads(text).data == data
     assert "1e3: 1e3" in yaml.safe_dump({"1e3": "1e3"})  # PyYAML alone writes it plain: a float to YAML 1.2
     assert "'1e3': '1e3'" in text

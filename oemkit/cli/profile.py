@@ -112,7 +112,7 @@ def show(
         return
     import yaml
 
-    from oemkit.yamlio import Dumper
+    from oemkit.yaml12 import Dumper
 
     text = yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=110)
     if origin:

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from oemkit.profile.layers import Origin
-from oemkit.yamlio import Dumper
+from oemkit.yaml12 import Dumper
 
 Path_ = tuple[str | int, ...]
 
