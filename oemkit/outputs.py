@@ -45,6 +45,20 @@ def write_output(path: Path, data: bytes | str, *, force: bool, mode: int | None
         raise OutputRefused(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
 
 
+def sync_filesystem(folder: Path) -> None:
+    """Flush the filesystem that holds `folder` (syncfs(2)), not every filesystem of the build host as sync(2)
+    would; sync(2) where libc has no syncfs."""
+    import ctypes
+
+    syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
 def open_stream(path: Path, *, force: bool) -> TextIO:
     """A text file to stream into (a console log, written as it comes, so it cannot be atomic), under the same
     policy: created exclusively, or truncated with --force; never through a symlink, never onto a device."""

@@ -3,8 +3,8 @@
 A build line runs thousands of units from a handful of (profile, site) pairs, so each pair is checked once and
 each (pair, model) built once; per unit only what depends on the serial is done, by the same `seal_unit` a
 single `oemkit compile` runs. A bad row is reported with its line and does not stop the others. Each file is
-written whole (a temporary file, renamed) and the order is flushed to disk once, at its end: after a crash
-mid-order, seal it again.
+written whole (a temporary file, renamed) and the order's filesystem is flushed once, at its end (syncfs): after a
+crash mid-order, seal it again with --force.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from oemkit.catalog.store import Catalog
 from oemkit.errors import OutputRefused, UnreadableInput
 from oemkit.inputs import decode_utf8, read_input
-from oemkit.outputs import check_new, write_output
+from oemkit.outputs import check_new, sync_filesystem, write_output
 from oemkit.problems import Problem
 from oemkit.profile.check import Checked, check
 from oemkit.profile.schema import serial_problem
@@ -141,7 +141,8 @@ def compile_orders(
             result.file = out_dir / f"{serial}.json"
             write_output(result.file, sealed.text(), force=force, durable=False)  # whole; synced once, below
         yield result
-    os.sync()  # the order is on disk when the command returns: one flush instead of two fsyncs per unit
+    if out_dir.is_dir():
+        sync_filesystem(out_dir)  # the order is on disk when the command returns: one flush, not two fsyncs a unit
 
 
 def _check_outputs(out_dir: Path, serials: list[str], force: bool) -> None:
