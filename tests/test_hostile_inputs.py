@@ -536,13 +536,9 @@ def test_a_hostile_file_among_the_catalog_models_is_refused(
 
 
 # ------------------------------------------------------------------------------ CLASS 9: the orders' CSV structure
-def _xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"BUG: {reason}")
-
-
 MUC = REPO / "profiles" / "sites" / "retail-muc02.yaml"
 CSV_CASES = [
-    # (id, CSV text, expected exit, expected location or None, marks)
+    # (id, CSV text, expected exit, expected location or None)
     pytest.param(
         "huge-header-field",
         "serial,profile,site" + "x" * 200_000 + f"\n{SERIAL},{PROFILE},{SITE}\n",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -85,7 +86,8 @@ def load_catalog(root: Path | None = None) -> Catalog:
     """Every `<vendor>/<model>.yaml` under root, validated; all problems at once as ProblemsError."""
     root = root or default_catalog_dir()
     if not root.is_dir():
-        raise ProblemsError([Problem(str(root), 1, 1, "(catalog)", "catalog folder not found", unreadable=True)])
+        why = "not a folder: a catalog is a folder of models" if os.path.lexists(root) else "catalog folder not found"
+        raise ProblemsError([Problem(str(root), 1, 1, "(catalog)", why, unreadable=True)])
     entries: list[ModelFile] = []
     problems: list[Problem] = []
     by_id: dict[str, Path] = {}

@@ -19,6 +19,7 @@ import pycdlib.pycdlib
 
 from hypervisor_core.fsutil import write_atomic
 from hypervisor_core.layout import CONFIG_LABEL, CONFIG_NAME
+from oemkit.errors import OemkitError
 
 VOLUME_ID = CONFIG_LABEL  # what the init looks for (ISO 9660 d-characters only)
 
@@ -41,7 +42,11 @@ def _fixed_clock(epoch: int):
 
 
 def write_config_iso(path: Path, unit_json: bytes, epoch: int | None = None) -> None:
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "1700000000")) if epoch is None else epoch
+    if epoch is None:
+        text = os.environ.get("SOURCE_DATE_EPOCH", "1700000000")
+        if not text.isdigit():
+            raise OemkitError(f"SOURCE_DATE_EPOCH={text!r} is not a count of seconds")
+        epoch = int(text)
     out = io.BytesIO()
     with _fixed_clock(epoch):
         iso = pycdlib.PyCdlib()
