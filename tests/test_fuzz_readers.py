@@ -18,9 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
@@ -44,6 +41,7 @@ from oemkit.seal.keys import load_private_key, raw_public
 from oemkit.seal.orders import compile_orders, read_orders
 from oemkit.yamlio import load_file
 
+from . import bounded
 from .conftest import REPO, samples_dir
 from .firstboot_kit import KEY, PUB, R650_DUMP, compile_to, public_key
 
@@ -69,24 +67,9 @@ CLI = settings(
 
 
 # ------------------------------------------------------------------------------------------------------ guards
-class Hung(BaseException):  # not an Exception: no `except Exception` in the product may swallow it
-    pass
-
-
-@contextlib.contextmanager
-def alarm(seconds: int = GUARD) -> Iterator[None]:
+def alarm(seconds: int = GUARD) -> contextlib.AbstractContextManager[None]:
     """Fail (raise Hung) instead of blocking when one example runs longer than `seconds`."""
-
-    def _ring(signum: int, frame: object) -> None:
-        raise Hung(f"one example ran for more than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, _ring)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+    return bounded.alarm(seconds)
 
 
 @pytest.fixture(scope="module")
@@ -560,19 +543,8 @@ def test_dmi_dump_file(data: bytes, work: Path) -> None:
 # --------------------------------------------------------------------------------------------------- the CLI
 def oemkit(args: list[str], cwd: Path, work: Path) -> tuple[int, str]:
     """`python -m oemkit ARGS` in `cwd`, its temporary folder the module's (checked empty afterwards)."""
-    env = {**os.environ, "TMPDIR": str(work / "tmp")}
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "oemkit", *args],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=GUARD,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"oemkit {' '.join(args)} did not finish within {GUARD} s")
-    return proc.returncode, proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+    run = bounded.oemkit_subprocess(args, timeout=GUARD, cwd=cwd, env={**os.environ, "TMPDIR": str(work / "tmp")})
+    return run.code, run.out
 
 
 @CLI

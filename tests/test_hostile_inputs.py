@@ -12,31 +12,24 @@ refused at its line:col; a UTF-8 BOM is fine; a signing key others may read work
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import resource
 import shutil
-import signal
 import stat
-import subprocess
-import sys
-import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from hypervisor_core.facts import probe
 from oemkit.catalog.store import load_catalog
-from oemkit.cli.app import app
 from oemkit.hardware.dmi import read_report
 from oemkit.hardware.facts_tree import build_tree
 from oemkit.inputs import LIMITS
 
+from . import bounded
+from .bounded import Run
 from .conftest import REPO, samples_dir
 from .firstboot_kit import KEY, PUB, R650_DUMP, compile_to
 
@@ -50,62 +43,12 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
 
 
 # ------------------------------------------------------------------------------------------------ running oemkit
-class Hung(BaseException):  # not an Exception: no `except Exception` in the product may swallow it
-    """An in-process command outlived its alarm: it hung (on a FIFO, a device...)."""
-
-
-@contextlib.contextmanager
-def alarm(seconds: int) -> Iterator[None]:
-    """Fail (raise Hung) instead of blocking when the body runs longer than `seconds`."""
-
-    def _ring(signum: int, frame: object) -> None:
-        raise Hung(f"still running after {seconds} s: the command hung")
-
-    previous = signal.signal(signal.SIGALRM, _ring)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-@dataclass
-class Run:
-    code: int
-    out: str  # stdout and stderr together
-    err: str  # stderr only
-
-
-def _cap_memory() -> None:  # in the child: a command that reads /dev/zero without end dies, not the test machine
-    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
-
-
 def oemkit_subprocess(args: list[str], cwd: Path | None = None) -> Run:
-    """`python -m oemkit ARGS` for real, bounded in time and memory."""
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "oemkit", *args],
-            cwd=cwd or REPO,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=TIMEOUT,
-            preexec_fn=_cap_memory,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"oemkit {' '.join(args)} did not finish within {TIMEOUT} s: it hung")
-    out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
-    return Run(proc.returncode, out + err, err)
+    return bounded.oemkit_subprocess(args, timeout=TIMEOUT, cwd=cwd)
 
 
 def oemkit_inprocess(args: list[str]) -> Run:
-    """The CLI in this process (typer's CliRunner), under an alarm so a hang fails instead of blocking."""
-    with alarm(TIMEOUT):
-        result = CliRunner().invoke(app, args)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        tb = "".join(traceback.format_exception(result.exception))
-        pytest.fail(f"oemkit {' '.join(args)} raised {result.exception!r}:\n{tb}")
-    return Run(result.exit_code, result.output, result.stderr)
+    return bounded.oemkit_inprocess(args, timeout=TIMEOUT)
 
 
 def assert_clean_refusal(run: Run, path: Path, *wanted: str, kind: str | None = None) -> None:

@@ -12,24 +12,18 @@ fine); `boot --log` is checked before booting, so its refusals need no QEMU.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import stat
-import subprocess
-import sys
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from oemkit.cli.app import app
-
+from . import bounded
+from .bounded import Run
 from .conftest import REPO, samples_dir
 from .firstboot_kit import KEY, PUB, R650_DUMP, compile_to
 
@@ -44,49 +38,11 @@ PRECIOUS = b"what a link points to: never to be touched\n"
 
 
 # ------------------------------------------------------------------------------------------------ running oemkit
-class Hung(BaseException):  # not an Exception: no `except Exception` in the product may swallow it
-    pass
-
-
-@contextlib.contextmanager
-def alarm(seconds: int) -> Iterator[None]:
-    def _ring(signum: int, frame: object) -> None:
-        raise Hung(f"still running after {seconds} s: the command hung")
-
-    previous = signal.signal(signal.SIGALRM, _ring)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-
-
 def oemkit(args: list[str], *, subprocess_: bool = False) -> Run:
-    """The CLI in-process under an alarm, or (`subprocess_`: a command that starts QEMU) as a bounded process."""
+    """The CLI in-process under an alarm, or (`subprocess_`: first boot, which must be a process of its own) bounded."""
     if subprocess_:
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "oemkit", *args],
-                cwd=REPO,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=TIMEOUT,
-            )
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"oemkit {' '.join(args)} did not finish within {TIMEOUT} s")
-        return Run(proc.returncode, proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace"))
-    with alarm(TIMEOUT):
-        result = CliRunner().invoke(app, args)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        pytest.fail("".join(traceback.format_exception(result.exception)))
-    return Run(result.exit_code, result.output)
+        return bounded.oemkit_subprocess(args, timeout=TIMEOUT)
+    return bounded.oemkit_inprocess(args, timeout=TIMEOUT)
 
 
 # -------------------------------------------------------------------------------------------- what is already there
