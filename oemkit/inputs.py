@@ -15,15 +15,17 @@ from oemkit.errors import UnreadableInput
 
 KiB, MiB = 1024, 1024 * 1024
 # The bounds, by kind of input: each is far above the largest real one and far below what hurts a build host.
+# What the appliance reads too has the appliance's own limit (tests/test_hostile_inputs.py holds them equal; not
+# imported: `catalog identify` reads a dump through here and must not load the agent's config and facts modules).
 LIMITS = {
-    "profile": 4 * MiB,  # a large real profile is ~20 KiB (YAML files all share yamlio.MAX_BYTES)
+    "profile": 4 * MiB,  # a large real profile is ~20 KiB; every YAML file (site, overlay, catalog model) alike
     "orders": 64 * MiB,  # 100,000 rows of serial,profile,site,model
-    "key": 64 * KiB,  # a PEM Ed25519 key is 119 bytes
-    "signing key": 64 * KiB,
+    "signing key": 64 * KiB,  # a PEM Ed25519 key is 119 bytes
     "public key": 64 * KiB,
-    "unit config": 1 * MiB,  # the agent's own limit (config.MAX_BYTES)
-    "facts": 4 * MiB,
+    "unit config": 1 * MiB,  # hypervisor_core.config.MAX_BYTES
+    "facts": 4 * MiB,  # hypervisor_core.facts.MAX_FACTS_BYTES
     "dump": 4 * MiB,  # a full dmidecode dump of a 4-socket server is ~200 KiB
+    "kernel": 256 * MiB,  # a core's kernel is ~8 MB
 }
 
 

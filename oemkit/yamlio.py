@@ -26,11 +26,11 @@ import yaml.constructor
 import yaml.resolver
 
 from oemkit.errors import OemkitError, UnreadableInput
-from oemkit.inputs import decode_utf8, read_input
+from oemkit.inputs import LIMITS, decode_utf8, read_input
 from oemkit.problems import Problem, format_path
 from oemkit.yaml12 import BOOL, FLOAT, INT, NULL, Constructor, Loader, ambiguity
 
-MAX_BYTES = 4 * 1024 * 1024
+MAX_BYTES = LIMITS["profile"]
 MAX_ALIASES = 256
 MAX_NODES = 50_000  # a large real profile has ~2,000 values
 MAX_DEPTH = 64  # real profiles nest about 6 deep; 10,000 levels crash parsers (stack overflow)

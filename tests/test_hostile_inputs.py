@@ -533,3 +533,10 @@ def test_orders_csv_structure(
         return
     assert_clean_refusal(run, orders, f"{orders}{where}")
     assert not out.exists(), "a refused order sealed units"
+
+
+def test_the_factory_bounds_what_the_appliance_reads_as_the_appliance_does() -> None:
+    from hypervisor_core import config
+    from hypervisor_core.facts import MAX_FACTS_BYTES
+
+    assert (LIMITS["unit config"], LIMITS["facts"]) == (config.MAX_BYTES, MAX_FACTS_BYTES)

@@ -98,7 +98,7 @@ def _read_inputs(unit: Path, pubkey: Path, as_json: bool, *, strict: bool) -> tu
 
     try:
         raw = read_input(unit, "unit config", config.MAX_BYTES)
-        key = read_input(pubkey, "key")
+        key = read_input(pubkey, "public key")
     except UnreadableInput as exc:
         fail(exc, as_json=as_json)
     try:

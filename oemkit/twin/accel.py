@@ -58,7 +58,7 @@ def detect(kernel: Path) -> tuple[str, str]:
     """("kvm" | "tcg", why)."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg", "/dev/kvm is missing or not accessible"
-    kernel_id = hashlib.sha256(read_input(kernel, "kernel", 256 << 20)).hexdigest()  # a core's kernel is ~8 MB
+    kernel_id = hashlib.sha256(read_input(kernel, "kernel")).hexdigest()
     key = hashlib.sha256(json.dumps([os.uname().release, _qemu_version(), kernel_id]).encode()).hexdigest()[:16]
     cache = _cache_file()
     try:
