@@ -15,9 +15,10 @@ from pathlib import Path
 from hypervisor_core.fsutil import read_regular, write_atomic
 from oemkit import __version__
 from oemkit.catalog.index import INDEX_FORMAT, IdentityIndex
+from oemkit.inputs import LIMITS
 from oemkit.paths import cache_dir
 
-MAX_MODEL_BYTES = 4 * 1024 * 1024  # the YAML reader's bound: a file it would refuse is not hashed either
+MAX_MODEL_BYTES = LIMITS["profile"]  # the YAML reader's bound: a file it would refuse is not hashed either
 
 
 def fingerprint(root: Path) -> str | None:
