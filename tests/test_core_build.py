@@ -164,7 +164,11 @@ def test_modules_follow_the_recipe_and_the_catalog(contents: dict[str, dict[str,
     alias = next(e for p, e in mods.items() if p.endswith("/modules.alias")).data.decode()
     assert "virtio:d00000001v*" in alias  # virtio_net by modalias, for coldplug
     etc_modules = contents["rest"]["/etc/modules"].data.decode().splitlines()
-    assert "bonding max_bonds=0" in etc_modules and "kvm" in etc_modules
+    assert "bonding" in etc_modules and "kvm" in etc_modules
+    # crc32c for ext4 and the conntrack stack: followed from the modules' soft dependencies, loaded before them
+    assert etc_modules.index("crc32c_generic") < etc_modules.index("ext4")
+    options = contents["rest"]["/etc/modprobe.d/oemkit.conf"].data.decode().splitlines()
+    assert {"options bonding max_bonds=0", "options scsi_mod scan=sync"} <= set(options)
     assert not {"kvm_amd", "kvm_intel"} & set(etc_modules)
     assert set(HARDWARE_MODULES) - names - {"tpm_crb", "tpm_tis"} == set()  # those two are built in here
 
@@ -197,3 +201,20 @@ def test_over_budget_fails_and_writes_no_core(core_dir: Path, tmp_path: Path) ->
     assert not (tmp_path / "small").exists()
     kept = Path(result.stderr.rsplit("(footprint: ", 1)[1].rstrip(")\n"))
     assert json.loads(kept.read_text())["budget_bytes"] == 1000
+
+
+def test_rebuilt_packages_replace_the_staged_ones(core_dir: Path, contents: dict[str, dict[str, cpio.Member]]) -> None:
+    """libxml2 without ICU and dnsmasq without D-Bus/conntrack/nftset, from their own Debian source: recorded in
+    core.json, and nothing they no longer link is in the core (the boot tests prove libvirt still works)."""
+    meta = json.loads((core_dir / "core.json").read_text())
+    assert {r["source"] for r in meta["rebuilt"]} == {"libxml2", "dnsmasq"}
+    for record in meta["rebuilt"]:
+        assert record["rebuilt"] == record["version"] + "+oemkit1" and all(
+            len(d["sha256"]) == 64 for d in record["debs"]
+        )
+    assert {"libxml2", "dnsmasq-base"} <= {p.split("=")[0] for p in meta["packages"] if p.endswith("+oemkit1")}
+    shipped = [p for part in contents.values() for p in part]
+    assert not [
+        p for p in shipped if any(k in p for k in ("libicu", "libdbus", "libnftables", "libsystemd", "libgcrypt"))
+    ]
+    assert any(p.endswith("/libxml2.so.2") for p in shipped)

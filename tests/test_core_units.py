@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from oemkit.cli.app import app
 from oemkit.image import buildcache
-from oemkit.image.core import cpio, elf, footprint, kmod, pystdlib
+from oemkit.image.core import cpio, elf, footprint, kmod, pystdlib, srcedit
 from oemkit.image.core.build import compressor
 from oemkit.image.core.selection import Initramfs, Inode, SelectError, Selector
 
@@ -140,16 +140,48 @@ def test_selector_missing_path(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- modules
+def module_elf(modinfo: list[str]) -> bytes:
+    """A minimal ELF64 relocatable object with a .modinfo section, as a kernel module carries one."""
+    info = b"".join(item.encode() + b"\0" for item in modinfo)
+    names = b"\0.modinfo\0.shstrtab\0"
+    info_at, names_at = 64, 64 + len(info)
+    shoff = names_at + len(names)
+    shoff += -shoff % 8
+    header = (
+        b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, shoff, 0, 64, 0, 0, 64, 3, 2)
+    )
+    sections = bytes(64)  # the null section
+    sections += struct.pack("<IIQQQQIIQQ", 1, 1, 0, 0, info_at, len(info), 0, 0, 1, 0)
+    sections += struct.pack("<IIQQQQIIQQ", 10, 3, 0, 0, names_at, len(names), 0, 0, 1, 0)
+    body = header + info + names
+    return body + bytes(shoff - len(body)) + sections
+
+
 def _module_tree(tmp_path: Path) -> kmod.ModuleTree:
     root = tmp_path / "lib" / "modules" / "6.1.0-test"
     root.mkdir(parents=True)
-    (root / "modules.dep").write_text(
-        "kernel/net/bonding/bonding.ko: kernel/net/tls/tls.ko\n"
-        "kernel/net/tls/tls.ko:\n"
-        "kernel/drivers/net/virtio-net.ko: kernel/net/core/net_failover.ko kernel/net/core/failover.ko\n"
-        "kernel/net/core/net_failover.ko: kernel/net/core/failover.ko\n"
-        "kernel/net/core/failover.ko:\n"
-        "kernel/fs/isofs/isofs.ko:\n"
+    deps = {
+        "kernel/net/bonding/bonding.ko": "kernel/net/tls/tls.ko",
+        "kernel/net/tls/tls.ko": "",
+        "kernel/drivers/net/virtio-net.ko": "kernel/net/core/net_failover.ko kernel/net/core/failover.ko",
+        "kernel/net/core/net_failover.ko": "kernel/net/core/failover.ko",
+        "kernel/net/core/failover.ko": "",
+        "kernel/fs/isofs/isofs.ko": "",
+        "kernel/fs/jbd2/jbd2.ko": "",
+        "kernel/crypto/crc32c_generic.ko": "",
+        "kernel/arch/x86/crypto/crc32c-intel.ko": "",
+        "kernel/drivers/net/ethernet/intel/ice/ice.ko": "",
+    }
+    (root / "modules.dep").write_text("".join(f"{m}: {d}".rstrip() + "\n" for m, d in deps.items()))
+    modinfo = {
+        "kernel/fs/jbd2/jbd2.ko": ["license=GPL", "softdep=pre: crypto-crc32c post: nosuch"],
+        "kernel/drivers/net/ethernet/intel/ice/ice.ko": ["firmware=intel/ice/ddp/ice.pkg"],
+    }
+    for module in deps:
+        (root / module).parent.mkdir(parents=True, exist_ok=True)
+        (root / module).write_bytes(module_elf(modinfo.get(module, ["license=GPL"])))
+    (root / "modules.alias").write_text(
+        "alias crypto-crc32c crc32c_intel\nalias crypto-crc32c crc32c_generic\nalias pci:v00008086d*sv* ice\n"
     )
     (root / "modules.builtin").write_text("kernel/drivers/char/tpm/tpm_tis.ko\nkernel/fs/ext4/ext4.ko\n")
     return kmod.ModuleTree.load(root)
@@ -166,6 +198,18 @@ def test_module_closure(tmp_path: Path) -> None:
     )
     assert found.loadable == {"bonding", "virtio_net"}
     assert found.builtin == {"tpm_tis", "ext4"}
+    assert found.pre_softdeps == found.unresolved_softdeps == found.firmware == ()
+
+
+def test_soft_dependencies_and_firmware_follow_the_closure(tmp_path: Path) -> None:
+    """jbd2 wants crc32c first (an alias two modules provide; busybox's modprobe would not load either), ice names
+    its DDP firmware, and a soft dependency nothing provides is reported, not fatal."""
+    found = kmod.resolve(_module_tree(tmp_path), ["jbd2", "ice"])
+    assert "kernel/crypto/crc32c_generic.ko" in found.files and "kernel/arch/x86/crypto/crc32c-intel.ko" in found.files
+    assert found.pre_softdeps == ("crc32c_intel", "crc32c_generic")
+    assert found.unresolved_softdeps == ("nosuch",)
+    assert found.firmware == ("intel/ice/ddp/ice.pkg",)
+    assert kmod.softdeps("pre: a b post: c") == {"pre": ["a", "b"], "post": ["c"]}
 
 
 def test_missing_modules_are_named(tmp_path: Path) -> None:
@@ -386,3 +430,35 @@ def test_cli_help_does_not_import_the_builder() -> None:
     code = "import sys\nimport oemkit.cli.app\nprint(sorted(m for m in sys.modules if m.startswith('oemkit.image')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------------- source rebuilds
+def _source_tree(tmp_path: Path) -> Path:
+    tree = tmp_path / "libxml2"
+    (tree / "debian").mkdir(parents=True)
+    (tree / "debian" / "rules").write_text("doconfigure-main: CONFIGURE_FLAGS += --without-python --with-icu\n")
+    (tree / "debian" / "changelog").write_text(
+        "libxml2 (2.9.14+dfsg-1.3~deb12u6) bookworm-security; urgency=medium\n\n  * Fix.\n\n"
+        " -- Someone <someone@debian.org>  Tue, 01 Jul 2025 10:00:00 +0200\n"
+    )
+    return tree
+
+
+def test_source_edit_and_changelog(tmp_path: Path) -> None:
+    tree = _source_tree(tmp_path)
+    srcedit.apply(tree, [["debian/rules", "--with-icu", "--without-icu", 1]], "built --without-icu")
+    assert "--without-icu" in (tree / "debian" / "rules").read_text()
+    log = (tree / "debian" / "changelog").read_text()
+    # the local version on top, dated as the entry before it: dpkg-buildpackage's SOURCE_DATE_EPOCH stays the source's
+    assert log.startswith("libxml2 (2.9.14+dfsg-1.3~deb12u6+oemkit1) bookworm-security; urgency=medium\n")
+    assert log.count("Tue, 01 Jul 2025 10:00:00 +0200") == 2
+
+
+def test_source_edit_that_no_longer_matches_is_refused(tmp_path: Path) -> None:
+    """A new Debian revision that moved the line fails the build instead of quietly shipping ICU again."""
+    tree = _source_tree(tmp_path)
+    before = (tree / "debian" / "rules").read_text()
+    with pytest.raises(srcedit.EditError, match="found 0 times, the recipe expects 1"):
+        srcedit.apply(tree, [["debian/rules", "--with-icu=yes", "--without-icu", 1]], "x")
+    assert (tree / "debian" / "rules").read_text() == before
+    assert srcedit.main([str(tmp_path / "nowhere"), str(tmp_path / "none.json")]) == 1

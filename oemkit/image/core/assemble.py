@@ -3,6 +3,7 @@ closures, the measured Python set, the agent, the kernel modules, busybox's appl
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,12 @@ from oemkit.image.core.recipe import (
     IPTABLES_LINKS,
     KVM_VENDOR_MODULES,
     LOADED_MODULES,
+    MODULE_OPTIONS,
     OPTIONAL_DATA,
     PY,
     PY_SEEDS,
+    XTABLES_IMPLICIT,
+    XTABLES_USERS,
 )
 from oemkit.image.core.selection import Initramfs, Inode, Selector
 from oemkit.image.tools import BuildError, run_tool
@@ -49,16 +53,19 @@ class Inputs:
     init: Path  # the core's /init; its inittab sits beside it
     pubkey: bytes | None  # the factory's signing.pub as build read and checked it, read-only in the image
     drivers: tuple[str, ...]
+    packages: tuple[str, ...] = ()  # name=version of what the core is made of, rebuilt packages' versions in
 
 
-def assemble(userland: Userland, kernel: Kernel, inputs: Inputs, work: Path) -> tuple[Initramfs, kmod.ModuleSet]:
+def assemble(
+    userland: Userland, kernel: Kernel, inputs: Inputs, work: Path, overlay: Path | None = None
+) -> tuple[Initramfs, kmod.ModuleSet]:
     image = Initramfs()
-    sel = Selector(userland.root, image)
+    sel = Selector(userland.root, image, overlay)
     for part in ("rest", "libvirt", "qemu", "python"):
         sel.add_elf_closure(ELF_ROOTS.get(part, ()), part)
         for plugins in DATA.get(f"{part}-plugins", ()):
             real = sel.add_path(plugins, part)
-            sel.add_elf_closure(sorted(f"{real}/{p.name}" for p in sel.host(real).glob("*.so")), part)
+            sel.add_elf_closure(_xtables(sel, real), part)
         for path in DATA.get(part, ()):
             if path in OPTIONAL_DATA and not sel.exists(path):
                 continue
@@ -71,9 +78,26 @@ def assemble(userland: Userland, kernel: Kernel, inputs: Inputs, work: Path) -> 
         # read-only in the image, never in /etc/oemkit (which the state disk holds): no disk can bring its own key
         image.put(f"/{FACTORY_KEY}", Inode.blob(inputs.pubkey), "agent")
     _applets(image, userland.root / "bin" / "busybox")
-    modules = _modules(image, kernel, userland.root / "bin" / "busybox", inputs.drivers, work)
-    _own_files(image, kernel, userland, inputs.init)
+    modules = _modules(image, kernel, sel, inputs.drivers, work)
+    _own_files(image, kernel, inputs.packages, inputs.init)
     return image, modules
+
+
+def _xtables(sel: Selector, folder: str) -> list[str]:
+    """The iptables extensions libvirt can name: libxt_NAME.so (or libipt_/libip6t_) whose NAME is a string in
+    XTABLES_USERS, and the implicit ones. The extension's own prefix is not part of the name iptables is given."""
+    words: set[str] = set(XTABLES_IMPLICIT)
+    for user in XTABLES_USERS:
+        # whole C strings: the argument words libvirt passes (`"conntrack"`, `"MASQUERADE"`)
+        words.update(w.decode() for w in re.findall(rb"([A-Za-z0-9_]{2,})\0", sel.host(user).read_bytes()))
+    chosen = []
+    for path in sorted(sel.host(folder).glob("*.so")):
+        name = re.sub(r"^lib(xt|ipt|ip6t)_", "", path.stem)
+        if name != path.stem and name in words:
+            chosen.append(f"{folder}/{path.name}")
+    if not any(c.endswith("/libxt_standard.so") for c in chosen):
+        raise BuildError(f"{folder} has no libxt_standard.so: iptables could not write a single rule")
+    return chosen
 
 
 def _python(sel: Selector, agent: Path, work: Path) -> None:
@@ -99,20 +123,37 @@ def _applets(image: Initramfs, busybox: Path) -> None:
             image.put(dest, Inode.link("/bin/busybox"), "rest")
 
 
-def _modules(image: Initramfs, kernel: Kernel, busybox: Path, drivers: tuple[str, ...], work: Path) -> kmod.ModuleSet:
+FIRMWARE_DIRS = ("/lib/firmware", "/usr/lib/firmware")
+
+
+def _modules(image: Initramfs, kernel: Kernel, sel: Selector, drivers: tuple[str, ...], work: Path) -> kmod.ModuleSet:
     tree = kmod.ModuleTree.load(kernel.modules)
-    wanted = [m for m, _ in LOADED_MODULES] + list(KVM_VENDOR_MODULES) + list(HARDWARE_MODULES) + list(drivers)
+    wanted = list(LOADED_MODULES) + list(KVM_VENDOR_MODULES) + list(HARDWARE_MODULES) + list(drivers)
     found = kmod.resolve(tree, dict.fromkeys(wanted))
-    dest = kmod.install(tree, found.files, work / "modules", kernel.abi, busybox)
+    dest = kmod.install(tree, found.files, work / "modules", kernel.abi, sel.root / "bin" / "busybox")
     for path in sorted(dest.rglob("*")):
         if path.is_file():
             image.put(f"/lib/modules/{kernel.abi}/{path.relative_to(dest).as_posix()}", Inode.file(path), "modules")
-    loaded = [f"{m} {args}".strip() for m, args in LOADED_MODULES if kmod.norm(m) in found.loadable]
-    image.put("/etc/modules", Inode.blob(("\n".join(loaded) + "\n").encode()), "rest")
+    # firmware the modules name, when the stage has it (the recipe stages no firmware package: core.json lists
+    # what a driver may ask for and does not find, e.g. ice's DDP package, without which ice runs in safe mode)
+    for name in found.firmware:
+        for base in FIRMWARE_DIRS:
+            if sel.exists(f"{base}/{name}"):
+                sel.add_path(f"{base}/{name}", "modules")
+                break
+    # soft dependencies first (busybox's modprobe does not follow them), then the fixed list
+    loaded = [*found.pre_softdeps, *(m for m in LOADED_MODULES if kmod.norm(m) in found.loadable)]
+    image.put("/etc/modules", Inode.blob(("\n".join(dict.fromkeys(loaded)) + "\n").encode()), "rest")
+    options = "".join(f"options {m} {args}\n" for m, args in MODULE_OPTIONS)
+    image.put("/etc/modprobe.d/oemkit.conf", Inode.blob(options.encode()), "rest")
     return found
 
 
-def _own_files(image: Initramfs, kernel: Kernel, userland: Userland, init: Path) -> None:
+def firmware_missing(image: Initramfs, found: kmod.ModuleSet) -> list[str]:
+    return [n for n in found.firmware if not any(f"{b}/{n}" in image for b in FIRMWARE_DIRS)]
+
+
+def _own_files(image: Initramfs, kernel: Kernel, packages: tuple[str, ...], init: Path) -> None:
     if not init.is_file():
         raise BuildError("no init for the core", file=str(init))
     image.put("/init", Inode.file(init, 0o755), "rest", replace=True)
@@ -130,7 +171,7 @@ def _own_files(image: Initramfs, kernel: Kernel, userland: Userland, init: Path)
         "/etc/nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
         "/etc/hosts": "127.0.0.1 localhost\n::1 localhost\n",
         "/etc/os-release": f'NAME="oemkit core"\nID=oemkit-core\nID_LIKE=debian\nVERSION_ID="{__version__}"\n',
-        "/etc/oemkit/packages.txt": "\n".join([str(kernel), *userland.packages]) + "\n",
+        "/etc/oemkit/packages.txt": "\n".join([str(kernel), *packages]) + "\n",
     }
     for path, content in text.items():
         image.put(path, Inode.blob(content.encode()), "rest", replace=True)

@@ -1,6 +1,7 @@
 """`oemkit core build`: the stages in order, each cached by its inputs, and the core folder.
 
   userland  mmdebstrap of recipe.PACKAGES                       cache/stage/<suite+mirrors+packages>
+  rebuild   recipe.REBUILDS from their Debian source            cache/rebuilt/<suite+mirrors+recipe+versions>
   kernel    apt-get download + dpkg-deb -x + depmod             cache/kernel/<package>_<version>
   select    ELF closure, measured Python set, module closure    (work folder, seconds)
   cpio      one reproducible newc archive per part              (memory)
@@ -29,9 +30,9 @@ from hypervisor_core.fsutil import write_atomic
 from oemkit.catalog.store import load_catalog
 from oemkit.errors import OemkitError, UnreadableInput
 from oemkit.image import buildcache
-from oemkit.image.core import cpio, footprint, kmod
-from oemkit.image.core.assemble import FILES, Inputs, assemble
-from oemkit.image.core.debian import Kernel, Userland, fetch_kernel, stage_userland, staged_kernel
+from oemkit.image.core import cpio, footprint, kmod, rebuild
+from oemkit.image.core.assemble import FILES, Inputs, assemble, firmware_missing
+from oemkit.image.core.debian import Kernel, fetch_kernel, stage_userland, staged_kernel
 from oemkit.image.core.recipe import DEFAULT_FLAVOUR, MIRRORS, PACKAGES, PARTS, SUITE
 from oemkit.image.tools import CHROOT, PATH, BuildError, run_tool
 from oemkit.inputs import read_input
@@ -158,6 +159,11 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
     busybox = userland.root / "bin" / "busybox"
 
     t = time.monotonic()
+    overlay = rebuild.rebuild(root, SUITE, MIRRORS, userland, log)
+    packages = overlay.apply(userland.packages)
+    timer.stage("rebuild", t, ", ".join(f"{n}={v}" for n, v in overlay.packages.items()))
+
+    t = time.monotonic()
     kernel = fetch_kernel(root, *staged_kernel(userland, opts.flavour), busybox)
     timer.stage("kernel", t, str(kernel))
 
@@ -167,8 +173,9 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
     work.mkdir(parents=True)
     try:
         agent = opts.agent or Path(hypervisor_core.__file__).parent
-        inputs = Inputs(agent, opts.init or FILES / "init", factory_key, drivers)
-        image, modules = assemble(userland, kernel, inputs, work)
+        inputs = Inputs(agent, opts.init or FILES / "init", factory_key, drivers, packages)
+        image, modules = assemble(userland, kernel, inputs, work, overlay.root)
+        missing_firmware = firmware_missing(image, modules)
         timer.stage("select", t, f"{len(image.nodes)} paths, {len(modules.files)} modules")
 
         t = time.monotonic()
@@ -186,7 +193,7 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
         shutil.rmtree(work, ignore_errors=True)
 
     t = time.monotonic()
-    cid, doc, outputs = _outputs(kernel, userland, modules, opts, raws, compressed, listing)
+    cid, doc, outputs = _outputs(kernel, inputs, overlay, modules, missing_firmware, opts, raws, compressed, listing)
     message = footprint.over_budget(doc)
     if message:
         # nothing that could be mistaken for a good core: the footprint goes to the cache, COREDIR is untouched
@@ -203,8 +210,10 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
 
 def _outputs(
     kernel: Kernel,
-    userland: Userland,
+    inputs: Inputs,
+    overlay: rebuild.Overlay,
     modules: kmod.ModuleSet,
+    missing_firmware: list[str],
     opts: Options,
     raws: dict[str, bytes],
     compressed: dict[str, tuple[bytes, int]],
@@ -241,9 +250,13 @@ def _outputs(
         "flavour": opts.flavour,
         "compression": opts.compression,
         "source_date_epoch": opts.source_date_epoch,
-        "packages": list(userland.packages),
+        "packages": list(inputs.packages),
+        "rebuilt": list(overlay.records),  # from source, with the change and the .debs' sha256
         "modules": sorted(kmod.module_name(f) for f in modules.files),  # shipped (.ko), dependencies included
         "builtin_modules": sorted(modules.builtin),  # asked for, built into this kernel
+        "module_softdeps_loaded_first": list(modules.pre_softdeps),
+        "module_softdeps_unresolved": list(modules.unresolved_softdeps),  # built in, or in no module
+        "firmware_missing": missing_firmware,  # named by a shipped module, not in the stage
         "footprint": doc,
     }
     outputs = {

@@ -80,3 +80,33 @@ def _deps(data: bytes) -> ElfDeps:
         start = strtab + n  # type: ignore[operator]
         needed.append(data[start : data.index(b"\0", start)].decode())
     return ElfDeps(tuple(needed), interp)
+
+
+def section(data: bytes, name: str) -> bytes | None:
+    """The bytes of the named section of a 64-bit little-endian ELF file (a kernel module's `.modinfo`), or
+    None when it has none."""
+    if not is_elf(data) or len(data) < 64 or data[4] != 2 or data[5] != 1:
+        return None
+    try:
+        (e_shoff,) = struct.unpack_from("<Q", data, 0x28)
+        e_shentsize, e_shnum, e_shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+        if e_shoff == 0 or e_shnum == 0:
+            return None
+
+        def header(i: int) -> tuple[int, int, int]:
+            sh_name, _type, _flags, _addr, sh_offset, sh_size = struct.unpack_from(
+                "<IIQQQQ", data, e_shoff + i * e_shentsize
+            )
+            return sh_name, sh_offset, sh_size
+
+        _, names_at, _ = header(e_shstrndx)
+        for i in range(e_shnum):
+            sh_name, offset, size = header(i)
+            start = names_at + sh_name
+            if data[start : data.index(b"\0", start)].decode() == name:
+                if offset + size > len(data):
+                    raise ElfError(f"section {name} runs past the end of the file")
+                return data[offset : offset + size]
+    except (struct.error, IndexError, ValueError) as exc:
+        raise ElfError(f"malformed ELF: {exc}") from None
+    return None

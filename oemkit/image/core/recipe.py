@@ -5,6 +5,8 @@ Figures quoted below were measured on the issue-5 prototype (bookworm, 2025)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 SUITE = "bookworm"
 # The only place packages come from. The userland stage is cached by suite + these lines + the package list.
 MIRRORS = (
@@ -36,6 +38,46 @@ PACKAGES = (
     "qemu-utils",  # qemu-img: libvirt's dir pool runs it to create the qcow2 volumes the agent defines
     "dnsmasq-base",  # libvirt starts dnsmasq for every NAT or isolated network with an address (DHCP, DNS)
     "iptables",  # libvirt's network driver writes its firewall rules with it (measured: no start without)
+)
+
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    """A staged package rebuilt from its own Debian source with one declared change (rebuild.py)."""
+
+    source: str  # the source package
+    binaries: tuple[str, ...]  # the binary packages taken from the build, in place of the staged ones
+    why: str  # also the changelog line of the rebuilt package
+    drops: tuple[str, ...]  # sonames the rebuilt binaries must no longer link: proof the change took
+    edits: tuple[tuple[str, str, str, int], ...] = ()  # (file, old, new, times it must match) in the source tree
+    build_options: tuple[str, ...] = ()  # DEB_BUILD_OPTIONS features the package's debian/rules offers
+    profiles: str = ""  # build profiles
+
+
+REBUILDS = (
+    # libvirt -> libxml2 -> ICU: 8.6 MB of the 43.7 MB core (libicudata alone 31 MB raw), for the few legacy
+    # encodings iconv does not convert. Debian made this same change for trixie; the agent's XML is UTF-8.
+    Rebuild(
+        "libxml2",
+        ("libxml2",),
+        "built --without-icu (libvirt's XML is UTF-8; iconv covers the rest): ICU out of the embedded core",
+        drops=("libicu",),
+        edits=(
+            ("debian/rules", "--with-icu", "--without-icu", 1),
+            ("debian/control", " libicu-dev,\n", "", 2),  # Build-Depends and libxml2-dev's Depends
+        ),
+        profiles="nopython",
+    ),
+    # libvirt runs dnsmasq from a config file and a lease script; D-Bus control, conntrack marks and nftables sets
+    # are never used, and they pull libdbus, libsystemd, libgcrypt, lz4 and the nftables libraries into the core.
+    Rebuild(
+        "dnsmasq",
+        ("dnsmasq-base",),
+        "built without D-Bus, conntrack and nftset, which libvirt never uses",
+        drops=("libdbus-1", "libnetfilter_conntrack", "libnftables"),
+        build_options=("nodbus", "noconntrack", "nonftset"),
+    ),
 )
 
 # Parts of the initrd, in the order they are concatenated (a later archive may override an earlier one's path).
@@ -79,7 +121,8 @@ DATA: dict[str, tuple[str, ...]] = {
         "/usr/share/libvirt/cpu_map",  # the QEMU driver's CPU model database
         "/usr/share/libvirt/schemas",  # VIR_DOMAIN_DEFINE_VALIDATE needs the RNG schemas
     ),
-    # iptables' match and target extensions, dlopen()ed by name: no ELF closure reaches them
+    # iptables' match and target extensions, dlopen()ed by name: no ELF closure reaches them. Only those whose
+    # name libvirt's binaries (XTABLES_USERS) carry as a string, plus XTABLES_IMPLICIT (assemble._xtables)
     "libvirt-plugins": (f"{ARCH_LIB}/xtables",),
     "qemu": (
         # firmware a q35 guest without graphics boots with (measured: a nested domain reached RUNNING)
@@ -91,30 +134,41 @@ DATA: dict[str, tuple[str, ...]] = {
         "/usr/share/qemu/multiboot_dma.bin",
     ),
 }
+# The binaries that write libvirt's firewall rules: an extension is shipped when its name is a string in one of
+# them (`--match conntrack`, `--jump MASQUERADE`); a few false friends (`ah`, `time`) cost a few kB, and no rule
+# libvirt writes can name an extension that is missing (122 extensions, 169 kB compressed, before).
+XTABLES_USERS = (f"{ARCH_LIB}/libvirt.so.0", f"{_DRV}/connection-driver/libvirt_driver_network.so")
+# loaded by iptables itself: targets ACCEPT/DROP/RETURN and chain jumps, and the matches of `--protocol`
+XTABLES_IMPLICIT = ("standard", "tcp", "udp", "icmp", "icmp6")
 OPTIONAL_DATA = frozenset({"/etc/iproute2"})
 
-# Modules the init loads by name from /etc/modules (nothing in sysfs announces them), with their options.
-LOADED_MODULES: tuple[tuple[str, str], ...] = (
-    ("bridge", ""),  # guest bridges
-    ("bonding", "max_bonds=0"),  # uplink bonds; max_bonds=0: no stray bond0 before the agent makes its own
-    ("8021q", ""),  # VLANs
-    ("tun", ""),  # QEMU's tap NICs
-    ("vhost_net", ""),
-    ("macvtap", ""),
-    ("veth", ""),
-    ("isofs", ""),  # the unit-config CD
-    ("cdrom", ""),
-    ("sr_mod", ""),
-    ("sd_mod", ""),
-    ("ext4", ""),  # the state location
-    ("kvm", ""),
-    # libvirt's network firewall (iptables-legacy). Loaded up front: the conntrack stack needs a crc32c
-    # implementation that nothing requests by name, and a table missing at network start fails the agent's step.
-    ("crc32c_generic", ""),
-    *((m, "") for m in ("ip_tables", "iptable_filter", "iptable_nat", "iptable_mangle")),
-    *((m, "") for m in ("ip6_tables", "ip6table_filter", "ip6table_nat", "ip6table_mangle")),
-    *((m, "") for m in ("xt_MASQUERADE", "xt_conntrack", "xt_CHECKSUM", "xt_comment", "xt_tcpudp", "xt_state")),
-    *((m, "") for m in ("ipt_REJECT", "ip6t_REJECT")),
+# Modules the init loads by name from /etc/modules (nothing in sysfs announces them), in one background
+# `modprobe -a`. Soft dependencies (crc32c for ext4 and the conntrack stack) are followed by kmod.resolve.
+LOADED_MODULES: tuple[str, ...] = (
+    "bridge",  # guest bridges
+    "bonding",  # uplink bonds
+    "8021q",  # VLANs
+    "tun",  # QEMU's tap NICs
+    "vhost_net",
+    "macvtap",
+    "veth",
+    "isofs",  # the unit-config CD
+    "cdrom",
+    "sr_mod",
+    "sd_mod",
+    "ext4",  # the state location
+    "kvm",
+    # libvirt's network firewall (iptables-legacy): a table missing at network start fails the agent's step
+    "ip_tables", "iptable_filter", "iptable_nat", "iptable_mangle",
+    "ip6_tables", "ip6table_filter", "ip6table_nat", "ip6table_mangle",
+    "xt_MASQUERADE", "xt_conntrack", "xt_CHECKSUM", "xt_comment", "xt_tcpudp", "xt_state",
+    "ipt_REJECT", "ip6t_REJECT",
+)  # fmt: skip
+# /etc/modprobe.d/oemkit.conf: busybox's modprobe applies these whenever the module loads (by name, as a
+# dependency or at coldplug).
+MODULE_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("bonding", "max_bonds=0"),  # no stray bond0 before the agent makes its own
+    ("scsi_mod", "scan=sync"),  # a controller's disks exist when its modprobe returns: no wait for the state disk
 )
 # The names libvirt runs, all one multi-call binary (it dispatches on its own name).
 IPTABLES_LINKS = tuple(f"/usr/sbin/{t}{s}" for t in ("iptables", "ip6tables") for s in ("", "-save", "-restore"))
@@ -150,4 +204,7 @@ PY_SEEDS = ("runpy", "encodings.utf_8", "encodings.ascii", "encodings.latin_1", 
 # debugging helper, and the interactive prompt's readline (site loads it only for an interactive session).
 PY_NEVER = ("doctest", "pdb", "unittest", "pydoc", "pydoc_data", "tkinter", "idlelib", "turtle", "turtledemo",
             "lib2to3", "ensurepip", "venv", "distutils", "test", "this", "antigravity", "__hello__", "__phello__",
-            "readline", "rlcompleter")  # fmt: skip
+            "readline", "rlcompleter",
+            # pure-Python twins of C modules the staged Python has: decimal imports _pydecimal only when
+            # _decimal is missing (244 kB of .pyc)
+            "_pydecimal")  # fmt: skip

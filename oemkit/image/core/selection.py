@@ -103,14 +103,18 @@ def _normalise(components: Iterable[str]) -> list[str]:
 
 
 class Selector:
-    """Adds files of the staged root `root` to an Initramfs."""
+    """Adds files of the staged root `root` to an Initramfs; a path present in `overlay` (the packages rebuilt
+    from source, rebuild.py) is taken from there instead."""
 
-    def __init__(self, root: Path, image: Initramfs) -> None:
+    def __init__(self, root: Path, image: Initramfs, overlay: Path | None = None) -> None:
         self.root = root
+        self.overlay = overlay
         self.image = image
         self._closed: set[str] = set()
 
     def host(self, path: str) -> Path:
+        if self.overlay is not None and os.path.lexists(shadow := self.overlay / path.lstrip("/")):
+            return shadow
         return self.root / path.lstrip("/")
 
     def exists(self, path: str) -> bool:
@@ -146,8 +150,12 @@ class Selector:
 
     def add_tree(self, path: str, part: str) -> None:
         real = self.add_path(path, part)
-        for p in sorted(self.host(real).rglob("*")):
-            self.add_path("/" + p.relative_to(self.root).as_posix(), part)
+        found: set[str] = set()
+        for base in (self.root, self.overlay):  # a folder may hold files of both
+            if base is not None and (base / real.lstrip("/")).is_dir():
+                found.update("/" + p.relative_to(base).as_posix() for p in (base / real.lstrip("/")).rglob("*"))
+        for p in sorted(found):
+            self.add_path(p, part)
 
     def find_lib(self, soname: str, needed_by: str) -> str:
         for d in LIBDIRS:
