@@ -49,6 +49,11 @@ def test_the_unit_boots_ready_on_its_twin(first_boot) -> None:
     assert "active-backup over" in console and "vlan 100, static, applied" in console
     assert "==== Northwind Retail Systems Northwind StoreBox ====" in console and "powered by oemkit core" in console
     assert all(doc["boot"][k] > 0 for k in ("kernel", "init", "agent")), doc["boot"]
+    # the build's capabilities seed was installed before libvirtd and kept: the first define did not probe QEMU
+    # (on a KVM twin the emulated CPU is the host's, libvirt rightly re-probes)
+    assert "libvirtd t=" in console and "capabilities seeded" in console.split("libvirtd t=", 1)[1].splitlines()[0]
+    if doc["accel"] == "tcg":
+        assert "capabilities seed kept" in console.split("ready t=", 1)[1].splitlines()[0], console[-2000:]
 
 
 def test_a_reboot_keeps_the_state_and_reapplies_the_host_config(first_boot, core_dir: Path) -> None:

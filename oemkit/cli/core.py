@@ -35,6 +35,13 @@ def build_command(
     budget_bytes: Annotated[
         int | None, typer.Option("--budget-bytes", help="Fail (exit 1) when the core is bigger.", min=1)
     ] = None,
+    caps_seed: Annotated[
+        bool,
+        typer.Option(
+            "--caps-seed/--no-caps-seed",
+            help="Ship libvirt's QEMU capabilities, harvested by booting the new core once (saves a probe per boot).",
+        ),
+    ] = True,
     agent: Annotated[Path | None, typer.Option("--agent", hidden=True, help="A hypervisor_core folder.")] = None,
     init: Annotated[Path | None, typer.Option("--init", hidden=True, help="Another /init.")] = None,
     as_json: JsonOpt = False,
@@ -66,6 +73,7 @@ def build_command(
             budget_bytes=budget_bytes or DEFAULT_BUDGET_BYTES,
             agent=agent,
             init=init,
+            caps_seed=caps_seed,
             catalog_dir=app_state(ctx).catalog_dir,
         )
         result = build(opts, log=lambda line: print(f"core: {line}", file=sys.stderr))

@@ -6,6 +6,7 @@
   select    ELF closure, measured Python set, module closure    (work folder, seconds)
   cpio      one reproducible newc archive per part              (memory)
   compress  each part on its own, deterministic (-T1)           cache/parts/<sha256(raw cpio + arguments)>
+  capseed   one boot of the core to harvest libvirt's QEMU caps  cache/capseed/<kernel+parts+machine>
   output    COREDIR.tmp-PID, then renamed to COREDIR
 
 The kernel unpacks a concatenation of compressed archives, so initrd.img is simply the parts one after another
@@ -30,10 +31,11 @@ from hypervisor_core.fsutil import write_atomic
 from oemkit.catalog.store import load_catalog
 from oemkit.errors import OemkitError, UnreadableInput
 from oemkit.image import buildcache
-from oemkit.image.core import cpio, footprint, kmod, rebuild
+from oemkit.image.core import capseed, cpio, footprint, kmod, rebuild
 from oemkit.image.core.assemble import FILES, Inputs, assemble, firmware_missing
 from oemkit.image.core.debian import Kernel, fetch_kernel, stage_userland, staged_kernel
 from oemkit.image.core.recipe import DEFAULT_FLAVOUR, MIRRORS, PACKAGES, PARTS, SUITE
+from oemkit.image.core.selection import Inode
 from oemkit.image.tools import CHROOT, PATH, BuildError, run_tool
 from oemkit.inputs import read_input
 
@@ -60,7 +62,7 @@ class HostError(OemkitError):
 def check_host(compression: str) -> None:
     if os.geteuid() != 0:
         raise HostError("building a core needs root (mmdebstrap --mode=root, chroot): run it with sudo")
-    tools = ["mmdebstrap", "apt-get", "apt-cache", "dpkg-deb", COMPRESSORS[compression][0]]
+    tools = ["mmdebstrap", "apt-get", "apt-cache", "dpkg-deb", COMPRESSORS[compression][0], "qemu-system-x86_64"]
     missing = [t for t in tools if shutil.which(t, path=PATH) is None]
     if not os.access(CHROOT, os.X_OK):
         missing.append("chroot")
@@ -81,6 +83,7 @@ class Options:
     init: Path | None = None  # the core's /init (default: oemkit/core/files/init)
     catalog_dir: Path | None = None
     source_date_epoch: int = field(default_factory=lambda: _source_date_epoch())
+    caps_seed: bool = True  # harvest libvirt's QEMU capabilities by booting the new core once (capseed.py)
 
 
 @dataclass
@@ -192,8 +195,20 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    seed_record: dict[str, Any] | None = None
+    if opts.caps_seed:
+        t = time.monotonic()
+        booted = b"".join(compressed[p][0] for p in raws)  # the core as it will boot, less the seed
+        xml, seed_record = capseed.seed(root, kernel.vmlinuz, raws, booted, log)
+        raws["seed"] = cpio.write_newc({capseed.SEED_PATH: Inode.blob(xml)}, opts.source_date_epoch)
+        listing["seed"] = {capseed.SEED_PATH: len(xml)}
+        compressed["seed"] = compress(root, raws["seed"], compressor(opts.compression, "seed"))
+        timer.stage("capseed", t, f"{len(xml):,} bytes of QEMU capabilities")
+
     t = time.monotonic()
-    cid, doc, outputs = _outputs(kernel, inputs, overlay, modules, missing_firmware, opts, raws, compressed, listing)
+    cid, doc, outputs = _outputs(
+        kernel, inputs, overlay, modules, missing_firmware, seed_record, opts, raws, compressed, listing
+    )
     message = footprint.over_budget(doc)
     if message:
         # nothing that could be mistaken for a good core: the footprint goes to the cache, COREDIR is untouched
@@ -214,6 +229,7 @@ def _outputs(
     overlay: rebuild.Overlay,
     modules: kmod.ModuleSet,
     missing_firmware: list[str],
+    seed_record: dict[str, Any] | None,
     opts: Options,
     raws: dict[str, bytes],
     compressed: dict[str, tuple[bytes, int]],
@@ -252,6 +268,7 @@ def _outputs(
         "source_date_epoch": opts.source_date_epoch,
         "packages": list(inputs.packages),
         "rebuilt": list(overlay.records),  # from source, with the change and the .debs' sha256
+        "qemu_capabilities_seed": seed_record,  # None: built with --no-caps-seed
         "modules": sorted(kmod.module_name(f) for f in modules.files),  # shipped (.ko), dependencies included
         "builtin_modules": sorted(modules.builtin),  # asked for, built into this kernel
         "module_softdeps_loaded_first": list(modules.pre_softdeps),

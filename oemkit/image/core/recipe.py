@@ -82,7 +82,7 @@ REBUILDS = (
 
 # Parts of the initrd, in the order they are concatenated (a later archive may override an earlier one's path).
 # Each file is counted in the first part that needs it: libraries shared by libvirt and QEMU count as libvirt.
-PARTS = ("rest", "modules", "libvirt", "qemu", "python", "agent")
+PARTS = ("rest", "modules", "libvirt", "qemu", "python", "agent", "seed")  # seed: capseed.py, after the others
 FOOTPRINT_PARTS = ("kernel", *PARTS)
 
 _DRV = f"{ARCH_LIB}/libvirt"
