@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from oemkit.cli.app import app
 from oemkit.image import buildcache
-from oemkit.image.core import cpio, elf, footprint, kmod, pystdlib, srcedit
+from oemkit.image.core import cpio, elf, footprint, kmod, pystdlib, rebuild, srcedit
 from oemkit.image.core.build import compressor
+from oemkit.image.core.debian import Userland
 from oemkit.image.core.selection import Initramfs, Inode, SelectError, Selector
 
 from .conftest import REPO
@@ -462,3 +463,19 @@ def test_source_edit_that_no_longer_matches_is_refused(tmp_path: Path) -> None:
         srcedit.apply(tree, [["debian/rules", "--with-icu=yes", "--without-icu", 1]], "x")
     assert (tree / "debian" / "rules").read_text() == before
     assert srcedit.main([str(tmp_path / "nowhere"), str(tmp_path / "none.json")]) == 1
+
+
+def test_a_recipe_without_rebuilds_runs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rebuild, "REBUILDS", ())
+    staged = Userland(tmp_path, ("libxml2=2.9.14+dfsg-1.3~deb12u6", "zlib1g=1:1.2.13"))
+    overlay = rebuild.rebuild(tmp_path / "cache", "bookworm", "deb x bookworm main\n", staged, print)
+    assert overlay == rebuild.Overlay(None, {}, ()) and not (tmp_path / "cache").exists()
+    assert overlay.apply(staged.packages) == staged.packages
+
+
+def test_rebuilt_versions_replace_the_staged_ones() -> None:
+    overlay = rebuild.Overlay(None, {"libxml2": "2.9.14+dfsg-1.3~deb12u6+oemkit1"}, ())
+    assert overlay.apply(("zlib1g=1:1.2.13", "libxml2=2.9.14+dfsg-1.3~deb12u6")) == (
+        "libxml2=2.9.14+dfsg-1.3~deb12u6+oemkit1",
+        "zlib1g=1:1.2.13",
+    )

@@ -35,7 +35,7 @@ MAINTAINER = "oemkit core build <core-build@oemkit.invalid>"
 class Overlay:
     """The rebuilt packages unpacked: `root` shadows the stage; `packages` name=version replace the staged ones."""
 
-    root: Path
+    root: Path | None  # None: the recipe rebuilds nothing
     packages: dict[str, str]  # binary package -> its rebuilt version
     records: tuple[dict, ...]  # per rebuild: source, version, change, each .deb's name and sha256
 
@@ -72,6 +72,8 @@ def rebuild(root: Path, suite: str, mirrors: str, userland: Userland, log: Calla
         if source != spec.source:
             raise BuildError(f"{spec.binaries[0]} is built from {source}, the recipe says {spec.source}")
         wanted.append((spec, version))
+    if not wanted:
+        return Overlay(None, {}, ())
     final = root / "rebuilt" / key(suite, mirrors, wanted)
     if not final.is_dir():
         log(f"rebuilding from source: {', '.join(f'{s.source}={v}' for s, v in wanted)} (minutes, once)")
