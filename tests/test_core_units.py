@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from oemkit.cli.app import app
 from oemkit.image import buildcache
 from oemkit.image.core import cpio, elf, footprint, kmod, pystdlib, rebuild, srcedit
-from oemkit.image.core.build import compressor
+from oemkit.image.core.compression import CompressionError, compressor, plan
 from oemkit.image.core.debian import Userland
 from oemkit.image.core.selection import Initramfs, Inode, SelectError, Selector
 
@@ -392,9 +392,22 @@ def test_build_refuses_a_bad_key(tmp_path: Path) -> None:
 
 
 def test_build_refuses_unknown_choices(tmp_path: Path) -> None:
-    for args in (["--compress", "lz4"], ["--flavour", "rt-amd64"]):
+    for args, says in (
+        (["--compress", "lz4"], "the first method must be one of xz, gzip, zstd"),
+        (["--compress", "xz,modules=lz4"], "'modules=lz4' is not PART=METHOD"),
+        (["--compress", "xz,kernel=zstd"], "'kernel=zstd' is not PART=METHOD"),  # the kernel is Debian's file
+        (["--flavour", "rt-amd64"], "choose"),
+    ):
         result = runner.invoke(app, ["core", "build", "-o", str(tmp_path / "core"), *args])
-        assert result.exit_code == 2 and "choose" in result.stderr
+        assert result.exit_code == 2 and says in result.stderr, result.stderr
+
+
+def test_compression_per_part() -> None:
+    assert set(plan("xz").values()) == {"xz"}
+    mixed = plan("xz, modules=zstd,python=zstd")
+    assert (mixed["modules"], mixed["python"], mixed["libvirt"], mixed["seed"]) == ("zstd", "zstd", "xz", "xz")
+    with pytest.raises(CompressionError):
+        plan("")
 
 
 def test_xz_filters_per_part() -> None:

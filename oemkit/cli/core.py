@@ -27,7 +27,13 @@ def build_command(
         Path | None,
         typer.Option("--cache", help="Stage cache [default: $OEMKIT_CORE_CACHE or ~/.cache/oemkit/core]."),
     ] = None,
-    compress: Annotated[str, typer.Option("--compress", help="initrd compression: xz, gzip or zstd.")] = "xz",
+    compress: Annotated[
+        str,
+        typer.Option(
+            "--compress",
+            help="initrd compression: xz, gzip or zstd for every part, or per part: xz,modules=zstd,python=zstd.",
+        ),
+    ] = "xz",
     flavour: Annotated[str, typer.Option("--flavour", help="Debian kernel flavour: amd64 or cloud-amd64.")] = "amd64",
     refresh: Annotated[
         bool, typer.Option("--refresh", help="Resolve the packages again (security updates); else the cached ones.")
@@ -52,11 +58,14 @@ def build_command(
     the cache); 2: cannot build (not root, a tool missing, a bad key, a failed step).
     """
     from oemkit.errors import OemkitError
+    from oemkit.image.core.compression import CompressionError, plan
     from oemkit.image.core.recipe import FLAVOURS
     from oemkit.problems import ProblemsError
 
-    if compress not in ("xz", "gzip", "zstd"):
-        fail(OemkitError(f"--compress {compress!r}: choose xz, gzip or zstd"), as_json=as_json)
+    try:
+        plan(compress)
+    except CompressionError as exc:
+        fail(exc, as_json=as_json)
     if flavour not in FLAVOURS:
         fail(OemkitError(f"--flavour {flavour!r}: choose {' or '.join(FLAVOURS)}"), as_json=as_json)
     from oemkit.image.core.build import Options, build

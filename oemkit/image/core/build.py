@@ -31,8 +31,9 @@ from hypervisor_core.fsutil import write_atomic
 from oemkit.catalog.store import load_catalog
 from oemkit.errors import OemkitError, UnreadableInput
 from oemkit.image import buildcache
-from oemkit.image.core import capseed, cpio, footprint, kmod, rebuild
+from oemkit.image.core import capseed, compression, cpio, footprint, kmod, rebuild
 from oemkit.image.core.assemble import FILES, Inputs, assemble, firmware_missing
+from oemkit.image.core.compression import COMPRESSORS, compressor
 from oemkit.image.core.debian import Kernel, fetch_kernel, stage_userland, staged_kernel
 from oemkit.image.core.recipe import DEFAULT_FLAVOUR, MIRRORS, PACKAGES, PARTS, SUITE
 from oemkit.image.core.selection import Inode
@@ -40,29 +41,15 @@ from oemkit.image.tools import CHROOT, PATH, BuildError, run_tool
 from oemkit.inputs import read_input
 
 DEFAULT_SOURCE_DATE_EPOCH = 1_700_000_000
-_XZ = ["xz", "--format=xz", "--check=crc32", "--lzma2=preset=9e,dict=64MiB", "-T1", "-c"]
-COMPRESSORS: dict[str, list[str]] = {
-    "xz": _XZ,  # the kernel's xz decoder takes crc32 only; -T1: one block, the same bytes on any machine
-    "gzip": ["gzip", "-9", "-n", "-c"],  # -n: no name or time in the header
-    "zstd": ["zstd", "-19", "-T1", "-q", "-c"],
-}
-
-
-def compressor(method: str, part: str) -> list[str]:
-    """The x86 BCJ filter shrinks the binary parts by about 1.1 MB but enlarges relocatable kernel modules."""
-    if method == "xz" and part != "modules":
-        return [*_XZ[:3], "--x86", *_XZ[3:]]
-    return COMPRESSORS[method]
-
-
 class HostError(OemkitError):
     """The build host cannot build a core (not root, a tool missing)."""
 
 
-def check_host(compression: str) -> None:
+def check_host(methods: set[str]) -> None:
     if os.geteuid() != 0:
         raise HostError("building a core needs root (mmdebstrap --mode=root, chroot): run it with sudo")
-    tools = ["mmdebstrap", "apt-get", "apt-cache", "dpkg-deb", COMPRESSORS[compression][0], "qemu-system-x86_64"]
+    tools = ["mmdebstrap", "apt-get", "apt-cache", "dpkg-deb", "qemu-system-x86_64"]
+    tools += sorted(COMPRESSORS[m][0] for m in methods)
     missing = [t for t in tools if shutil.which(t, path=PATH) is None]
     if not os.access(CHROOT, os.X_OK):
         missing.append("chroot")
@@ -76,7 +63,7 @@ class Options:
     pubkey: Path | None = None
     refresh: bool = False  # resolve the packages against the mirrors again instead of the cached stage
     cache_dir: Path | None = None
-    compression: str = "xz"
+    compression: str = compression.DEFAULT  # a compression.plan spec: `xz`, or `xz,modules=zstd`
     flavour: str = DEFAULT_FLAVOUR
     budget_bytes: int = footprint.DEFAULT_BUDGET_BYTES
     agent: Path | None = None  # the hypervisor_core package folder (default: the installed one)
@@ -146,7 +133,8 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
     # read once, checked, and these very bytes go into the image (never the file again, minutes later)
     factory_key = read_pubkey(opts.pubkey) if opts.pubkey is not None else None
     _check_coredir(opts.output)  # before minutes of work, not after
-    check_host(opts.compression)
+    methods = compression.plan(opts.compression)  # a bad spec is refused before minutes of work
+    check_host(set(methods.values()))
     if opts.pubkey is None:  # legal (a core to inspect or to size), but say what it means before minutes of work
         log("warning: no --pubkey: this core has no factory key and refuses every unit config")
     root = opts.cache_dir or buildcache.default_dir()
@@ -189,7 +177,7 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
         t = time.monotonic()
         # xz -9e with a 64 MiB dictionary takes ~700 MB a process: at most 4 at once, whatever the core count
         with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 2, 4)) as pool:
-            jobs = {p: pool.submit(compress, root, raws[p], compressor(opts.compression, p)) for p in raws}
+            jobs = {p: pool.submit(compress, root, raws[p], compressor(methods[p], p)) for p in raws}
             compressed = {p: j.result() for p, j in jobs.items()}
         timer.stage("compress", t, opts.compression)
     finally:
@@ -202,7 +190,7 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
         xml, seed_record = capseed.seed(root, kernel.vmlinuz, raws, booted, log)
         raws["seed"] = cpio.write_newc({capseed.SEED_PATH: Inode.blob(xml)}, opts.source_date_epoch)
         listing["seed"] = {capseed.SEED_PATH: len(xml)}
-        compressed["seed"] = compress(root, raws["seed"], compressor(opts.compression, "seed"))
+        compressed["seed"] = compress(root, raws["seed"], compressor(methods["seed"], "seed"))
         timer.stage("capseed", t, f"{len(xml):,} bytes of QEMU capabilities")
 
     t = time.monotonic()
@@ -248,6 +236,7 @@ def _outputs(
         manifest_parts.append(
             {
                 "name": p,
+                "method": compression.plan(opts.compression)[p],
                 "offset": offset,  # in initrd.img
                 "compressed_bytes": len(data),  # with the zero padding to 4 bytes
                 "stream_bytes": stream,  # the compressed stream alone

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from hypervisor_core.fsutil import read_regular
 from oemkit.errors import UnreadableInput
+from oemkit.image.core.compression import CompressionError, plan
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -156,11 +157,17 @@ def measure(coredir: Path) -> dict:
             file=str(coredir),
         )
     compression = meta.get("compression")
-    if compression not in ("xz", "gzip", "zstd"):
+    try:
+        methods = plan(compression) if isinstance(compression, str) else None
+    except CompressionError:
+        methods = None
+    if methods is None:
         raise UnreadableInput(f"unknown compression {compression!r}", file=str(coredir / "core.json"))
     try:
         recorded = [(p["name"], p["offset"], p["compressed_bytes"], p["stream_bytes"], p["sha256"])
                     for p in manifest["parts"]]  # fmt: skip
+        if not all(r[0] in methods for r in recorded):
+            raise KeyError("name")
     except (KeyError, TypeError):
         raise UnreadableInput("manifest.json has no usable parts list", file=str(coredir / "manifest.json")) from None
     if not all(type(v) is int and v >= 0 for r in recorded for v in r[1:4]):
@@ -175,13 +182,13 @@ def measure(coredir: Path) -> dict:
         segments.append((name, size, data[:stream]))
     with ThreadPoolExecutor(max_workers=2) as pool:  # liblzma and zlib release the GIL
         kernel = pool.submit(kernel_uncompressed, vmlinuz)
-        raw = list(pool.map(lambda s: part_uncompressed(s[2], compression), segments))
+        raw = list(pool.map(lambda s: part_uncompressed(s[2], methods[s[0]]), segments))
     kernel_size, note = kernel.result()
     parts = [{"name": "kernel", "compressed_bytes": len(vmlinuz), "uncompressed_bytes": kernel_size}]
     for (name, size, _), unpacked in zip(segments, raw, strict=True):
         parts.append({"name": name, "compressed_bytes": size, "uncompressed_bytes": unpacked})
     budget = meta.get("footprint", {}).get("budget_bytes", DEFAULT_BUDGET_BYTES)
-    return document(actual, parts, budget, compression, note)
+    return document(actual, parts, budget, str(compression), note)
 
 
 # ------------------------------------------------------------------------------------------- for people
