@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import urllib.parse
 from pathlib import Path
 
 from hypervisor_core.fsutil import atomic_file, kind_of
@@ -46,6 +45,7 @@ def obtain(layout: Layout, url: str, sha256: str, timeout: float = 60.0, max_byt
         if _sha256(target) == sha256:
             return target
         target.unlink()  # a damaged copy: fetch again
+    import urllib.parse
     import urllib.request  # here, not at the top: http.client, email and ssl cost every first boot 0.15 s under TCG
 
     source = url if "://" in url else Path(url).as_uri()
