@@ -124,6 +124,33 @@ def test_apply_in_a_real_kernel_and_again(netns: str) -> None:
     assert {link["ifname"] for link in _ip(netns, "link", "show")} == set(links)
 
 
+def test_a_failing_command_in_the_batch_is_named(netns: str) -> None:
+    """All commands go to one `ip -batch -`; the one the kernel refuses is named as a lone `ip` would be, and the
+    ones before it took effect (each is idempotent: the next boot converges)."""
+    veth = ["link", "add", "enp4s0f0", "address", "02:aa:00:00:00:01", "type", "veth", "peer", "name", "peer0"]
+    subprocess.run(["ip", "-n", netns, *veth], check=True)
+    net = {
+        "uplinks": NET["uplinks"][:1],
+        "bond": None,
+        "vlan": None,
+        "address": "static",
+        "cidr": "10.77.0.5/24",
+        "gateway": "10.99.0.1",
+        "bridges": [],
+    }  # fmt: skip  (a gateway outside the subnet)
+    with pytest.raises(hostnet.HostNetError) as err:
+        hostnet.apply(net, hostnet.ip_runner(netns))
+    assert str(err.value).startswith(f"ip -n {netns} route replace default via 10.99.0.1 dev enp4s0f0: "), err.value
+    assert "Command failed" not in str(err.value)
+    addrs = {a["ifname"]: [i["local"] for i in a["addr_info"]] for a in _ip(netns, "addr", "show")}
+    assert addrs["enp4s0f0"] == ["10.77.0.5"]
+
+
+def test_the_batch_refuses_what_ip_would_misread() -> None:
+    with pytest.raises(hostnet.HostNetError, match="misread"):
+        hostnet.ip_runner("never-used").batch([["link", "set", "eth0 down", "up"]])
+
+
 @pytest.mark.parametrize(
     ("content", "why"),
     [
