@@ -41,6 +41,8 @@ from oemkit.image.tools import CHROOT, PATH, BuildError, run_tool
 from oemkit.inputs import read_input
 
 DEFAULT_SOURCE_DATE_EPOCH = 1_700_000_000
+
+
 class HostError(OemkitError):
     """The build host cannot build a core (not root, a tool missing)."""
 

@@ -41,7 +41,6 @@ PACKAGES = (
 )
 
 
-
 @dataclass(frozen=True)
 class Rebuild:
     """A staged package rebuilt from its own Debian source with one declared change (rebuild.py)."""
