@@ -23,10 +23,12 @@ def _block() -> tuple[str, str]:
     return text[start:stop], text[:start] + text[stop:]
 
 
-def _init_values() -> dict[str, str]:
+LAYOUT_NAMES = ("STATE", "UNIT", "DONE", "HOST_CONFIG", "NETWORK", "HOSTNAME_FILE", "FACTORY_KEY", "STATE_LABEL",
+                "CONFIG_LABEL", "CONFIG_NAME", "STATUS_LINE", "STATE_DIRS", "STATE_FILES")  # fmt: skip
+
+
+def _init_values(names: tuple[str, ...] = LAYOUT_NAMES) -> dict[str, str]:
     """The block, run by a real POSIX shell: what the init's variables really hold."""
-    names = ("STATE", "UNIT", "DONE", "HOST_CONFIG", "NETWORK", "HOSTNAME_FILE", "FACTORY_KEY", "STATE_LABEL",
-             "CONFIG_LABEL", "CONFIG_NAME", "STATUS_LINE", "STATE_DIRS", "STATE_FILES")  # fmt: skip
     script = _block()[0] + "".join(f'printf "%s\\n" "${name}"\n' for name in names)
     out = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, check=True).stdout
     return dict(zip(names, out.splitlines(), strict=True))
@@ -49,6 +51,15 @@ def test_the_init_declares_the_layout_of_the_agent() -> None:
         "STATE_DIRS": " ".join(layout.PERSISTENT_DIRS),
         "STATE_FILES": " ".join(layout.PERSISTENT_FILES),
     }
+
+
+def test_the_init_installs_the_seed_where_the_build_puts_it_and_libvirt_looks() -> None:
+    from oemkit.image.core import capseed
+
+    values = _init_values(("CAPS_QEMU", "CAPS_FILE", "CAPS_SEED", "CAPS_CACHE"))
+    assert values["CAPS_QEMU"] == capseed.QEMU and values["CAPS_SEED"] == capseed.SEED_PATH
+    assert values["CAPS_FILE"] == capseed.CACHE_NAME  # libvirt names its cache file after the binary's path
+    assert values["CAPS_CACHE"] == "/var/cache/libvirt/qemu/capabilities"
 
 
 def test_the_init_uses_its_layout_variables_not_copies_of_the_values() -> None:

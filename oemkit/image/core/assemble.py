@@ -141,8 +141,9 @@ def _modules(image: Initramfs, kernel: Kernel, sel: Selector, drivers: tuple[str
             if sel.exists(f"{base}/{name}"):
                 sel.add_path(f"{base}/{name}", "modules")
                 break
-    # soft dependencies first (busybox's modprobe does not follow them), then the fixed list
-    loaded = [*found.pre_softdeps, *(m for m in LOADED_MODULES if kmod.norm(m) in found.loadable)]
+    # soft dependencies (busybox's modprobe does not follow them) load first, and may fail: they are alternatives
+    loaded = [m for m in LOADED_MODULES if kmod.norm(m) in found.loadable]
+    image.put("/etc/modules.softdep", Inode.blob("".join(f"{m}\n" for m in found.pre_softdeps).encode()), "rest")
     image.put("/etc/modules", Inode.blob(("\n".join(dict.fromkeys(loaded)) + "\n").encode()), "rest")
     options = "".join(f"options {m} {args}\n" for m, args in MODULE_OPTIONS)
     image.put("/etc/modprobe.d/oemkit.conf", Inode.blob(options.encode()), "rest")
