@@ -19,6 +19,7 @@ from oemkit.image.core import cpio, elf, footprint, kmod, pystdlib, rebuild, src
 from oemkit.image.core.compression import CompressionError, compressor, plan
 from oemkit.image.core.debian import Userland
 from oemkit.image.core.selection import Initramfs, Inode, SelectError, Selector
+from oemkit.image.tools import BuildError
 
 from .conftest import REPO
 
@@ -492,3 +493,26 @@ def test_rebuilt_versions_replace_the_staged_ones() -> None:
         "libxml2=2.9.14+dfsg-1.3~deb12u6+oemkit1",
         "zlib1g=1:1.2.13",
     )
+
+
+def test_an_overlay_folder_where_the_stage_has_a_link_is_refused(tmp_path: Path) -> None:
+    stage, overlay = tmp_path / "stage", tmp_path / "overlay"
+    (stage / "usr/lib").mkdir(parents=True)
+    (stage / "lib").symlink_to("usr/lib")
+    (overlay / "usr/lib").mkdir(parents=True)
+    rebuild.check_overlay(overlay, stage)  # /usr/lib is a folder in both: fine
+    (overlay / "lib").mkdir()
+    with pytest.raises(BuildError, match="a folder /lib where the stage has a link"):
+        rebuild.check_overlay(overlay, stage)
+
+
+def test_malformed_section_tables_are_refused() -> None:
+    data = bytearray(module_elf(["license=GPL"]))
+    struct.pack_into("<H", data, 0x3E, 7)  # e_shstrndx past the three sections
+    with pytest.raises(elf.ElfError, match="section header table"):
+        elf.section(bytes(data), ".modinfo")
+    assert elf.section(module_elf(["a=b"]), ".nosuch") is None
+    assert kmod.modinfo(module_elf(["softdep=pre: x", "firmware=f.bin"])) == [
+        ("softdep", "pre: x"),
+        ("firmware", "f.bin"),
+    ]

@@ -92,6 +92,8 @@ def section(data: bytes, name: str) -> bytes | None:
         e_shentsize, e_shnum, e_shstrndx = struct.unpack_from("<HHH", data, 0x3A)
         if e_shoff == 0 or e_shnum == 0:
             return None
+        if e_shentsize < 64 or e_shstrndx >= e_shnum:
+            raise ElfError(f"section header table: entries of {e_shentsize} bytes, names in {e_shstrndx}/{e_shnum}")
 
         def header(i: int) -> tuple[int, int, int]:
             sh_name, _type, _flags, _addr, sh_offset, sh_size = struct.unpack_from(

@@ -29,6 +29,7 @@ from oemkit.image.tools import BuildError, run_tool
 SCRIPT = Path(__file__).resolve().parent / "files" / "rebuild.sh"
 LOCAL_SUFFIX = "+oemkit1"
 MAINTAINER = "oemkit core build <core-build@oemkit.invalid>"
+CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,11 @@ def source_version(userland: Userland, binary: str) -> tuple[str, str]:
 
 
 def key(suite: str, mirrors: str, wanted: list[tuple[Rebuild, str]]) -> str:
-    doc = [suite, mirrors, [[asdict(r), v] for r, v in wanted], SCRIPT.read_bytes().decode(), LOCAL_SUFFIX]
+    """Everything the .debs depend on that is ours: the recipe entries, the source versions and the code that
+    drives the build (this module, the edits, the script in the chroot). The buildd chroot's toolchain comes from
+    the mirror at build time, as the userland does (pin a snapshot.debian.org date to rebuild an old core)."""
+    code = [Path(__file__).read_bytes(), (Path(__file__).parent / "srcedit.py").read_bytes(), SCRIPT.read_bytes()]
+    doc = [suite, mirrors, [[asdict(r), v] for r, v in wanted], [hashlib.sha256(c).hexdigest() for c in code]]
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
 
@@ -81,7 +86,18 @@ def rebuild(root: Path, suite: str, mirrors: str, userland: Userland, log: Calla
             _build(tmp, suite, mirrors, wanted)
             _unpack(tmp, wanted)
     doc = json.loads((final / "rebuilt.json").read_text())
+    check_overlay(final / "root", userland.root)
     return Overlay(final / "root", doc["packages"], tuple(doc["records"]))
+
+
+def check_overlay(overlay: Path, stage: Path) -> None:
+    """The overlay shadows the stage path by path, so a folder of a rebuilt package where the stage has a link
+    (merged /usr: /lib -> usr/lib) would hide the link and strand the files behind it: refused, not guessed."""
+    for path in sorted(overlay.rglob("*")):
+        staged = stage / path.relative_to(overlay)
+        if path.is_dir() and not path.is_symlink() and staged.is_symlink():
+            where = path.relative_to(overlay)
+            raise BuildError(f"the rebuilt packages have a folder /{where} where the stage has a link")
 
 
 def _build(tmp: Path, suite: str, mirrors: str, wanted: list[tuple[Rebuild, str]]) -> None:
@@ -89,15 +105,18 @@ def _build(tmp: Path, suite: str, mirrors: str, wanted: list[tuple[Rebuild, str]
     plan = tmp / "edits.json"
     plan.write_text(json.dumps([{"source": s.source, "edits": s.edits, "why": s.why} for s, _ in wanted]))
     inside = "/usr/local/sbin/oemkit-rebuild"
-    hooks = [f"copy-in {SCRIPT} /usr/local/sbin", f'mv "$1/usr/local/sbin/{SCRIPT.name}" "$1{inside}"']
+    # the build sees a fixed environment, never the caller's (DEB_BUILD_PROFILES, *FLAGS, MAKEFLAGS, tokens)
+    run = f'chroot "$1" env -i PATH={CHROOT_PATH} sh {inside}'
+    q = shlex.quote
+    hooks = [f"copy-in {q(str(SCRIPT))} /usr/local/sbin", f'mv "$1/usr/local/sbin/{SCRIPT.name}" "$1{inside}"']
     for spec, version in wanted:
-        hooks.append(f'chroot "$1" sh {inside} prepare {spec.source} {shlex.quote(version)} "{spec.profiles}"')
+        hooks.append(f"{run} prepare {q(spec.source)} {q(version)} {q(spec.profiles)}")
     # the edits are applied from here, in Python, so a recipe line that no longer matches is a located error
-    hooks.append(f'{shlex.quote(sys.executable)} -m oemkit.image.core.srcedit "$1" {shlex.quote(str(plan))}')
+    hooks.append(f'{q(sys.executable)} -m oemkit.image.core.srcedit "$1" {q(str(plan))}')
     for spec, _ in wanted:
         options = " ".join(["nocheck", "nodoc", *spec.build_options])
-        hooks.append(f'chroot "$1" sh {inside} build {spec.source} "{options}" "{spec.profiles}"')
-    hooks.append(f"copy-out /build/out {tmp}")
+        hooks.append(f"{run} build {q(spec.source)} {q(options)} {q(spec.profiles)}")
+    hooks.append(f"copy-out /build/out {q(str(tmp))}")
     cmd = ["mmdebstrap", "--quiet", "--mode=root", "--variant=buildd", '--aptopt=APT::Install-Recommends "false"']
     cmd += [f"--customize-hook={h}" for h in hooks]
     run_tool([*cmd, suite, "/dev/null", "-"], what="rebuilding packages from source", input=sources.encode())

@@ -113,6 +113,7 @@ class Selector:
         self._closed: set[str] = set()
 
     def host(self, path: str) -> Path:
+        # rebuild.check_overlay made sure no folder of the overlay stands where the stage has a link
         if self.overlay is not None and os.path.lexists(shadow := self.overlay / path.lstrip("/")):
             return shadow
         return self.root / path.lstrip("/")

@@ -30,7 +30,7 @@ def apply(tree: Path, edits: list[list], why: str) -> None:
 
 def _changelog(path: Path, why: str) -> None:
     text = path.read_text()
-    head = re.match(r"(\S+) \(([^)]+)\) (\S+); (urgency=\S+)", text)
+    head = re.match(r"(\S+) \(([^)]+)\) (\S+); (urgency=[^\s,]+)", text)
     date = re.search(r"^ -- .+?>  (.+)$", text, re.M)
     if head is None or date is None:
         raise EditError(f"{path}: no changelog entry to follow")
