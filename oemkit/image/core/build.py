@@ -37,7 +37,7 @@ from oemkit.image.core.compression import COMPRESSORS, compressor
 from oemkit.image.core.debian import Kernel, fetch_kernel, stage_userland, staged_kernel
 from oemkit.image.core.recipe import DEFAULT_FLAVOUR, MIRRORS, PACKAGES, PARTS, SUITE
 from oemkit.image.core.selection import Inode
-from oemkit.image.tools import CHROOT, PATH, BuildError, run_tool
+from oemkit.image.tools import CHROOT, PATH, BuildError
 from oemkit.inputs import read_input
 
 DEFAULT_SOURCE_DATE_EPOCH = 1_700_000_000
@@ -47,10 +47,10 @@ class HostError(OemkitError):
     """The build host cannot build a core (not root, a tool missing)."""
 
 
-def check_host(methods: set[str]) -> None:
+def check_host(methods: set[str], harvest: bool) -> None:
     if os.geteuid() != 0:
         raise HostError("building a core needs root (mmdebstrap --mode=root, chroot): run it with sudo")
-    tools = ["mmdebstrap", "apt-get", "apt-cache", "dpkg-deb", "qemu-system-x86_64"]
+    tools = ["mmdebstrap", "apt-get", "apt-cache", "dpkg-deb", *(["qemu-system-x86_64"] if harvest else [])]
     tools += sorted(COMPRESSORS[m][0] for m in methods)
     missing = [t for t in tools if shutil.which(t, path=PATH) is None]
     if not os.access(CHROOT, os.X_OK):
@@ -89,17 +89,6 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def compress(root: Path, raw: bytes, args: list[str]) -> tuple[bytes, int]:
-    """The part compressed with `args` (cached by content) padded to 4 bytes, and the stream's own length."""
-    path = root / "parts" / f"{_sha(raw + json.dumps(args).encode())}.{args[0]}"
-    if path.is_file():
-        stream = path.read_bytes()
-    else:
-        stream = run_tool(args, what=f"{args[0]} compression", input=raw).stdout
-        write_atomic(path, stream, mkdir=True)
-    return stream + b"\0" * (-len(stream) % 4), len(stream)  # the kernel skips zeros between archives
-
-
 class Timer:
     def __init__(self, log: Callable[[str], None]) -> None:
         self.times: dict[str, float] = {}
@@ -136,7 +125,7 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
     factory_key = read_pubkey(opts.pubkey) if opts.pubkey is not None else None
     _check_coredir(opts.output)  # before minutes of work, not after
     methods = compression.plan(opts.compression)  # a bad spec is refused before minutes of work
-    check_host(set(methods.values()))
+    check_host(set(methods.values()), opts.caps_seed)
     if opts.pubkey is None:  # legal (a core to inspect or to size), but say what it means before minutes of work
         log("warning: no --pubkey: this core has no factory key and refuses every unit config")
     root = opts.cache_dir or buildcache.default_dir()
@@ -179,20 +168,22 @@ def build(opts: Options, log: Callable[[str], None] = lambda _m: None) -> Result
         t = time.monotonic()
         # xz -9e with a 64 MiB dictionary takes ~700 MB a process: at most 4 at once, whatever the core count
         with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 2, 4)) as pool:
-            jobs = {p: pool.submit(compress, root, raws[p], compressor(methods[p], p)) for p in raws}
+            jobs = {p: pool.submit(compression.compress, root, raws[p], compressor(methods[p], p)) for p in raws}
             compressed = {p: j.result() for p, j in jobs.items()}
         timer.stage("compress", t, opts.compression)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     seed_record: dict[str, Any] | None = None
-    if opts.caps_seed:
+    # the harvest boots the core: not worth it for a core already over its budget without the seed
+    within = len(kernel.vmlinuz.read_bytes()) + sum(len(c[0]) for c in compressed.values()) <= opts.budget_bytes
+    if opts.caps_seed and within:
         t = time.monotonic()
         booted = b"".join(compressed[p][0] for p in raws)  # the core as it will boot, less the seed
         xml, seed_record = capseed.seed(root, kernel.vmlinuz, raws, booted, log)
         raws["seed"] = cpio.write_newc({capseed.SEED_PATH: Inode.blob(xml)}, opts.source_date_epoch)
         listing["seed"] = {capseed.SEED_PATH: len(xml)}
-        compressed["seed"] = compress(root, raws["seed"], compressor(methods["seed"], "seed"))
+        compressed["seed"] = compression.compress(root, raws["seed"], compressor(methods["seed"], "seed"))
         timer.stage("capseed", t, f"{len(xml):,} bytes of QEMU capabilities")
 
     t = time.monotonic()
