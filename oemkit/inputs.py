@@ -26,6 +26,9 @@ LIMITS = {
     "facts": 4 * MiB,  # hypervisor_core.facts.MAX_FACTS_BYTES
     "dump": 4 * MiB,  # a full dmidecode dump of a 4-socket server is ~200 KiB
     "kernel": 256 * MiB,  # a core's kernel is ~8 MB
+    "Secure Boot certificate": 64 * KiB,  # a PEM RSA-2048 certificate is ~1.2 KiB
+    "Secure Boot owner GUID": 4 * KiB,
+    "firmware variable store": 64 * MiB,  # OVMF's 4M template is 528 KiB
 }
 
 

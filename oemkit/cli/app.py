@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from oemkit import __version__
-from oemkit.cli import boot, catalog, core, firstboot, profile, seal
+from oemkit.cli import boot, catalog, core, firstboot, keys, profile, seal
 from oemkit.cli.common import AppState
 
 app = typer.Typer(
@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(profile.app, name="profile")
-app.add_typer(seal.keys_app, name="keys")
+app.add_typer(keys.app, name="keys")
 app.command("compile")(seal.compile_command)
 app.add_typer(firstboot.facts_app, name="facts")
 app.add_typer(firstboot.firstboot_app, name="firstboot")

@@ -1,4 +1,4 @@
-"""`oemkit keys init` and `oemkit compile`: seal unit configs at the factory."""
+"""`oemkit compile`: seal unit configs at the factory."""
 
 from __future__ import annotations
 
@@ -23,26 +23,6 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from oemkit.catalog.store import Catalog
-
-keys_app = typer.Typer(help="The factory's Ed25519 signing key.", no_args_is_help=True)
-
-
-@keys_app.command("init")
-def keys_init(
-    folder: Annotated[Path, typer.Option("--dir", help="Where to write signing.key (0600) and signing.pub.")],
-) -> None:
-    """Create the factory signing key. It never overwrites an existing key."""
-    from oemkit.errors import OemkitError
-    from oemkit.seal.keys import init_keys
-
-    try:
-        key, pub = init_keys(folder)
-    except OemkitError as exc:
-        fail(exc, as_json=False)
-    except OSError as exc:
-        fail(OemkitError(f"cannot create keys: {exc.strerror}", file=str(folder)), as_json=False)
-    sys.stdout.write(f"{key}\n{pub}\n")
-
 
 def compile_command(
     ctx: typer.Context,
