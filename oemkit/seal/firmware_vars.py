@@ -13,9 +13,14 @@ import json
 import shutil
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
 from oemkit.errors import OemkitError, UnreadableInput
+from oemkit.image.tools import run_tool  # the build tools' runner: a located error, never a traceback
 from oemkit.inputs import read_input
 from oemkit.outputs import write_output
 from oemkit.seal import secureboot
@@ -50,8 +55,6 @@ def enroll(keys: SecureBootKeys, template: Path, output: Path, force: bool = Fal
         cmd += ["--set-pk", keys.owner, str(keys.cert("PK"))]
         cmd += ["--add-kek", keys.owner, str(keys.cert("KEK"))]
         cmd += ["--add-db", keys.owner, str(keys.cert("db"))]
-        from oemkit.image.tools import run_tool  # the build tools' runner: a located error, never a traceback
-
         run_tool(cmd, what=TOOL)
         expected = {role: secureboot.fingerprint(secureboot.certificate(keys, role)) for role in secureboot.ROLES}
         check(json.loads(dump.read_text()), expected, keys.owner)
@@ -61,9 +64,6 @@ def enroll(keys: SecureBootKeys, template: Path, output: Path, force: bool = Fal
 
 def check(doc: dict, expected: dict[str, str], owner: str) -> None:
     """virt-fw-vars' JSON dump holds PK, KEK and db with exactly the expected certificates and SecureBootEnable on."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-
     variables = {(v["name"], v["guid"]): v for v in doc.get("variables", [])}
     for role in secureboot.ROLES:
         guid = EFI_IMAGE_SECURITY if role == "db" else EFI_GLOBAL
@@ -81,8 +81,6 @@ def check(doc: dict, expected: dict[str, str], owner: str) -> None:
 
 def _certificates(data: bytes) -> list[tuple[str, bytes]]:
     """(owner GUID, DER) of every X.509 entry in an EFI_SIGNATURE_LIST sequence (UEFI spec 32.4.1)."""
-    import uuid
-
     x509_type = uuid.UUID("a5c059a1-94e4-4aa7-87b5-ab155c2bf072").bytes_le
     out, at = [], 0
     while at + 28 <= len(data):
