@@ -127,7 +127,6 @@ DATA: dict[str, tuple[str, ...]] = {
         # firmware a q35 guest without graphics boots with (measured: a nested domain reached RUNNING)
         "/usr/share/seabios/bios-256k.bin",
         "/usr/share/seabios/vgabios-stdvga.bin",
-        "/usr/lib/ipxe/qemu/efi-virtio.rom",  # option ROM of the virtio NICs the agent gives workloads
         "/usr/share/qemu/linuxboot_dma.bin",
         "/usr/share/qemu/kvmvapic.bin",
         "/usr/share/qemu/multiboot_dma.bin",
