@@ -17,8 +17,10 @@ packages=(gcc pkg-config libvirt-dev)
 packages+=(mmdebstrap xz-utils zstd)
 # oemkit boot: QEMU runs the core on a unit's twin; mkfs.ext4 makes its state disk.
 packages+=(qemu-system-x86 e2fsprogs)
-# oemkit keys enroll-vars: OVMF's empty variable store is the template the factory's Secure Boot keys go into.
-packages+=(ovmf)
+# The appliance: OVMF (the variable store template of keys enroll-vars, the twin's UEFI firmware); the UKI from
+# systemd-boot's stub (objcopy), signed by osslsigncode and checked by sbverify; its ESP and GPT by mtools,
+# dosfstools and gdisk, without root or loop devices.
+packages+=(ovmf systemd-boot-efi binutils osslsigncode sbsigntool mtools dosfstools gdisk)
 python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
 python3 - <<'PY' 2>/dev/null || packages+=(python3-dev)
 import os, sys, sysconfig

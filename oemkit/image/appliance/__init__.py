@@ -1,0 +1,1 @@
+"""The appliance: the signed UKI, the disk image, its A/B banks (docs/appliance.md)."""

@@ -1,0 +1,26 @@
+"""The twin's UEFI firmware: OVMF with Secure Boot (SMM, secure pflash) and a variable store holding the factory's
+keys (`oemkit keys enroll-vars`), booting a disk image. Pure: paths in, QEMU arguments out. The appliance's full
+twin (SMBIOS, NICs, datastore disks, swtpm) builds on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oemkit.twin.qemu import opt
+
+OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")  # Debian's ovmf: SMM-enforced Secure Boot
+
+
+def secure_boot_args(vars_fd: Path, code: Path = OVMF_CODE_SECBOOT) -> list[str]:
+    """q35 with SMM, the read-only firmware code and this boot's own copy of the variable store."""
+    return [
+        "-machine", "q35,smm=on",
+        "-global", "driver=cfi.pflash01,property=secure,value=on",
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={opt(str(code))}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={opt(str(vars_fd))}",
+    ]  # fmt: skip
+
+
+def boot_disk_args(image: Path, fmt: str = "raw") -> list[str]:
+    """The appliance image as the box's boot disk."""
+    return ["-drive", f"if=none,id=boot,format={fmt},file={opt(str(image))}", "-device", "virtio-blk-pci,drive=boot"]
