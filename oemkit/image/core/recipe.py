@@ -155,6 +155,7 @@ LOADED_MODULES: tuple[str, ...] = (
     "sr_mod",
     "sd_mod",
     "ext4",  # the state location
+    "vfat", "nls_cp437", "nls_ascii",  # the appliance image's config partition and ESP (A/B banks live there)
     "kvm",
     # libvirt's network firewall (iptables-legacy): a table missing at network start fails the agent's step
     "ip_tables", "iptable_filter", "iptable_nat", "iptable_mangle",
