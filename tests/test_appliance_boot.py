@@ -5,6 +5,7 @@ FAT/GPT images, TCG: slow (two boots, ~20 s each), run in CI."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import select
 import shutil
@@ -15,12 +16,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from oemkit.catalog.store import load_catalog
 from oemkit.cli.app import app
 from oemkit.image.appliance import disk, uki
 from oemkit.seal import secureboot
-from oemkit.twin import uefi
+from oemkit.twin import session, uefi
+
+from .conftest import REPO
+from .firstboot_kit import compile_to
 
 pytestmark = pytest.mark.slow
+TEST_KEYS = REPO / "tests" / "data" / "keys"
 runner = CliRunner()
 EPOCH = 1_700_000_000
 
@@ -43,8 +49,8 @@ def _boot_until(image: Path, vars_fd: Path, patterns: tuple[str, ...], timeout: 
     """Boot `image` under Secure Boot until a line holds one of `patterns`; the console so far."""
     run_vars = image.with_suffix(".vars")
     shutil.copyfile(vars_fd, run_vars)  # the firmware writes its store: a copy per boot
-    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "2048", "-nographic", "-nodefaults",
-           "-no-reboot", "-serial", "stdio", "-monitor", "none",
+    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-machine", uefi.MACHINE, "-cpu", "max", "-m", "2048",
+           "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio", "-monitor", "none",
            *uefi.secure_boot_args(run_vars), *uefi.boot_disk_args(image)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
@@ -65,7 +71,10 @@ def _boot_until(image: Path, vars_fd: Path, patterns: tuple[str, ...], timeout: 
 
 @pytest.fixture(scope="module")
 def factory(tmp_path_factory: pytest.TempPathFactory) -> tuple[secureboot.SecureBootKeys, Path]:
+    """The tests' config-signing key (the session's core carries its public half) plus new Secure Boot keys."""
     folder = tmp_path_factory.mktemp("factory")
+    for name in ("signing.key", "signing.pub"):
+        shutil.copyfile(TEST_KEYS / name, folder / name)
     keys = _keys(folder)
     vars_fd = folder / "VARS.fd"
     assert runner.invoke(app, ["keys", "enroll-vars", "--dir", str(folder), "-o", str(vars_fd)]).exit_code == 0
@@ -87,3 +96,31 @@ def test_a_uki_signed_by_another_key_is_refused(core_dir: Path, factory, tmp_pat
     efi = uki.build(core_dir, tmp_path / "s", stranger)
     console = _boot_until(_disk(efi, tmp_path), vars_fd, ("oemkit-core: init", "Access Denied"))
     assert "Access Denied" in console and "oemkit-core" not in console, console[-2000:]
+
+
+def test_a_unit_image_is_reproducible_and_boots_ready_on_its_twin(core_dir: Path, factory, tmp_path: Path) -> None:
+    """`oemkit image build`: GPT with the ESP (signed systemd-boot, the core's signed UKI) and the config partition;
+    two builds give the same bytes; the image boots under OVMF Secure Boot on the unit's R650 twin, the init reads
+    the config from the image's own partition (no CD), and the unit ends READY. The image file is never written."""
+    keys, vars_fd = factory
+    unit = tmp_path / "J30LAB01.json"
+    compile_to(REPO / "profiles" / "retail-branch.yaml", REPO / "profiles" / "sites" / "retail-lab.yaml",
+               "J30LAB01", unit)  # fmt: skip
+    built = []
+    for out in (tmp_path / "out1", tmp_path / "out2"):
+        args = ["image", "build", str(unit), "--core", str(core_dir), "--keys", str(keys.folder.parent), "-o", str(out)]
+        result = runner.invoke(app, [*args, "--json"])
+        assert result.exit_code == 0, result.output
+        built.append(json.loads(result.stdout))
+    assert built[0] == built[1]  # the same image bytes, the same UKI
+    image = tmp_path / "out1" / "J30LAB01" / "appliance.raw"
+    before = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert built[0]["files"]["appliance.raw"]["sha256"] == before
+    run = session.prepare(unit, load_catalog(), host_mib=session.host_memory_mib())
+    log = tmp_path / "console.txt"
+    result = session.boot_image(run, image, vars_fd, accel="tcg", timeout=900, log=log)
+    console = log.read_text()
+    assert (result.status, result.reason) == ("READY", None), console[-3000:]
+    config_line = console.split("oemkit-core: config t=", 1)[1].splitlines()[0]
+    assert " from /dev/vda2" in config_line, config_line  # the image's config partition, no CD
+    assert hashlib.sha256(image.read_bytes()).hexdigest() == before  # booted through a throwaway overlay

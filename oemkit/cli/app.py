@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from oemkit import __version__
-from oemkit.cli import boot, catalog, core, firstboot, keys, profile, seal
+from oemkit.cli import boot, catalog, core, firstboot, image, keys, profile, seal
 from oemkit.cli.common import AppState
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.command("compile")(seal.compile_command)
 app.add_typer(firstboot.facts_app, name="facts")
 app.add_typer(firstboot.firstboot_app, name="firstboot")
 app.add_typer(core.app, name="core")
+app.add_typer(image.app, name="image")
 app.command("boot")(boot.boot_command)
 
 

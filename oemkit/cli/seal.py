@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from oemkit.catalog.store import Catalog
 
+
 def compile_command(
     ctx: typer.Context,
     profile: Annotated[Path | None, typer.Argument(help="The profile (not with --orders).")] = None,

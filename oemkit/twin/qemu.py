@@ -118,8 +118,8 @@ def disk_args(disk_list: tuple[TwinDisk, ...], paths: list[str]) -> list[str]:
 def qemu_argv(
     tw: Twin,
     *,
-    kernel: str,
-    initrd: str,
+    kernel: str | None,
+    initrd: str | None,
     disk_paths: list[str],
     config_iso: str | None,
     accel: str,
@@ -127,14 +127,19 @@ def qemu_argv(
     memory_mib: int = 3072,
     cpus: int = 2,
     append: str = "",
+    firmware: list[str] | None = None,
+    boot_disk: str | None = None,
+    boot_format: str = "raw",
+    machine: str = "q35",
 ) -> list[str]:
-    """The whole QEMU command line: direct kernel boot of the core, console on stdio, nothing else attached."""
+    """The whole QEMU command line, console on stdio: direct kernel boot of the core (the developer mode), or, with
+    `firmware` (oemkit.twin.uefi) and `boot_disk`, the appliance image booted by the firmware as a box boots it."""
     argv = [
         "qemu-system-x86_64",
         "-accel",
         accel,
         "-machine",
-        "q35",
+        machine,
         "-cpu",
         "host" if accel == "kvm" else "max",
         "-smp",
@@ -148,13 +153,19 @@ def qemu_argv(
         "stdio",
         "-monitor",
         "none",
-        "-kernel",
-        kernel,
-        "-initrd",
-        initrd,
-        "-append",
-        " ".join(filter(None, ["console=ttyS0 panic=-1 quiet", append])),
     ]
+    if firmware is not None:
+        if boot_disk is None:
+            raise ValueError("firmware boot needs the boot disk")
+        argv += firmware
+        # the embedded boot device (BOSS/M.2-like), where the twin's other disks are not
+        argv += ["-drive", f"if=none,id=boot,format={boot_format},file={opt(boot_disk)}"]
+        argv += ["-device", "virtio-blk-pci,drive=boot,bus=pcie.0,addr=0x5,bootindex=0"]
+    else:
+        if kernel is None or initrd is None:
+            raise ValueError("direct kernel boot needs the kernel and the initrd")
+        argv += ["-kernel", kernel, "-initrd", initrd]
+        argv += ["-append", " ".join(filter(None, ["console=ttyS0 panic=-1 quiet", append]))]
     argv += smbios_args(tw.smbios)
     argv += nic_args(tw.nics)
     argv += disk_args(tw.disks, disk_paths)

@@ -18,7 +18,7 @@ from oemkit.errors import OemkitError, OutputRefused, UnreadableInput
 from oemkit.hardware.disks import disks_for_rule, parse_disks
 from oemkit.inputs import read_input
 from oemkit.outputs import open_stream
-from oemkit.twin import qemu
+from oemkit.twin import qemu, uefi
 from oemkit.twin.configdisk import write_config_iso
 from oemkit.twin.console import BootResult, watch
 from oemkit.twin.spec import Twin, twin
@@ -156,6 +156,59 @@ def boot(
             memory_mib=p.memory_mib,
             state_disk=str(state_disk) if state_disk is not None else None,
         ) + list(extra_args)
+        logf = open_stream(log, force=force) if log else None
+        try:
+            if logf:
+                logf.write("# " + " ".join(argv) + "\n")
+            return watch(argv, timeout, logf, echo)
+        finally:
+            if logf:
+                logf.close()
+
+
+def boot_image(
+    p: TwinRun,
+    image: Path,
+    vars_fd: Path,
+    *,
+    accel: str,
+    timeout: float,
+    log: Path | None = None,
+    echo: Callable[[str], None] | None = None,
+    force: bool = False,
+) -> BootResult:
+    """Boot an appliance image on the unit's twin as the box boots it: OVMF with Secure Boot and the factory's
+    enrolled store (a copy: the firmware writes it), the image on the embedded boot device, no config CD — the
+    config is on the image's own partition. The image itself is never written: QEMU gets a throwaway overlay."""
+    require_qemu()
+    with tempfile.TemporaryDirectory(prefix="oemkit-boot-") as tmp:
+        work = Path(tmp)
+        paths = []
+        for i, disk in enumerate(p.twin.disks):
+            paths.append(str(work / f"disk{i}.raw"))
+            make_sparse(Path(paths[-1]), disk.size_gib << 30)
+        run_vars = work / "vars.fd"
+        shutil.copyfile(vars_fd, run_vars)
+        overlay = work / "boot.qcow2"  # the shipped bytes never change: writes (blessing, state) land here
+        done = subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.resolve()), str(overlay)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise OemkitError(f"cannot make the boot overlay: {done.stderr.strip()}", file=str(image))
+        argv = qemu.qemu_argv(
+            p.twin,
+            kernel=None,
+            initrd=None,
+            disk_paths=paths,
+            config_iso=None,
+            accel=accel,
+            memory_mib=p.memory_mib,
+            firmware=uefi.secure_boot_args(run_vars),
+            boot_disk=str(overlay),
+            boot_format="qcow2",
+            machine=uefi.MACHINE,
+        )
         logf = open_stream(log, force=force) if log else None
         try:
             if logf:

@@ -11,10 +11,12 @@ from oemkit.twin.qemu import opt
 OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")  # Debian's ovmf: SMM-enforced Secure Boot
 
 
+MACHINE = "q35,smm=on"  # OVMF's Secure Boot build needs SMM: the variable store is writable only from it
+
+
 def secure_boot_args(vars_fd: Path, code: Path = OVMF_CODE_SECBOOT) -> list[str]:
-    """q35 with SMM, the read-only firmware code and this boot's own copy of the variable store."""
+    """The read-only firmware code and this boot's own copy of the variable store (with `-machine MACHINE`)."""
     return [
-        "-machine", "q35,smm=on",
         "-global", "driver=cfi.pflash01,property=secure,value=on",
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={opt(str(code))}",
         "-drive", f"if=pflash,format=raw,unit=1,file={opt(str(vars_fd))}",

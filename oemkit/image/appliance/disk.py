@@ -34,16 +34,17 @@ def _env(epoch: int) -> dict[str, str]:
     return {"PATH": PATH, "LC_ALL": "C.UTF-8", "SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
 
 
-def fat_image(path: Path, size_mib: int, label: str, volume_id: str, files: dict[str, Path], epoch: int) -> Path:
-    """A FAT32 filesystem image of `size_mib` holding `files` (destination path with / -> source file)."""
+def fat_image(
+    path: Path, size_mib: int, label: str, volume_id: str, files: dict[str, Path], epoch: int, fat_bits: int | None = 32
+) -> Path:
+    """A FAT filesystem image of `size_mib` holding `files` (destination path with / -> source file); FAT32 unless
+    `fat_bits` says otherwise (None: mkfs.fat picks by size, e.g. FAT16 for a small config partition)."""
     path.unlink(missing_ok=True)
     env = _env(epoch)
     # --invariant before -i, else the volume id becomes 1234ABCD (NOTES-uefi.md)
-    run_tool(
-        ["mkfs.fat", "-C", "-F", "32", "-n", label, "--invariant", "-i", volume_id, str(path), str(size_mib * 1024)],
-        what="mkfs.fat",
-        env=env,
-    )
+    bits = ["-F", str(fat_bits)] if fat_bits else []
+    cmd = ["mkfs.fat", "-C", *bits, "-n", label, "--invariant", "-i", volume_id, str(path), str(size_mib * 1024)]
+    run_tool(cmd, what="mkfs.fat", env=env)
     folders = sorted({str(Path(dest).parent) for dest in files} - {"/", "."}, key=lambda p: (p.count("/"), p))
     made: set[str] = set()
     for folder in folders:
