@@ -21,6 +21,8 @@ packages+=(qemu-system-x86 e2fsprogs)
 # systemd-boot's stub (objcopy), signed by osslsigncode and checked by sbverify; its ESP and GPT by mtools,
 # dosfstools and gdisk, without root or loop devices.
 packages+=(ovmf systemd-boot-efi binutils osslsigncode sbsigntool mtools dosfstools gdisk)
+# The appliance's twin: its TPM 2.0 (swtpm), the image behind a throwaway overlay (qemu-img).
+packages+=(swtpm swtpm-tools qemu-utils)
 python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
 python3 - <<'PY' 2>/dev/null || packages+=(python3-dev)
 import os, sys, sysconfig

@@ -100,8 +100,9 @@ def test_a_uki_signed_by_another_key_is_refused(core_dir: Path, factory, tmp_pat
 
 def test_a_unit_image_is_reproducible_and_boots_ready_on_its_twin(core_dir: Path, factory, tmp_path: Path) -> None:
     """`oemkit image build`: GPT with the ESP (signed systemd-boot, the core's signed UKI) and the config partition;
-    two builds give the same bytes; the image boots under OVMF Secure Boot on the unit's R650 twin, the init reads
-    the config from the image's own partition (no CD), and the unit ends READY. The image file is never written."""
+    two builds give the same bytes; the image boots under OVMF Secure Boot with a TPM (swtpm) on the unit's R650 twin,
+    the init reads the config from the image's own partition (no CD) and measures it into PCR 15 — the value the
+    manifest predicts — and the unit ends READY. The image file is never written."""
     keys, vars_fd = factory
     unit = tmp_path / "J30LAB01.json"
     compile_to(REPO / "profiles" / "retail-branch.yaml", REPO / "profiles" / "sites" / "retail-lab.yaml",
@@ -123,4 +124,7 @@ def test_a_unit_image_is_reproducible_and_boots_ready_on_its_twin(core_dir: Path
     assert (result.status, result.reason) == ("READY", None), console[-3000:]
     config_line = console.split("oemkit-core: config t=", 1)[1].splitlines()[0]
     assert " from /dev/vda2" in config_line, config_line  # the image's config partition, no CD
+    # the init measured the config into the swtpm's PCR 15: exactly the value the factory predicted
+    agent_line = console.split("oemkit-core: agent t=", 1)[1].splitlines()[0]
+    assert agent_line.endswith(f" pcr15={built[0]['pcr15_expected']}"), agent_line
     assert hashlib.sha256(image.read_bytes()).hexdigest() == before  # booted through a throwaway overlay

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,7 @@ def boot_image(
     log: Path | None = None,
     echo: Callable[[str], None] | None = None,
     force: bool = False,
+    tpm: bool = True,
 ) -> BootResult:
     """Boot an appliance image on the unit's twin as the box boots it: OVMF with Secure Boot and the factory's
     enrolled store (a copy: the firmware writes it), the image on the embedded boot device, no config CD — the
@@ -209,6 +211,20 @@ def boot_image(
             boot_format="qcow2",
             machine=uefi.MACHINE,
         )
+        swtpm = None
+        if tpm:  # the box's TPM 2.0: swtpm with a fresh state, as a new box's TPM
+            (work / "tpm").mkdir()
+            sock = work / "tpm" / "sock"
+            swtpm = subprocess.Popen(
+                ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={work / 'tpm'}", "--ctrl",
+                 f"type=unixio,path={sock}", "--terminate"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            for _ in range(100):
+                if sock.exists():
+                    break
+                time.sleep(0.05)
+            argv += uefi.tpm_args(sock)
         logf = open_stream(log, force=force) if log else None
         try:
             if logf:
@@ -217,3 +233,6 @@ def boot_image(
         finally:
             if logf:
                 logf.close()
+            if swtpm is not None:
+                swtpm.kill()
+                swtpm.wait()

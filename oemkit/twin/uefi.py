@@ -26,3 +26,12 @@ def secure_boot_args(vars_fd: Path, code: Path = OVMF_CODE_SECBOOT) -> list[str]
 def boot_disk_args(image: Path, fmt: str = "raw") -> list[str]:
     """The appliance image as the box's boot disk."""
     return ["-drive", f"if=none,id=boot,format={fmt},file={opt(str(image))}", "-device", "virtio-blk-pci,drive=boot"]
+
+
+def tpm_args(socket: Path) -> list[str]:
+    """A TPM 2.0 on the CRB interface, backed by the swtpm listening on `socket`."""
+    return [
+        "-chardev", f"socket,id=chrtpm,path={opt(str(socket))}",
+        "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+        "-device", "tpm-crb,tpmdev=tpm0",
+    ]  # fmt: skip

@@ -13,7 +13,7 @@ import json
 import uuid
 from pathlib import Path
 
-from hypervisor_core import config
+from hypervisor_core import config, tpm
 from hypervisor_core.fsutil import write_atomic
 from oemkit.errors import OemkitError, UnreadableInput
 from oemkit.image.appliance import disk, uki
@@ -98,6 +98,7 @@ def build(unit_json: Path, coredir: Path, keys: SecureBootKeys, out: Path) -> di
         "serial": serial,
         "unit_config": {"content_id": content_id, "sha256": hashlib.sha256(config_bytes).hexdigest()},
         "core_id": cid,
+        "pcr15_expected": tpm.predicted(config_bytes),  # the init extends PCR 15 with sha256(unit.json), once
         "uki": {"name": efi.name, "sha256": _sha_file(efi)},
         "systemd_boot_sha256": _sha_file(loader),
         "files": {"appliance.raw": {"sha256": _sha_file(final), "bytes": final.stat().st_size}},
