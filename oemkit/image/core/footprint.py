@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 MIB32 = 33_554_432  # the goal: ESX Server 3i fitted in 32 MB
 # The default build (generic kernel 6.1.0-57 xz, xz initrd, the recipe's 12 packages with libxml2 and dnsmasq
-# rebuilt, catalog NIC drivers, the capabilities seed, the agent of 2026-11-30) measured 33,414,160 bytes on
+# rebuilt, catalog NIC drivers, the capabilities seed, the agent of 2026-11-30) measured 33,416,884 bytes on
 # 2026-11-30 (43,706,564 the day before, with ICU). The budget is the goal itself: a build over 32 MiB fails.
 DEFAULT_BUDGET_BYTES = MIB32
 
