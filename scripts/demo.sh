@@ -29,7 +29,7 @@ step "$oemkit" profile show profiles/retail-branch.yaml --site profiles/sites/re
 step "$oemkit" profile validate tests/data/profiles/broken/site-breaks-capacity.yaml \
     --site tests/data/profiles/broken/site-breaks-capacity.site.yaml   # exit 1: located in the site file
 
-step "$oemkit" keys init --dir "$work/keys"
+step "$oemkit" keys init --dir "$work/keys" --secure-boot --org "Northwind Retail Systems"
 step "$oemkit" compile profiles/retail-branch.yaml --site profiles/sites/retail-ber01.yaml --serial J30ABC12 \
     --key "$work/keys/signing.key" -o "$work/J30ABC12.json"
 step "$oemkit" firstboot preview "$work/J30ABC12.json" --pubkey "$work/keys/signing.pub" --facts "$work/unit-0001.txt"
@@ -46,3 +46,8 @@ step "$oemkit" compile profiles/retail-branch.yaml --site profiles/sites/retail-
     --key "$work/keys/signing.key" -o "$work/J30LAB01.json"
 step "$oemkit" boot "$work/J30LAB01.json" --core "$work/core" --log "$work/console.txt"
 step "$oemkit" boot "$work/J30LAB01.json" --core "$work/core" --as-model hpe-proliant-dl360-gen10-plus --json
+
+# The appliance (in progress): the factory's Secure Boot keys enrolled for the twins, and the unit's disk image —
+# signed systemd-boot and the core's signed UKI on the ESP, the sealed config on its own partition (docs/appliance.md).
+step "$oemkit" keys enroll-vars --dir "$work/keys" -o "$work/keys/VARS.fd"
+step "$oemkit" image build "$work/J30LAB01.json" --core "$work/core" --keys "$work/keys" -o "$work/out" --json
