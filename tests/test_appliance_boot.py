@@ -114,6 +114,10 @@ def test_a_unit_image_is_reproducible_and_boots_ready_on_its_twin(core_dir: Path
         assert result.exit_code == 0, result.output
         built.append(json.loads(result.stdout))
     assert built[0] == built[1]  # the same image bytes, the same UKI
+    again = ["image", "build", str(unit), "--core", str(core_dir), "--keys", str(keys.folder.parent)]
+    refused = runner.invoke(app, [*again, "-o", str(tmp_path / "out1")])
+    assert refused.exit_code == 2 and "--force" in refused.stderr  # an existing image is not replaced silently
+    assert runner.invoke(app, [*again, "-o", str(tmp_path / "out1"), "--force"]).exit_code == 0
     image = tmp_path / "out1" / "J30LAB01" / "appliance.raw"
     before = hashlib.sha256(image.read_bytes()).hexdigest()
     assert built[0]["files"]["appliance.raw"]["sha256"] == before

@@ -19,16 +19,18 @@ def build_command(
     core: Annotated[Path, typer.Option("--core", help="The core folder (oemkit core build).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="OUT: the image goes to OUT/<serial>/.")],
     keys: Annotated[Path, typer.Option("--keys", help="The keys folder with secureboot/ (db signs).")] = Path("keys"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing image of this unit.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Build OUT/<serial>/appliance.raw: GPT with an ESP (signed systemd-boot, the core's signed UKI) and the config
-    partition, plus manifest.json. Exit 0 built, 2 bad input or a tool missing."""
+    partition, plus manifest.json. Exit 0 built, 2 bad input, an existing image (without --force) or a tool
+    missing."""
     from oemkit.errors import OemkitError
     from oemkit.image.appliance import image
     from oemkit.seal import secureboot
 
     try:
-        manifest = image.build(unit, core, secureboot.load(keys), output)
+        manifest = image.build(unit, core, secureboot.load(keys), output, force=force)
     except OemkitError as exc:
         fail(exc, as_json=as_json)
     except OSError as exc:

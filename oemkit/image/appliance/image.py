@@ -17,7 +17,9 @@ from hypervisor_core import config, tpm
 from hypervisor_core.fsutil import write_atomic
 from oemkit.errors import OemkitError, UnreadableInput
 from oemkit.image.appliance import disk, uki
+from oemkit.image.tools import BuildError, run_tool
 from oemkit.inputs import read_input
+from oemkit.outputs import check_new
 from oemkit.seal.secureboot import SecureBootKeys
 
 ESP_MIB = 96  # systemd-boot and two UKI banks of ~34 MB
@@ -53,18 +55,24 @@ def shared_boot_files(coredir: Path, shared: Path, keys: SecureBootKeys) -> tupl
     folder = shared / f"{core['core_id']}-{keys.owner[:8]}"
     efi = folder / f"oemkit-{core['core_id']}.efi"
     loader = folder / "systemd-bootx64.efi"
-    if not (efi.is_file() and loader.is_file()):
+    try:  # reused only if whole and signed by this db key (a crash may have left half a file)
+        for signed in (efi, loader):
+            run_tool(["sbverify", "--cert", str(keys.cert("db")), str(signed)], what=f"sbverify {signed.name}")
+    except BuildError:
         efi = uki.build(coredir, folder, keys)
         uki.sign(uki.SYSTEMD_BOOT, loader, keys, epoch)
     return efi, loader, core
 
 
-def build(unit_json: Path, coredir: Path, keys: SecureBootKeys, out: Path) -> dict:
-    """OUT/<serial>/appliance.raw and its manifest.json; returns the manifest."""
+def build(unit_json: Path, coredir: Path, keys: SecureBootKeys, out: Path, force: bool = False) -> dict:
+    """OUT/<serial>/appliance.raw and its manifest.json; returns the manifest. An existing image is replaced only
+    with `force` (oemkit.outputs' policy), and never through a link."""
     config_bytes = read_input(unit_json, "unit config")
     serial, content_id = unit_of(config_bytes, unit_json)
     if not serial or "/" in serial or serial.startswith("."):
         raise UnreadableInput(f"serial {serial!r} cannot name a folder", file=str(unit_json))
+    for name in ("appliance.raw", "manifest.json"):
+        check_new(out / serial / name, force=force)
     efi, loader, core = shared_boot_files(coredir, out / ".uki", keys)
     cid, epoch = core["core_id"], int(core.get("source_date_epoch", 0))
     unit_dir = out / serial
