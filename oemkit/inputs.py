@@ -29,7 +29,8 @@ LIMITS = {
     "Secure Boot certificate": 64 * KiB,  # a PEM RSA-2048 certificate is ~1.2 KiB
     "Secure Boot owner GUID": 4 * KiB,
     "firmware variable store": 64 * MiB,
-    "core metadata": 4 * MiB,  # a core folder's core.json is ~15 KiB  # OVMF's 4M template is 528 KiB
+    "core metadata": 4 * MiB,  # a core folder's core.json is ~15 KiB
+    "image manifest": 4 * MiB,  # an appliance's manifest.json is ~1 KiB  # OVMF's 4M template is 528 KiB
 }
 
 

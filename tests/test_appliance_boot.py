@@ -132,3 +132,16 @@ def test_a_unit_image_is_reproducible_and_boots_ready_on_its_twin(core_dir: Path
     agent_line = console.split("oemkit-core: agent t=", 1)[1].splitlines()[0]
     assert agent_line.endswith(f" pcr15={built[0]['pcr15_expected']}"), agent_line
     assert hashlib.sha256(image.read_bytes()).hexdigest() == before  # booted through a throwaway overlay
+    # `image verify`: the booted image still is what its manifest says, signed by this factory's db
+    unit_dir = str(image.parent)
+    verified = runner.invoke(app, ["image", "verify", unit_dir, "--keys", str(keys.folder.parent), "--json"])
+    assert verified.exit_code == 0 and json.loads(verified.stdout)["verified"] is True, verified.output
+    with image.open("r+b") as fh:  # another unit's byte in the config partition
+        fh.seek((1 + 96) << 20)
+        block = fh.read(1 << 20)
+        at = block.index(b'"serial"')
+        fh.seek(((1 + 96) << 20) + at + 10)
+        fh.write(b"X")
+    tampered = runner.invoke(app, ["image", "verify", unit_dir, "--json"])
+    assert tampered.exit_code == 1
+    assert "the unit config: not the bytes the manifest records" in json.loads(tampered.stdout)["problems"]

@@ -41,3 +41,35 @@ def build_command(
         raw = manifest["files"]["appliance.raw"]
         sys.stdout.write(f"{output / manifest['serial'] / 'appliance.raw'}: {raw['bytes']:,} bytes, core "
                          f"{manifest['core_id']}, UKI {manifest['uki']['sha256'][:16]}\n")  # fmt: skip
+
+
+@app.command("verify")
+def verify_command(
+    unit_dir: Annotated[Path, typer.Argument(help="A built unit: OUT/<serial>.")],
+    keys: Annotated[
+        Path | None, typer.Option("--keys", help="Also check both boot files are signed by this factory's db.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a built image against its manifest: the image's bytes, its GPT, the UKI and systemd-boot on the ESP, the
+    unit config on its partition (and with --keys, the db signatures). Exit 0 verified, 1 a mismatch, 2 unreadable."""
+    from oemkit.cli.common import EXIT_NO
+    from oemkit.errors import OemkitError
+    from oemkit.image.appliance.verify import verify
+    from oemkit.seal import secureboot
+
+    try:
+        manifest, problems = verify(unit_dir, secureboot.load(keys) if keys else None)
+    except OemkitError as exc:
+        fail(exc, as_json=as_json)
+    except OSError as exc:
+        fail(OemkitError(f"{exc.strerror}", file=exc.filename), as_json=as_json)
+    if as_json:
+        emit_json({"serial": manifest["serial"], "verified": not problems, "problems": problems})
+    else:
+        for line in problems:
+            sys.stderr.write(f"{unit_dir}: {line}\n")
+        if not problems:
+            sys.stdout.write(f"{unit_dir}: verified (core {manifest['core_id']}, serial {manifest['serial']})\n")
+    if problems:
+        raise typer.Exit(EXIT_NO)
