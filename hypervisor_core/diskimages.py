@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-from hypervisor_core.fsutil import atomic_file, kind_of
+from hypervisor_core.fsutil import atomic_file, kind_of, sha256_file
 from hypervisor_core.layout import Layout
 
 CHUNK = 1 << 20
@@ -22,14 +22,6 @@ CHUNK = 1 << 20
 
 class DiskImageError(Exception):
     pass
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def obtain(layout: Layout, url: str, sha256: str, timeout: float = 60.0, max_bytes: int | None = None) -> Path:
@@ -42,7 +34,7 @@ def obtain(layout: Layout, url: str, sha256: str, timeout: float = 60.0, max_byt
             raise DiskImageError(f"{target} is a folder where an image belongs: refused")
         target.unlink()  # not a file of ours (a link, a FIFO): never hashed or followed, fetched again
     elif target.exists():
-        if _sha256(target) == sha256:
+        if sha256_file(target) == sha256:
             return target
         target.unlink()  # a damaged copy: fetch again
     import urllib.parse

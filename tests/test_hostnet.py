@@ -84,25 +84,14 @@ def _ip(ns: str, *args: str) -> list[dict]:
     return json.loads(subprocess.run(["ip", "-n", ns, "-j", *args], capture_output=True, text=True, check=True).stdout)
 
 
+def _uplink(netns: str) -> None:
+    """The box's LOM port with the MAC the uplink rule names (a veth: the namespace has no real NIC)."""
+    veth = ["link", "add", "enp4s0f0", "address", "02:aa:00:00:00:01", "type", "veth", "peer", "name", "peer0"]
+    subprocess.run(["ip", "-n", netns, *veth], check=True)
+
+
 def test_apply_in_a_real_kernel_and_again(netns: str) -> None:
-    subprocess.run(
-        [
-            "ip",
-            "-n",
-            netns,
-            "link",
-            "add",
-            "enp4s0f0",
-            "address",
-            "02:aa:00:00:00:01",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "peer0",
-        ],
-        check=True,
-    )
+    _uplink(netns)
     net = {
         "uplinks": NET["uplinks"][:1],
         "bond": None,
@@ -127,8 +116,7 @@ def test_apply_in_a_real_kernel_and_again(netns: str) -> None:
 def test_a_failing_command_in_the_batch_is_named(netns: str) -> None:
     """All commands go to one `ip -batch -`; the one the kernel refuses is named as a lone `ip` would be, and the
     ones before it took effect (each is idempotent: the next boot converges)."""
-    veth = ["link", "add", "enp4s0f0", "address", "02:aa:00:00:00:01", "type", "veth", "peer", "name", "peer0"]
-    subprocess.run(["ip", "-n", netns, *veth], check=True)
+    _uplink(netns)
     net = {
         "uplinks": NET["uplinks"][:1],
         "bond": None,

@@ -117,6 +117,29 @@ def require_qemu() -> None:
         raise OemkitError("qemu-system-x86_64 is not installed", hint="apt-get install qemu-system-x86")
 
 
+def _datastore_disks(p: TwinRun, work: Path) -> list[str]:
+    """The twin's datastore disks as sparse files in `work` (a 960 GB drive costs nothing until written)."""
+    paths = []
+    for i, disk in enumerate(p.twin.disks):
+        paths.append(str(work / f"disk{i}.raw"))
+        make_sparse(Path(paths[-1]), disk.size_gib << 30)
+    return paths
+
+
+def _run(
+    argv: list[str], timeout: float, log: Path | None, force: bool, echo: Callable[[str], None] | None
+) -> BootResult:
+    """Run the twin, the console followed to its status line; the command line heads the log."""
+    logf = open_stream(log, force=force) if log else None
+    try:
+        if logf:
+            logf.write("# " + " ".join(argv) + "\n")
+        return watch(argv, timeout, logf, echo)
+    finally:
+        if logf:
+            logf.close()
+
+
 def boot(
     p: TwinRun,
     core: Path,
@@ -137,10 +160,7 @@ def boot(
     require_qemu()
     with tempfile.TemporaryDirectory(prefix="oemkit-boot-") as tmp:
         work = Path(tmp)
-        paths = []
-        for i, disk in enumerate(p.twin.disks):
-            paths.append(str(work / f"disk{i}.raw"))
-            make_sparse(Path(paths[-1]), disk.size_gib << 30)
+        paths = _datastore_disks(p, work)
         iso = work / "config.iso"
         write_config_iso(iso, p.unit_json)
         if state_disk is not None:
@@ -157,14 +177,7 @@ def boot(
             memory_mib=p.memory_mib,
             state_disk=str(state_disk) if state_disk is not None else None,
         ) + list(extra_args)
-        logf = open_stream(log, force=force) if log else None
-        try:
-            if logf:
-                logf.write("# " + " ".join(argv) + "\n")
-            return watch(argv, timeout, logf, echo)
-        finally:
-            if logf:
-                logf.close()
+        return _run(argv, timeout, log, force, echo)
 
 
 def boot_image(
@@ -185,10 +198,7 @@ def boot_image(
     require_qemu()
     with tempfile.TemporaryDirectory(prefix="oemkit-boot-") as tmp:
         work = Path(tmp)
-        paths = []
-        for i, disk in enumerate(p.twin.disks):
-            paths.append(str(work / f"disk{i}.raw"))
-            make_sparse(Path(paths[-1]), disk.size_gib << 30)
+        paths = _datastore_disks(p, work)
         run_vars = work / "vars.fd"
         shutil.copyfile(vars_fd, run_vars)
         overlay = work / "boot.qcow2"  # the shipped bytes never change: writes (blessing, state) land here
@@ -225,14 +235,9 @@ def boot_image(
                     break
                 time.sleep(0.05)
             argv += uefi.tpm_args(sock)
-        logf = open_stream(log, force=force) if log else None
         try:
-            if logf:
-                logf.write("# " + " ".join(argv) + "\n")
-            return watch(argv, timeout, logf, echo)
+            return _run(argv, timeout, log, force, echo)
         finally:
-            if logf:
-                logf.close()
             if swtpm is not None:
                 swtpm.kill()
                 swtpm.wait()

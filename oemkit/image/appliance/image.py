@@ -14,8 +14,8 @@ import uuid
 from pathlib import Path
 
 from hypervisor_core import config, tpm
-from hypervisor_core.fsutil import write_atomic
-from oemkit.errors import OemkitError, UnreadableInput
+from hypervisor_core.fsutil import sha256_file, write_atomic
+from oemkit.errors import UnreadableInput
 from oemkit.image.appliance import disk, uki
 from oemkit.image.tools import BuildError, run_tool
 from oemkit.inputs import read_input
@@ -107,21 +107,9 @@ def build(unit_json: Path, coredir: Path, keys: SecureBootKeys, out: Path, force
         "unit_config": {"content_id": content_id, "sha256": hashlib.sha256(config_bytes).hexdigest()},
         "core_id": cid,
         "pcr15_expected": tpm.predicted(config_bytes),  # the init extends PCR 15 with sha256(unit.json), once
-        "uki": {"name": efi.name, "sha256": _sha_file(efi)},
-        "systemd_boot_sha256": _sha_file(loader),
-        "files": {"appliance.raw": {"sha256": _sha_file(final), "bytes": final.stat().st_size}},
+        "uki": {"name": efi.name, "sha256": sha256_file(efi)},
+        "systemd_boot_sha256": sha256_file(loader),
+        "files": {"appliance.raw": {"sha256": sha256_file(final), "bytes": final.stat().st_size}},
     }
     write_atomic(unit_dir / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
     return manifest
-
-
-def _sha_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-class ImageError(OemkitError):
-    """The appliance image cannot be built."""

@@ -4,13 +4,13 @@ factory's keys, both boot files are signed by its db key. Read-only; each findin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import subprocess
 import tempfile
 from pathlib import Path
 
+from hypervisor_core.fsutil import sha256_file
 from oemkit.errors import UnreadableInput
 from oemkit.image.appliance import disk
 from oemkit.image.tools import PATH
@@ -43,14 +43,6 @@ def partitions(image: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _sha_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _fat_file(image: Path, offset: int, name: str, dest: Path) -> bool:
     """Copy `name` out of the FAT filesystem at `offset` in `image` (mtools' image@@offset); False if absent."""
     done = subprocess.run(
@@ -73,7 +65,7 @@ def verify(unit_dir: Path, keys: SecureBootKeys | None = None) -> tuple[dict, li
     if not image.is_file() or image.is_symlink():
         raise UnreadableInput("no appliance.raw (a regular file) beside the manifest", file=str(unit_dir))
     problems = []
-    if image.stat().st_size != recorded["bytes"] or _sha_file(image) != recorded["sha256"]:
+    if image.stat().st_size != recorded["bytes"] or sha256_file(image) != recorded["sha256"]:
         problems.append("appliance.raw: its bytes are not the ones the manifest records")
     parts = partitions(image)
     if set(parts) != {"ESP", "oemkit-config"}:
@@ -89,7 +81,7 @@ def verify(unit_dir: Path, keys: SecureBootKeys | None = None) -> tuple[dict, li
             dest = Path(tmp) / Path(name).name
             if not _fat_file(image, parts[part][0], name, dest):
                 problems.append(f"{what}: missing from the {part} partition")
-            elif _sha_file(dest) != digest:
+            elif sha256_file(dest) != digest:
                 problems.append(f"{what}: not the bytes the manifest records")
             elif keys is not None and name.endswith((".efi", ".EFI")):
                 signed = subprocess.run(
