@@ -52,7 +52,7 @@ def shared_boot_files(coredir: Path, shared: Path, keys: SecureBootKeys) -> tupl
     """The signed UKI and systemd-boot for this core and db key, built once into `shared` and reused."""
     core = json.loads(read_input(coredir / "core.json", "core metadata"))
     epoch = int(core.get("source_date_epoch", 0))
-    folder = shared / f"{core['core_id']}-{keys.owner[:8]}"
+    folder = shared / f"{core['core_id']}-{keys.owner[:8]}-v{uki.FORMAT}"
     efi = folder / f"oemkit-{core['core_id']}.efi"
     loader = folder / "systemd-bootx64.efi"
     try:  # reused only if whole and signed by this db key (a crash may have left half a file)

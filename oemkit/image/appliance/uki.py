@@ -24,6 +24,7 @@ SYSTEMD_BOOT = Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
 CMDLINE = "console=tty0 console=ttyS0,115200 panic=-1 quiet"
 STUB_END = 0x20000  # the stub's own sections end below this (objdump -h of the 252 stub: .sdmagic at 0x19100)
 ALIGN = 0x100000
+FORMAT = 2  # what a UKI holds beyond the core (os-release, command line): part of the shared cache's key
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,11 @@ def layout(osrel: Path, cmdline: Path, kernel: Path, initrd: Path) -> list[Secti
 
 
 def os_release(core: dict) -> str:
+    """No VERSION_ID or IMAGE_VERSION: systemd-boot would order the two banks by them, and core ids are content
+    hashes in no order; without them it orders by file name, i.e. by bank generation (hypervisor_core/bank.py)."""
     return (
-        'NAME="oemkit core"\nID=oemkit-core\nID_LIKE=debian\n'
-        f"VERSION_ID={core['core_id']}\nIMAGE_ID=oemkit-core\nIMAGE_VERSION={core['core_id']}\n"
-        f'PRETTY_NAME="oemkit core {core["core_id"]}"\n'
+        f'NAME="oemkit core"\nID=oemkit-core\nID_LIKE=debian\nIMAGE_ID=oemkit-core\n'
+        f'PRETTY_NAME="oemkit core {core["core_id"]}"\nOEMKIT_CORE_ID={core["core_id"]}\n'
     )
 
 
