@@ -64,9 +64,22 @@ def shared_boot_files(coredir: Path, shared: Path, keys: SecureBootKeys) -> tupl
     return efi, loader, core
 
 
-def build(unit_json: Path, coredir: Path, keys: SecureBootKeys, out: Path, force: bool = False) -> dict:
-    """OUT/<serial>/appliance.raw and its manifest.json; returns the manifest. An existing image is replaced only
+FORMATS = ("raw",)
+
+
+def prepare_shared(coredir: Path, keys: SecureBootKeys, out: Path) -> None:
+    """Build (or check) the per-core files every unit of OUT shares, once: a build line calls this before it starts
+    its workers, so they never race to write the same shared file."""
+    shared_boot_files(coredir, out / ".uki", keys)
+
+
+def build(
+    unit_json: Path, coredir: Path, keys: SecureBootKeys, out: Path, *, force: bool = False, fmt: str = "raw"
+) -> dict:
+    """OUT/<serial>/appliance.<fmt> and its manifest.json; returns the manifest. An existing image is replaced only
     with `force` (oemkit.outputs' policy), and never through a link."""
+    if fmt not in FORMATS:
+        raise UnreadableInput(f"format {fmt!r}: one of {', '.join(FORMATS)}")
     config_bytes = read_input(unit_json, "unit config")
     serial, content_id = unit_of(config_bytes, unit_json)
     if not serial or "/" in serial or serial.startswith("."):
