@@ -20,6 +20,7 @@ from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from hypervisor_core import bank, tpm
 from hypervisor_core.config import parse_json
 from hypervisor_core.fsutil import read_regular
 from hypervisor_core.identity import DMI_FIELDS, SmbiosIdentity, clean
@@ -72,6 +73,8 @@ class Facts:
     kvm: bool  # /dev/kvm exists
     secure_boot: bool | None  # None: not booted by UEFI, or unknown
     tpm: bool
+    boot_bank: str | None = None  # the appliance bank systemd-boot started (hypervisor_core/bank.py), if any
+    pcr15: str | None = None  # the TPM's PCR 15 (sha256) as first boot found it: the init measured the config
 
     @property
     def virtualization(self) -> str | None:
@@ -368,7 +371,20 @@ def probe(root: Path = Path("/")) -> Facts:
         kvm=(root / "dev/kvm").exists(),
         secure_boot=_secure_boot(root),
         tpm=(root / "sys/class/tpm/tpm0").exists(),
+        **boot_state(root),
     )
+
+
+def boot_state(root: Path = Path("/")) -> dict[str, str | None]:
+    """The booted bank and PCR 15: cheap, and read even when first boot stops before probing the rest."""
+    entry = bank.booted(root / "sys/firmware/efi/efivars")
+    try:
+        pcr15: str | None = tpm.read(sysfs=root / "sys/class/tpm/tpm0/pcr-sha256")
+    except (OSError, UnicodeDecodeError):
+        pcr15 = None
+    if pcr15 is not None and not (len(pcr15) == 64 and all(c in "0123456789abcdef" for c in pcr15)):
+        pcr15 = None
+    return {"boot_bank": entry.bank if entry else None, "pcr15": pcr15}
 
 
 def load_facts(path: Path) -> Facts:

@@ -1,8 +1,9 @@
 """First boot: verify the unit config, check this is the box it was built for, plan, apply once, report.
 
 Console contract: the OEM banner, the fixed "powered by" line, one line per step, and as the very last line
-`OEMKIT-STATUS {json}` (status READY|FAILED, model, serial, reason, steps with seconds). Tools read that line,
-never the prose. The same facts go to var/lib/oemkit/status.json and report.json (hypervisor_core/layout.py).
+`OEMKIT-STATUS {json}` (status READY|FAILED, model, serial, reason, steps with seconds, the booted bank and the PCR
+15 the box measured). Tools read that line, never the prose. The same facts go to var/lib/oemkit/status.json and
+report.json (hypervisor_core/layout.py).
 `FirstBootRun.finish` is the only place that writes a status, whatever ends the run.
 """
 
@@ -22,7 +23,7 @@ from hypervisor_core.apply import Journal, StepResult, apply_plan
 from hypervisor_core.backends import Backends
 from hypervisor_core.backends.host import HostFiles
 from hypervisor_core.backends.libvirt import LibvirtConnection, connect
-from hypervisor_core.facts import Facts, FactsError, load_facts, probe
+from hypervisor_core.facts import Facts, FactsError, boot_state, load_facts, probe
 from hypervisor_core.fsutil import link_on_the_way, read_regular, write_atomic
 from hypervisor_core.layout import Layout
 from hypervisor_core.match import Refusal, match
@@ -78,6 +79,8 @@ class FirstBootRun:
         self.steps: list[StepResult] = []
         self.cfg: config.UnitConfig | None = None
         self.details: dict[str, Any] = {}  # what the report adds to the status: resolved devices, warnings, resume
+        # the booted bank and PCR 15, in every status: known from the box before anything else is read
+        self.boot: dict[str, str | None] = {"boot_bank": None, "pcr15": None}
         # Once a box is configured, only a run that applies (with --force) may replace its status and report.
         self.configured = state.done_marker.exists() and not force
 
@@ -95,6 +98,8 @@ class FirstBootRun:
             "serial": cfg.serial if cfg else None,
             "reason": reason,
             "steps": [{"id": s.id, "seconds": s.seconds} for s in self.steps],
+            "bank": self.boot["boot_bank"],
+            "pcr15": self.boot["pcr15"],
         }
 
     def report_doc(self, status: str, reason: str | None) -> dict[str, Any]:
@@ -158,6 +163,7 @@ class FirstBootRun:
     def _run(
         self, raw: bytes, public_key: bytes | None, connect: Callable[[], Any], facts: Facts | None
     ) -> dict[str, Any]:
+        self.boot = {"boot_bank": facts.boot_bank, "pcr15": facts.pcr15} if facts else boot_state(self.layout.root)
         link = link_on_the_way(self.layout.root, self.layout.report)
         if link is not None:  # the state folder must be the root's own: a link would carry every write out of it
             why = f"{link} is a symbolic link: first boot writes its state under {self.layout.root} only"

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from hypervisor_core import config, firstboot
+from hypervisor_core import bank, config, firstboot
 from hypervisor_core.backends.libvirt import read_back
 from hypervisor_core.facts import probe
 from hypervisor_core.firstboot import first_boot
@@ -56,10 +56,19 @@ def _files(root: Path) -> dict[str, bytes]:
 def test_first_boot_ready_then_already_done(unit: Path, tmp_path: Path) -> None:
     conn = libvirt.open(test_uri())
     facts = facts_tree(R650_DUMP, SERIAL, tmp_path / "box")
+    # what systemd-boot and the init leave on an appliance: the booted bank's entry, PCR 15 after the measurement
+    efivars = facts / "sys/firmware/efi/efivars"
+    efivars.mkdir(parents=True, exist_ok=True)
+    entry = "oemkit-2-b.efi".encode("utf-16-le") + b"\0\0"
+    (efivars / f"LoaderEntrySelected-{bank.LOADER_GUID}").write_bytes(b"\x06\0\0\0" + entry)
+    (facts / "sys/class/tpm/tpm0/pcr-sha256").mkdir(parents=True)
+    (facts / "sys/class/tpm/tpm0/pcr-sha256/15").write_text("AB" * 32 + "\n")
     report, console = _boot(unit.read_bytes(), facts, tmp_path / "root", conn)
     status = status_line(console)
     assert status["status"] == "READY", status
-    assert set(status) == {"status", "model", "serial", "reason", "steps"}  # the console contract, exactly
+    # the console contract, exactly
+    assert set(status) == {"status", "model", "serial", "reason", "steps", "bank", "pcr15"}
+    assert (status["bank"], status["pcr15"]) == ("b", "ab" * 32)
     assert (status["model"], status["serial"], status["reason"]) == ("dell-poweredge-r650", SERIAL, None)
     assert [s["id"] for s in status["steps"]][:3] == ["host.machine-id", "host.ssh-host-keys", "host.hostname"]
     assert console.splitlines()[0] == "==== Northwind Retail Systems Northwind StoreBox ===="
@@ -346,6 +355,8 @@ def test_an_internal_error_still_ends_with_the_status_line(unit: Path, tmp_path:
         "serial": None,
         "reason": "internal error: ZeroDivisionError: boom",
         "steps": [],
+        "bank": None,
+        "pcr15": None,
     }
 
 

@@ -1,5 +1,8 @@
-"""`oemkit boot UNIT.json --core COREDIR`: boot a built core with a unit's sealed config on the virtual twin of its
-hardware under QEMU and report what the agent inside said. Exit 0 READY, 1 FAILED, 2 bad input, 3 timeout."""
+"""`oemkit boot OUT/<serial>`: boot a built appliance image as its box boots it — OVMF with Secure Boot and the
+factory's keys, a TPM, on the virtual twin of its hardware under QEMU — and report what the agent inside said,
+checking the PCR 15 it measured against the factory's prediction. `oemkit boot UNIT.json --core COREDIR` is the
+developer mode: the core's kernel booted directly, the config on a CD. Exit 0 READY, 1 FAILED (or a PCR 15 that
+does not match), 2 bad input, 3 timeout."""
 
 from __future__ import annotations
 
@@ -16,8 +19,17 @@ EXIT_TIMEOUT = 3
 
 def boot_command(
     ctx: typer.Context,
-    unit: Annotated[Path, typer.Argument(help="The unit's sealed config (UNIT.json from `oemkit compile`).")],
-    core: Annotated[Path, typer.Option("--core", help="A core folder from `oemkit core build`.")],
+    target: Annotated[
+        Path,
+        typer.Argument(help="A built unit (OUT/<serial> from `oemkit image build`), or a UNIT.json with --core."),
+    ],
+    core: Annotated[
+        Path | None, typer.Option("--core", help="Developer mode: boot this core's kernel directly with UNIT.json.")
+    ] = None,
+    vars_fd: Annotated[
+        Path,
+        typer.Option("--vars", help="The OVMF variable store with the factory's keys (`oemkit keys enroll-vars`)."),
+    ] = Path("keys/VARS.fd"),
     as_model: Annotated[
         str | None, typer.Option("--as-model", help="Boot on another catalog model's twin (rehearse a wrong box).")
     ] = None,
@@ -35,45 +47,90 @@ def boot_command(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --log file.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Boot the core with UNIT on its model's twin (SMBIOS, NICs at the catalog's PCI addresses, datastore disks,
-    the config on a CD) and print the agent's OEMKIT-STATUS result."""
-    from oemkit.errors import OemkitError
+    """Boot a built unit's appliance image (or, with --core, a core with UNIT.json) on its model's twin (SMBIOS, NICs
+    at the catalog's PCI addresses, datastore disks) and print the agent's OEMKIT-STATUS result."""
+    import tempfile
+
+    from oemkit.errors import OemkitError, UnreadableInput
     from oemkit.outputs import check_new
     from oemkit.twin import accel as accel_mod
-    from oemkit.twin import session
+    from oemkit.twin import appliance, session
 
     if accel not in ("auto", "kvm", "tcg"):
         fail(OemkitError(f"--accel must be auto, kvm or tcg, not {accel!r}"), as_json=as_json)
     catalog = load_catalog_or_fail(ctx, as_json)
+    built = None
     try:
         if log is not None:
             check_new(log, force)  # before the boot, not after minutes of it
         if state_disk is not None:
             session.check_state_disk(state_disk)
-        run = session.prepare(unit, catalog, as_model, disks, host_mib=session.host_memory_mib())
-        if not (core / "vmlinuz").is_file():
-            raise OemkitError("not a core: vmlinuz is missing (build one with `oemkit core build`)", file=str(core))
+        if core is None and target.is_dir():  # with --core, TARGET is a UNIT.json (read_input refuses a folder)
+            if state_disk is not None:
+                raise OemkitError("--state-disk is for UNIT.json with --core (developer mode), not a built unit")
+            appliance.require_tools()
+            built = appliance.load(target)
+            if not vars_fd.is_file():
+                raise UnreadableInput("no OVMF variable store", file=str(vars_fd), hint="oemkit keys enroll-vars")
+            cfg = session.parse_unit(built.config, f"{built.image} (config partition)")
+            box = (built.serial, str(built.manifest.get("model") or cfg.model))
+            run = session.prepare_config(cfg, built.config, str(built.image), catalog, as_model, disks,
+                                         session.host_memory_mib(), box=box)  # fmt: skip
+            kernel = None
+        else:
+            if core is None:
+                raise OemkitError("a UNIT.json boots with --core COREDIR; a built unit is its OUT/<serial> folder")
+            run = session.prepare(target, catalog, as_model, disks, host_mib=session.host_memory_mib())
+            if not (core / "vmlinuz").is_file():
+                raise OemkitError("not a core: vmlinuz is missing (build one with `oemkit core build`)", file=str(core))
+            kernel = core / "vmlinuz"
         session.require_qemu()  # before the KVM probe, which runs QEMU
         why = "asked for"
         if accel == "auto":
-            accel, why = accel_mod.detect(core / "vmlinuz")
+            if kernel is not None:
+                accel, why = accel_mod.detect(kernel)
+            elif not accel_mod.kvm_usable():
+                accel, why = "tcg", "/dev/kvm is missing or not accessible"
+            else:  # whether KVM runs the core's kernel here is asked of that kernel, from inside the image's UKI
+                assert built is not None
+                with tempfile.TemporaryDirectory(prefix="oemkit-boot-") as tmp:
+                    accel, why = accel_mod.detect(appliance.kernel_of(built, Path(tmp) / "vmlinuz"))
         say = (lambda text: None) if as_json else (lambda text: print(text, file=sys.stderr))
-        say(f"oemkit boot: {run.unit.serial} ({run.unit.model}) on a {run.twin.model_id} twin, {accel} ({why})")
+        what = f"appliance image {built.image}" if built else "core (direct kernel boot)"
+        say(f"oemkit boot: {run.twin.serial} ({run.unit.model}) on a {run.twin.model_id} twin, {what}, {accel} ({why})")
         for note in run.twin.notes:
             say(f"oemkit boot: note: {note}")
         echo = None if as_json else (lambda line: print("  | " + line, file=sys.stderr))
-        result = session.boot(
-            run, core, accel=accel, timeout=timeout, log=log, state_disk=state_disk, echo=echo, force=force
-        )
+        if built is not None:
+            result = session.boot_image(run, built.image, vars_fd, image_format=built.fmt, accel=accel,
+                                        timeout=timeout, log=log, echo=echo, force=force)  # fmt: skip
+        else:
+            assert core is not None
+            result = session.boot(
+                run, core, accel=accel, timeout=timeout, log=log, state_disk=state_disk, echo=echo, force=force
+            )
     except (OemkitError, ValueError) as exc:
         fail(exc, as_json=as_json)
     doc = {**result.to_dict(), "accel": accel, "twin": run.twin.model_id}
+    match = None
+    if built is not None:
+        match = appliance.pcr15_matches(built.pcr15_expected, result.pcr15)
+        doc |= {"image": str(built.image), "pcr15_expected": built.pcr15_expected, "pcr15_match": match}
     if as_json:
         emit_json(doc)
     else:
         split = doc["boot"]
         times = ", ".join(f"{k} {v:.1f} s" for k, v in split.items() if v is not None)
-        sys.stdout.write(f"{result.status}: {run.unit.serial} {result.reason or ''}".rstrip() + f" ({times})\n")
+        bank = f", bank {result.bank}" if result.bank else ""
+        sys.stdout.write(f"{result.status}: {run.twin.serial} {result.reason or ''}".rstrip() + f" ({times}{bank})\n")
+        for failure in result.core_failures:
+            sys.stdout.write(f"  a boot before failed in the core and rebooted: {failure}\n")
+        if match is False:
+            sys.stdout.write(f"  PCR 15 MISMATCH: the box measured {result.pcr15}, the factory predicted "
+                             f"{built.pcr15_expected if built else None}: this image carries a config it was not "
+                             "built with\n")  # fmt: skip
+    if match is False:
+        raise typer.Exit(EXIT_NO)
     if result.status == "READY":
         raise typer.Exit(EXIT_OK)
     raise typer.Exit(EXIT_TIMEOUT if result.status == "TIMEOUT" else EXIT_NO)

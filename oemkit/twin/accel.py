@@ -54,9 +54,13 @@ def _kvm_boots(kernel: Path) -> bool:
         proc.wait()
 
 
+def kvm_usable() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
 def detect(kernel: Path) -> tuple[str, str]:
     """("kvm" | "tcg", why)."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+    if not kvm_usable():
         return "tcg", "/dev/kvm is missing or not accessible"
     kernel_id = hashlib.sha256(read_input(kernel, "kernel")).hexdigest()
     key = hashlib.sha256(json.dumps([os.uname().release, _qemu_version(), kernel_id]).encode()).hexdigest()[:16]

@@ -37,6 +37,11 @@ class BootResult:
     phases: dict[str, float] = field(default_factory=dict)  # host seconds since QEMU start, per init mark
     guest_uptime: dict[str, float] = field(default_factory=dict)
     tail: list[str] = field(default_factory=list)  # the last console lines, for a failure's report
+    bank: str | None = None  # the appliance bank the status came from (None: direct kernel boot, or unknown)
+    pcr15: str | None = None  # PCR 15 as the box measured it
+    boots: int = 1  # boots the console showed: more than one when the core failed on a bank on trial and rebooted
+    core_failures: list[str] = field(default_factory=list)  # why each of those reboots happened, in order
+    boot_started: float = 0.0  # host seconds since QEMU start at which the last boot began (its phases count from it)
 
     def split(self) -> dict[str, float | None]:
         p = self.phases
@@ -46,7 +51,7 @@ class BootResult:
             return round(b - a, 2) if a is not None and b is not None else None
 
         return {
-            "kernel": span(0.0, p.get("init")),
+            "kernel": span(self.boot_started, p.get("init")),
             "init": span(p.get("init"), p.get("agent")),
             "agent": span(p.get("agent"), end),
         }
@@ -61,6 +66,10 @@ class BootResult:
             "steps": self.steps,
             "boot": self.split(),
             "phases": {k: round(v, 2) for k, v in self.phases.items()},
+            "bank": self.bank,
+            "pcr15": self.pcr15,
+            "boots": self.boots,
+            "core_failures": self.core_failures,
         }
 
 
@@ -105,6 +114,8 @@ def watch(
     phases: dict[str, float] = {}
     uptime: dict[str, float] = {}
     tail: list[str] = []
+    failures: list[str] = []
+    boots, boot_started = 0, 0.0
     result: BootResult | None = None
     deadline = [started + timeout]  # moved closer once the status line is in
     try:
@@ -117,6 +128,14 @@ def watch(
                 echo(line)
             tail = [*tail, line][-30:]
             mark = _MARK.search(line)
+            if mark and mark.group(1) == "init":
+                boots += 1
+            if mark and mark.group(1) == "reboot":  # the core failed on a bank on trial: the firmware tries again
+                failures.append(line[mark.end() :].strip())
+                phases.clear()
+                uptime.clear()
+                boot_started = now
+                continue
             if mark:
                 phases.setdefault(mark.group(1), now)
                 uptime.setdefault(mark.group(1), float(mark.group(2)))
@@ -141,6 +160,11 @@ def watch(
                     phases,
                     uptime,
                     tail,
+                    doc.get("bank"),
+                    doc.get("pcr15"),
+                    max(boots, 1),
+                    failures,
+                    boot_started,
                 )
                 # Let the init save what first boot wrote and sync before QEMU is stopped, as a person would wait
                 # for the ready line before pulling the plug; the result stands even if it never comes.
@@ -153,7 +177,7 @@ def watch(
             last = next((t for t in reversed(tail) if t.strip()), "(nothing)")
             return BootResult(
                 "TIMEOUT", None, None, f"no OEMKIT-STATUS within {timeout:.0f} s; last console line: {last}",
-                elapsed, [], phases, uptime, tail,
+                elapsed, [], phases, uptime, tail, None, None, max(boots, 1), failures, boot_started,
             )  # fmt: skip
         try:
             code = proc.wait(2)  # EOF on the console: QEMU is exiting; "ready" without a status: it stays up
@@ -163,7 +187,7 @@ def watch(
         how = f"QEMU exit {code}" if code is not None else "init done"
         return BootResult(
             "FAILED", None, None, f"the core ended without a status ({how}); last console line: {last}",
-            elapsed, [], phases, uptime, tail,
+            elapsed, [], phases, uptime, tail, None, None, max(boots, 1), failures, boot_started,
         )  # fmt: skip
     finally:
         _stop(proc)

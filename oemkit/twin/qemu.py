@@ -131,6 +131,7 @@ def qemu_argv(
     boot_disk: str | None = None,
     boot_format: str = "raw",
     machine: str = "q35",
+    oem_strings: tuple[str, ...] = (),
 ) -> list[str]:
     """The whole QEMU command line, console on stdio: direct kernel boot of the core (the developer mode), or, with
     `firmware` (oemkit.twin.uefi) and `boot_disk`, the appliance image booted by the firmware as a box boots it."""
@@ -148,7 +149,6 @@ def qemu_argv(
         str(memory_mib),
         "-nographic",
         "-nodefaults",
-        "-no-reboot",
         "-serial",
         "stdio",
         "-monitor",
@@ -157,6 +157,8 @@ def qemu_argv(
     if firmware is not None:
         if boot_disk is None:
             raise ValueError("firmware boot needs the boot disk")
+        # a reboot is the firmware's to handle, as on a box: the core reboots when a bank on trial fails, and the
+        # firmware's boot counting then falls back to the other bank
         argv += firmware
         # the embedded boot device (BOSS/M.2-like), where the twin's other disks are not
         argv += ["-drive", f"if=none,id=boot,format={boot_format},file={opt(boot_disk)}"]
@@ -164,9 +166,11 @@ def qemu_argv(
     else:
         if kernel is None or initrd is None:
             raise ValueError("direct kernel boot needs the kernel and the initrd")
-        argv += ["-kernel", kernel, "-initrd", initrd]
+        argv += ["-no-reboot", "-kernel", kernel, "-initrd", initrd]  # a panic ends the twin (panic=-1)
         argv += ["-append", " ".join(filter(None, ["console=ttyS0 panic=-1 quiet", append]))]
     argv += smbios_args(tw.smbios)
+    for text in oem_strings:  # SMBIOS type 11: what a twin tells the core (hypervisor_core/smbios.py)
+        argv += ["-smbios", f"type=11,value={opt(text)}"]
     argv += nic_args(tw.nics)
     argv += disk_args(tw.disks, disk_paths)
     if config_iso:

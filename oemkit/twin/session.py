@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypervisor_core import config
+from hypervisor_core import config, smbios
 from hypervisor_core.fsutil import WriteRefused, check_target
 from hypervisor_core.layout import STATE_LABEL
 from oemkit.catalog.store import Catalog
@@ -54,10 +54,14 @@ def read_unit(path: Path) -> tuple[config.UnitConfig, bytes]:
     """A sealed unit config and its bytes. Its signature is the agent's to check: the factory boots exactly what it
     ships, and a tampered file fails inside, as on a box."""
     raw = read_input(path, "unit config")
+    return parse_unit(raw, str(path)), raw
+
+
+def parse_unit(raw: bytes, source: str) -> config.UnitConfig:
     try:
-        return config.load(raw, None), raw
+        return config.load(raw, None)
     except config.ConfigError as exc:
-        raise UnreadableInput(f"not a unit config: {exc}", file=str(path)) from None
+        raise UnreadableInput(f"not a unit config: {exc}", file=source) from None
 
 
 def prepare(
@@ -69,15 +73,31 @@ def prepare(
 ) -> TwinRun:
     """The twin for `unit` (or, with `as_model`, another model's twin with disks of its own kind)."""
     cfg, raw = read_unit(unit)
-    box_id = as_model or cfg.model
+    return prepare_config(cfg, raw, str(unit), catalog, as_model, disks, host_mib)
+
+
+def prepare_config(
+    cfg: config.UnitConfig,
+    raw: bytes,
+    source: str,
+    catalog: Catalog,
+    as_model: str | None = None,
+    disks: str | None = None,
+    host_mib: int | None = None,
+    box: tuple[str, str] | None = None,
+) -> TwinRun:
+    """The twin for a unit config read from `source`. `box` (serial, model): the box an appliance image was built
+    for, which the twin then is, whatever config the image carries (so a swapped one is refused inside)."""
+    serial, model_id = box or (cfg.serial, cfg.model)
+    box_id = as_model or model_id
     model = catalog.get(box_id)
     if model is None:
-        what = "--as-model" if as_model else f"the unit's model (in {unit})"
+        what = "--as-model" if as_model else f"the unit's model (in {source})"
         raise UnreadableInput(f"{what} {box_id!r} is not in the catalog", hint="oemkit catalog list")
     rule = None if as_model else cfg.storage.datastore
     specs = parse_disks(disks) if disks is not None else disks_for_rule(model, rule)
     memory = twin_memory_mib(sum(w.memory_mib for w in cfg.workloads), host_mib)
-    return TwinRun(cfg, raw, twin(model, cfg.serial, specs), memory)
+    return TwinRun(cfg, raw, twin(model, serial, specs), memory)
 
 
 def make_sparse(path: Path, size_bytes: int) -> None:
@@ -185,6 +205,7 @@ def boot_image(
     image: Path,
     vars_fd: Path,
     *,
+    image_format: str = "raw",
     accel: str,
     timeout: float,
     log: Path | None = None,
@@ -203,7 +224,7 @@ def boot_image(
         shutil.copyfile(vars_fd, run_vars)
         overlay = work / "boot.qcow2"  # the shipped bytes never change: writes (blessing, state) land here
         done = subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.resolve()), str(overlay)],
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", image_format, "-b", str(image.resolve()), str(overlay)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if done.returncode != 0:
@@ -220,6 +241,7 @@ def boot_image(
             boot_disk=str(overlay),
             boot_format="qcow2",
             machine=uefi.MACHINE,
+            oem_strings=(smbios.POWEROFF,),  # power off after the ready line, instead of idling as a box does
         )
         swtpm = None
         if tpm:  # the box's TPM 2.0: swtpm with a fresh state, as a new box's TPM
