@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from hypervisor_core import __version__, config, layout
+from hypervisor_core import __version__, config, hostnet, layout
 from hypervisor_core.apply import Journal, StepResult, apply_plan
 from hypervisor_core.backends import Backends
 from hypervisor_core.backends.host import HostFiles
@@ -191,6 +191,14 @@ class FirstBootRun:
             why = f"this box was already configured with {done_id}; re-run with --force to apply another config"
             return self.finish("FAILED", why, write=False)
 
+        if facts is None and self.live and any(rule.link == "up" for rule in cfg.management.uplinks.rules):
+            # a rule wants live ports: every port is down before anything configured it, and a down port shows
+            # no carrier, so bring the box's ports up and give them a bounded moment to link, then look
+            ports = [nic.name for nic in probe(self.layout.root).nics]
+            try:
+                hostnet.bring_up(ports, hostnet.ip_runner())
+            except hostnet.HostNetError as exc:
+                self.line(f"warning: cannot bring the ports up to see their links: {exc}")
         facts = facts or probe(self.layout.root)
         try:
             bound = match(cfg, facts)

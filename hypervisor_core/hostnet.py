@@ -16,6 +16,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,26 @@ def apply(net: dict[str, Any], run: IpRunner) -> list[str]:
     if cmds:
         run.batch(cmds)
     return ["ip " + " ".join(args) for args in cmds]
+
+
+LINK_WAIT_S = 6.0  # a real port autonegotiates in 1-3 s; one without a cable never comes up: bounded
+
+
+def bring_up(names: list[str], run: IpRunner, wait_s: float = LINK_WAIT_S) -> dict[str, bool]:
+    """Bring the ports `names` administratively up and wait, bounded, for each to have a link; name -> carrier.
+    A port that is down reports no carrier at all, so a rule that wants "a live port" can only be judged after
+    this (first boot's ports are all down: nothing has configured them yet). Carrier is read from `ip`'s LOWER_UP
+    flag, which works inside a network namespace as well as on the box."""
+    if not names:
+        return {}
+    run.batch([["link", "set", name, "up"] for name in names])
+    deadline = time.monotonic() + wait_s
+    while True:
+        flags = {link["ifname"]: link.get("flags", []) for link in json.loads(run(["-j", "link", "show"]) or "[]")}
+        state = {name: "LOWER_UP" in flags.get(name, []) for name in names}
+        if all(state.values()) or time.monotonic() >= deadline:
+            return state
+        time.sleep(0.2)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ is fixed, so a twin says "power off when done" (instead of idling as a box does)
 a BMC that sets OEM strings can at most make the box power off after its status.
 
 Read from the raw table the kernel exports (/sys/firmware/dmi/tables/DMI, built in; no dmi-sysfs module needed).
-`python3 -m hypervisor_core.smbios NAME` exits 0 when the string NAME is present, 1 when not."""
+`python3 -m hypervisor_core.smbios` prints the honoured strings present, one per line (the init reads them once)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ MAX_TABLE = 1 << 20  # SMBIOS 3 allows larger in theory; real tables are a few K
 OEM_STRINGS = 11
 END = 127
 POWEROFF = "oemkit:poweroff"
-HONOURED = (POWEROFF,)
+# A twin has less memory than the box it stands for (the factory machine's), so a profile's workloads would not
+# start for want of RAM the box has: the twin lets the core overcommit (vm.overcommit_memory=1; QEMU backs only the
+# pages a guest touches). Never set on a box: its workloads get the RAM they ask for.
+OVERCOMMIT = "oemkit:overcommit-memory"
+HONOURED = (POWEROFF, OVERCOMMIT)
 
 
 def structures(table: bytes) -> list[tuple[int, bytes, list[bytes]]]:
@@ -50,20 +54,22 @@ def oem_strings(table: bytes) -> list[str]:
     ]
 
 
-def has(name: str, table_path: Path = TABLE) -> bool:
-    if name not in HONOURED:
-        raise ValueError(f"{name} is not an OEM string oemkit honours")
+def present(table_path: Path = TABLE) -> list[str]:
+    """The honoured OEM strings this box's firmware carries (none when the table cannot be read)."""
     try:
-        return name in oem_strings(read_regular(table_path, MAX_TABLE))
+        strings = oem_strings(read_regular(table_path, MAX_TABLE))
     except OSError:
-        return False
+        return []
+    return [name for name in HONOURED if name in strings]
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in HONOURED:
-        print(f"usage: python3 -m hypervisor_core.smbios {{{','.join(HONOURED)}}}", file=sys.stderr)
+    if argv:
+        print("usage: python3 -m hypervisor_core.smbios", file=sys.stderr)
         return 2
-    return 0 if has(argv[0]) else 1
+    for name in present():
+        print(name)
+    return 0
 
 
 if __name__ == "__main__":

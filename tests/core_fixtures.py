@@ -5,6 +5,7 @@ any test redirects XDG_CACHE_HOME — so only the first run on a machine pays fo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from oemkit.image import buildcache
+from oemkit.image.core.cpio import write_newc
+from oemkit.image.core.selection import Inode
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_PUB = REPO / "tests" / "data" / "keys" / "signing.pub"
@@ -45,3 +48,20 @@ def core_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["coredir"] == str(out)
     return out
+
+
+def derived_core(core: Path, dest: Path, tag: str, files: dict[str, bytes]) -> Path:
+    """Another core made from `core`: its initramfs with `files` laid over it (one more newc archive appended,
+    which the kernel unpacks after the others) and its own core id. How the A/B tests get a second core to upgrade
+    to — a good one (a harmless file) or one that fails on the box (an agent that crashes) — without a second
+    build from Debian packages."""
+    dest.mkdir(parents=True)
+    for name in ("vmlinuz", "initrd.img", "core.json"):
+        shutil.copyfile(core / name, dest / name)
+    meta = json.loads((core / "core.json").read_text())
+    overlay = write_newc({path: Inode.blob(data) for path, data in files.items()}, meta["source_date_epoch"])
+    with (dest / "initrd.img").open("ab") as fh:
+        fh.write(overlay)
+    meta["core_id"] = hashlib.sha256(f"{meta['core_id']}/{tag}".encode()).hexdigest()[:20]
+    (dest / "core.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return dest

@@ -87,7 +87,10 @@ def test_oem_strings_are_read_from_the_raw_table() -> None:
     ])  # fmt: skip
     assert smbios.oem_strings(table) == [*dell, smbios.POWEROFF]
     assert smbios.oem_strings(table[:20]) == []  # truncated: nothing, no error
-    path = Path("/nonexistent/DMI")
-    assert smbios.has(smbios.POWEROFF, path) is False
-    with pytest.raises(ValueError):
-        smbios.has("oemkit:anything-else", path)
+
+
+def test_only_honoured_strings_are_reported(tmp_path: Path) -> None:
+    table = tmp_path / "DMI"
+    table.write_bytes(_table([(11, b"\x03", ["oemkit:anything-else", smbios.POWEROFF, "Dell System"]), (127, b"", [])]))
+    assert smbios.present(table) == [smbios.POWEROFF]
+    assert smbios.present(tmp_path / "absent") == []

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import lzma
 import os
+import re
 import stat
 import struct
 from pathlib import Path
@@ -18,6 +20,7 @@ from oemkit.image import buildcache
 from oemkit.image.core import cpio, elf, footprint, kmod, pystdlib, rebuild, srcedit
 from oemkit.image.core.compression import CompressionError, compressor, plan
 from oemkit.image.core.debian import Userland
+from oemkit.image.core.recipe import PY_SEEDS
 from oemkit.image.core.selection import Initramfs, Inode, SelectError, Selector
 from oemkit.image.tools import BuildError
 
@@ -516,3 +519,16 @@ def test_malformed_section_tables_are_refused() -> None:
         ("softdep", "pre: x"),
         ("firmware", "f.bin"),
     ]
+
+
+def test_every_codec_the_agent_names_is_in_the_core() -> None:
+    """A codec is looked up by name when it is used (`.decode("utf-16-le")`), so the import scan that picks the
+    core's Python cannot see it: each one named in hypervisor_core must be seeded, or the agent fails on the box
+    with "unknown encoding" (a boot found exactly that)."""
+    named = set()
+    for source in (REPO / "hypervisor_core").rglob("*.py"):
+        named |= set(re.findall(r'\.(?:de|en)code\(\s*"([^"]+)"', source.read_text()))
+    assert "utf-16-le" in named
+    for name in named:
+        module = "encodings." + codecs.lookup(name).name.replace("-", "_")
+        assert module in PY_SEEDS, f"{name} ({module}) is not seeded into the core's Python"

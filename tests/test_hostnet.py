@@ -156,3 +156,16 @@ def test_a_damaged_network_json_is_refused_in_one_line(content: str, why: str, t
     assert hostnet.main(["--root", str(tmp_path), "--netns", "oemkit-test-absent"]) == 1
     err = capsys.readouterr().err
     assert why in err and err.count("\n") == 1
+
+
+def test_ports_are_brought_up_and_their_links_read_bounded(netns: str) -> None:
+    """First boot's ports are down, and a down port shows no carrier: `bring_up` raises them and waits for links,
+    but not forever for a port with no cable (here: a veth whose peer stays down)."""
+    for port, peer in (("ocp1p1", "cable1"), ("ocp1p2", "cable2")):
+        subprocess.run(["ip", "-n", netns, "link", "add", port, "type", "veth", "peer", "name", peer], check=True)
+    subprocess.run(["ip", "-n", netns, "link", "set", "cable1", "up"], check=True)  # the other end is plugged in
+    run = hostnet.ip_runner(netns)
+    state = hostnet.bring_up(["ocp1p1", "ocp1p2"], run, wait_s=0.6)
+    assert state == {"ocp1p1": True, "ocp1p2": False}
+    assert {link["ifname"]: link["operstate"] for link in _ip(netns, "link", "show")}["ocp1p1"] == "UP"
+    assert hostnet.bring_up([], run) == {}

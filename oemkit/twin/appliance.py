@@ -44,9 +44,11 @@ class BuiltUnit:
 def _guest_bytes(image: Path, fmt: str, offset: int, length: int, dest: Path) -> Path:
     """`length` bytes from `offset` of the disk the guest sees (for qcow2: through its backing file) into `dest`."""
     sector = 512
+    skip = offset // sector
+    # qemu-img dd (7.2) counts `count` from the start of the input, not from `skip`: the end block, then
     done = subprocess.run(
-        ["qemu-img", "dd", "-f", fmt, "-O", "raw", f"bs={sector}", f"skip={offset // sector}",
-         f"count={-(-length // sector)}", f"if={image}", f"of={dest}"],
+        ["qemu-img", "dd", "-f", fmt, "-O", "raw", f"bs={sector}", f"skip={skip}",
+         f"count={skip + -(-length // sector)}", f"if={image}", f"of={dest}"],
         capture_output=True, text=True, env={"PATH": PATH, "LC_ALL": "C.UTF-8"}, check=False,
     )  # fmt: skip
     if done.returncode != 0:

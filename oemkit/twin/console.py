@@ -7,6 +7,7 @@ init (→ agent start) and agent (→ status).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -42,6 +43,7 @@ class BootResult:
     boots: int = 1  # boots the console showed: more than one when the core failed on a bank on trial and rebooted
     core_failures: list[str] = field(default_factory=list)  # why each of those reboots happened, in order
     boot_started: float = 0.0  # host seconds since QEMU start at which the last boot began (its phases count from it)
+    powered_off: bool = False  # QEMU exited by itself after the ready line (the core powered off, as asked)
 
     def split(self) -> dict[str, float | None]:
         p = self.phases
@@ -70,6 +72,7 @@ class BootResult:
             "pcr15": self.pcr15,
             "boots": self.boots,
             "core_failures": self.core_failures,
+            "powered_off": self.powered_off,
         }
 
 
@@ -106,9 +109,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def watch(
-    argv: list[str], timeout: float, log: IO[str] | None = None, echo: Callable[[str], None] | None = None
+    argv: list[str],
+    timeout: float,
+    log: IO[str] | None = None,
+    echo: Callable[[str], None] | None = None,
+    poweroff_wait: float = 0.0,
 ) -> BootResult:
-    """Start `argv` (QEMU), follow its console to the status line (and the init's ready line), then stop it."""
+    """Start `argv` (QEMU), follow its console to the status line (and the init's ready line), then stop it —
+    after up to `poweroff_wait` seconds for it to exit by itself when the twin asked the core to power off."""
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     phases: dict[str, float] = {}
@@ -171,6 +179,9 @@ def watch(
                 deadline[0] = min(deadline[0], time.monotonic() + SETTLE_SECONDS)
         if result is not None:
             result.tail = tail
+            if poweroff_wait and "ready" in phases:
+                with contextlib.suppress(subprocess.TimeoutExpired):  # still up: stopped below, powered_off stays False
+                    result.powered_off = proc.wait(poweroff_wait) == 0
             return result
         elapsed = time.monotonic() - started
         if proc.poll() is None and elapsed >= timeout:

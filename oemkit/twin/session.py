@@ -24,6 +24,9 @@ from oemkit.twin.configdisk import write_config_iso
 from oemkit.twin.console import BootResult, watch
 from oemkit.twin.spec import Twin, twin
 
+CORE_MIB = 2048  # the core itself: kernel, initramfs in RAM, libvirtd, the agent
+POWEROFF_WAIT = 15.0  # seconds after the ready line for the core to power off, as the twin's OEM string asks
+
 
 @dataclass(frozen=True)
 class TwinRun:
@@ -33,6 +36,12 @@ class TwinRun:
     unit_json: bytes
     twin: Twin
     memory_mib: int
+
+    def oem_strings(self, poweroff: bool) -> tuple[str, ...]:
+        """What the twin tells the core by SMBIOS OEM string: power off when done; overcommit memory when the twin
+        has less RAM than the workloads ask (the box has it: the factory machine does not)."""
+        wanted = sum(w.memory_mib for w in self.unit.workloads) + CORE_MIB
+        return (smbios.POWEROFF,) * poweroff + (smbios.OVERCOMMIT,) * (self.memory_mib < wanted)
 
 
 def host_memory_mib() -> int | None:
@@ -46,7 +55,7 @@ def host_memory_mib() -> int | None:
 def twin_memory_mib(workloads_mib: int, host_mib: int | None) -> int:
     """Room for the unit's workloads plus the core, as a real box has; QEMU only backs what the guest touches, but
     stay below what the host has (when known), so a big profile cannot push the factory machine into swap."""
-    want = max(3072, workloads_mib + 2048)
+    want = max(3072, workloads_mib + CORE_MIB)
     return want if host_mib is None else min(want, max(3072, host_mib - 2048))
 
 
@@ -147,14 +156,19 @@ def _datastore_disks(p: TwinRun, work: Path) -> list[str]:
 
 
 def _run(
-    argv: list[str], timeout: float, log: Path | None, force: bool, echo: Callable[[str], None] | None
+    argv: list[str],
+    timeout: float,
+    log: Path | None,
+    force: bool,
+    echo: Callable[[str], None] | None,
+    poweroff_wait: float = 0.0,
 ) -> BootResult:
     """Run the twin, the console followed to its status line; the command line heads the log."""
     logf = open_stream(log, force=force) if log else None
     try:
         if logf:
             logf.write("# " + " ".join(argv) + "\n")
-        return watch(argv, timeout, logf, echo)
+        return watch(argv, timeout, logf, echo, poweroff_wait)
     finally:
         if logf:
             logf.close()
@@ -196,6 +210,7 @@ def boot(
             accel=accel,
             memory_mib=p.memory_mib,
             state_disk=str(state_disk) if state_disk is not None else None,
+            oem_strings=p.oem_strings(poweroff=False),
         ) + list(extra_args)
         return _run(argv, timeout, log, force, echo)
 
@@ -241,7 +256,7 @@ def boot_image(
             boot_disk=str(overlay),
             boot_format="qcow2",
             machine=uefi.MACHINE,
-            oem_strings=(smbios.POWEROFF,),  # power off after the ready line, instead of idling as a box does
+            oem_strings=p.oem_strings(poweroff=True),  # power off after the ready line, not idle as a box does
         )
         swtpm = None
         if tpm:  # the box's TPM 2.0: swtpm with a fresh state, as a new box's TPM
@@ -258,7 +273,7 @@ def boot_image(
                 time.sleep(0.05)
             argv += uefi.tpm_args(sock)
         try:
-            return _run(argv, timeout, log, force, echo)
+            return _run(argv, timeout, log, force, echo, poweroff_wait=POWEROFF_WAIT)
         finally:
             if swtpm is not None:
                 swtpm.kill()

@@ -196,8 +196,11 @@ HARDWARE_MODULES = (
 )
 
 # Python modules imported in the probe besides everything hypervisor_core imports (found by reading its source):
-# what `python3 -m` itself needs, and the codecs the agent may meet on a console or in a file name.
-PY_SEEDS = ("runpy", "encodings.utf_8", "encodings.ascii", "encodings.latin_1", "encodings.aliases")
+# what `python3 -m` itself needs, and the codecs the agent names (looked up by name at run time, so no import scan
+# sees them: tests/test_core_units.py checks every codec named in hypervisor_core is here) — UTF-16LE is how
+# systemd-boot's EFI variables hold the booted bank.
+PY_SEEDS = ("runpy", "encodings.utf_8", "encodings.ascii", "encodings.latin_1", "encodings.utf_16_le",
+            "encodings.aliases")  # fmt: skip
 # Imports inside stdlib functions are followed too (argparse imports textwrap only when it prints help or an
 # error), except into these: debuggers, test runners, help and GUI tools that some modules reach only from a
 # debugging helper, and the interactive prompt's readline (site loads it only for an interactive session).
