@@ -1,12 +1,16 @@
-"""The core as a signed UKI boots under OVMF with Secure Boot and the factory's keys enrolled; the same UKI signed by
-any other key is refused by the firmware before a byte of it runs. Real OVMF, real Authenticode signatures, real
-FAT/GPT images, TCG: slow (two boots, ~20 s each), run in CI."""
+"""The appliance image boots as a box boots it: OVMF with Secure Boot and the factory's keys, swtpm, the unit's
+twin, `oemkit boot OUT/<serial>`. In CI (four boots): a unit on its real site (Secure Boot and TPM required) READY
+on bank A with the PCR 15 the factory predicted; a UKI signed by another key refused by the firmware; an image
+carrying another unit's (validly signed) config refused by the agent and flagged by PCR 15; an upgrade booted on
+trial and blessed. Heavy (scripts/test-heavy.sh): the rollback after three failed boots of a broken core, and the
+other two example profiles READY on their own vendors' twins. Real OVMF, Authenticode, FAT/GPT, swtpm; TCG."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -16,13 +20,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from oemkit.catalog.store import load_catalog
 from oemkit.cli.app import app
 from oemkit.image.appliance import disk, uki
+from oemkit.image.appliance.verify import partitions
 from oemkit.seal import secureboot
-from oemkit.twin import session, uefi
+from oemkit.twin import uefi
 
 from .conftest import REPO
+from .core_fixtures import derived_core
 from .firstboot_kit import compile_to
 
 pytestmark = pytest.mark.slow
@@ -81,15 +86,6 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> tuple[secureboot.Secure
     return keys, vars_fd
 
 
-def test_the_signed_uki_is_reproducible_and_boots_under_secure_boot(core_dir: Path, factory, tmp_path: Path) -> None:
-    keys, vars_fd = factory
-    first = uki.build(core_dir, tmp_path / "a", keys)
-    again = uki.build(core_dir, tmp_path / "b", keys)
-    assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(again.read_bytes()).digest()
-    console = _boot_until(_disk(first, tmp_path), vars_fd, ("oemkit-core: init", "Access Denied"))
-    assert "oemkit-core: init" in console, console[-2000:]  # our init ran: firmware, stub, kernel all accepted it
-
-
 def test_a_uki_signed_by_another_key_is_refused(core_dir: Path, factory, tmp_path: Path) -> None:
     _, vars_fd = factory
     stranger = _keys(tmp_path / "stranger")  # a valid signature, by a key the box does not trust
@@ -98,50 +94,136 @@ def test_a_uki_signed_by_another_key_is_refused(core_dir: Path, factory, tmp_pat
     assert "Access Denied" in console and "oemkit-core" not in console, console[-2000:]
 
 
-def test_a_unit_image_is_reproducible_and_boots_ready_on_its_twin(core_dir: Path, factory, tmp_path: Path) -> None:
-    """`oemkit image build`: GPT with the ESP (signed systemd-boot, the core's signed UKI) and the config partition;
-    two builds give the same bytes; the image boots under OVMF Secure Boot with a TPM (swtpm) on the unit's R650 twin,
-    the init reads the config from the image's own partition (no CD) and measures it into PCR 15 — the value the
-    manifest predicts — and the unit ends READY. The image file is never written."""
+def _build(unit: Path, core: Path, keys_dir: Path, out: Path, *extra: str) -> dict:
+    args = ["image", "build", str(unit), "--core", str(core), "--keys", str(keys_dir), "-o", str(out), *extra]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _boot(unit_dir: Path, vars_fd: Path, log: Path) -> tuple[int, dict, str]:
+    """`oemkit boot OUT/<serial> --json`: exit code, the JSON, the console."""
+    args = ["boot", str(unit_dir), "--vars", str(vars_fd), "--accel", "tcg", "--timeout", "900", "--log", str(log)]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code in (0, 1), result.output
+    return result.exit_code, json.loads(result.stdout), log.read_text()
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def order(core_dir: Path, factory, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two retail units on their real site (Berlin: Secure Boot and TPM required), built as raw images."""
+    keys, _ = factory
+    out = tmp_path_factory.mktemp("order")
+    for serial in ("J30BER01", "J30BER02"):
+        unit = out / f"{serial}.json"
+        compile_to(REPO / "profiles" / "retail-branch.yaml", REPO / "profiles" / "sites" / "retail-ber01.yaml",
+                   serial, unit)  # fmt: skip
+        _build(unit, core_dir, keys.folder.parent, out, "--format", "raw")
+    return out
+
+
+def test_a_unit_on_its_real_site_boots_ready_from_its_image(order: Path, factory, tmp_path: Path) -> None:
+    """READY under Secure Boot + TPM with no relaxed site; the config read from the image's own partition; bank A;
+    PCR 15 as the factory predicted, compared on the host; the twin powered off as its OEM string asked; the
+    image's bytes unchanged (booted through a throwaway overlay), and `image verify` still passes."""
     keys, vars_fd = factory
-    unit = tmp_path / "J30LAB01.json"
-    compile_to(REPO / "profiles" / "retail-branch.yaml", REPO / "profiles" / "sites" / "retail-lab.yaml",
-               "J30LAB01", unit)  # fmt: skip
-    built = []
-    for out in (tmp_path / "out1", tmp_path / "out2"):
-        args = ["image", "build", str(unit), "--core", str(core_dir), "--keys", str(keys.folder.parent), "-o", str(out)]
-        result = runner.invoke(app, [*args, "--json"])
-        assert result.exit_code == 0, result.output
-        built.append(json.loads(result.stdout))
-    assert built[0] == built[1]  # the same image bytes, the same UKI
-    again = ["image", "build", str(unit), "--core", str(core_dir), "--keys", str(keys.folder.parent)]
-    refused = runner.invoke(app, [*again, "-o", str(tmp_path / "out1")])
-    assert refused.exit_code == 2 and "--force" in refused.stderr  # an existing image is not replaced silently
-    assert runner.invoke(app, [*again, "-o", str(tmp_path / "out1"), "--force"]).exit_code == 0
-    image = tmp_path / "out1" / "J30LAB01" / "appliance.raw"
-    before = hashlib.sha256(image.read_bytes()).hexdigest()
-    assert built[0]["files"]["appliance.raw"]["sha256"] == before
-    run = session.prepare(unit, load_catalog(), host_mib=session.host_memory_mib())
-    log = tmp_path / "console.txt"
-    result = session.boot_image(run, image, vars_fd, accel="tcg", timeout=900, log=log)
-    console = log.read_text()
-    assert (result.status, result.reason) == ("READY", None), console[-3000:]
-    config_line = console.split("oemkit-core: config t=", 1)[1].splitlines()[0]
-    assert " from /dev/vda2" in config_line, config_line  # the image's config partition, no CD
-    # the init measured the config into the swtpm's PCR 15: exactly the value the factory predicted
-    agent_line = console.split("oemkit-core: agent t=", 1)[1].splitlines()[0]
-    assert agent_line.endswith(f" pcr15={built[0]['pcr15_expected']}"), agent_line
-    assert hashlib.sha256(image.read_bytes()).hexdigest() == before  # booted through a throwaway overlay
-    # `image verify`: the booted image still is what its manifest says, signed by this factory's db
-    unit_dir = str(image.parent)
-    verified = runner.invoke(app, ["image", "verify", unit_dir, "--keys", str(keys.folder.parent), "--json"])
-    assert verified.exit_code == 0 and json.loads(verified.stdout)["verified"] is True, verified.output
-    with image.open("r+b") as fh:  # another unit's byte in the config partition
-        fh.seek((1 + 96) << 20)
-        block = fh.read(1 << 20)
-        at = block.index(b'"serial"')
-        fh.seek(((1 + 96) << 20) + at + 10)
-        fh.write(b"X")
-    tampered = runner.invoke(app, ["image", "verify", unit_dir, "--json"])
-    assert tampered.exit_code == 1
-    assert "the unit config: not the bytes the manifest records" in json.loads(tampered.stdout)["problems"]
+    unit_dir = order / "J30BER01"
+    image = unit_dir / "appliance.raw"
+    before = _sha(image)
+    code, doc, console = _boot(unit_dir, vars_fd, tmp_path / "console.txt")
+    assert (code, doc["status"], doc["reason"]) == (0, "READY", None), console[-3000:]
+    assert (doc["model"], doc["serial"], doc["twin"]) == ("dell-poweredge-r650", "J30BER01", "dell-poweredge-r650")
+    assert doc["bank"] == "a" and doc["boots"] == 1 and doc["core_failures"] == []
+    assert doc["pcr15"] == doc["pcr15_expected"] and doc["pcr15_match"] is True
+    assert doc["powered_off"] is True  # the SMBIOS OEM string, since the signed command line cannot carry it
+    assert " from /dev/vda2" in console.split("oemkit-core: config t=", 1)[1].splitlines()[0]  # no CD
+    assert "secureboot: Secure boot enabled" in console
+    assert _sha(image) == before
+    verified = runner.invoke(app, ["image", "verify", str(unit_dir), "--keys", str(keys.folder.parent)])
+    assert verified.exit_code == 0, verified.output
+
+
+def test_an_image_carrying_another_units_config_is_refused(order: Path, factory, tmp_path: Path) -> None:
+    """J30BER02's config partition (validly signed by the factory) written into J30BER01's image: the agent on
+    J30BER01's box refuses it by serial, and the host sees the PCR 15 the box measured is not the predicted one."""
+    _, vars_fd = factory
+    swapped = tmp_path / "J30BER01"
+    swapped.mkdir()
+    for name in ("appliance.raw", "manifest.json"):
+        shutil.copyfile(order / "J30BER01" / name, swapped / name)
+    start, size = partitions(order / "J30BER02" / "appliance.raw")["oemkit-config"]
+    with (order / "J30BER02" / "appliance.raw").open("rb") as src, (swapped / "appliance.raw").open("r+b") as dst:
+        src.seek(start)
+        dst.seek(start)
+        dst.write(src.read(size))
+    code, doc, console = _boot(swapped, vars_fd, tmp_path / "console.txt")
+    assert (code, doc["status"]) == (1, "FAILED"), console[-3000:]
+    assert "J30BER02" in doc["reason"] and "J30BER01" in doc["reason"], doc["reason"]
+    assert doc["steps"] == []  # refused before anything was applied
+    assert doc["pcr15_match"] is False and doc["pcr15"] != doc["pcr15_expected"]
+
+
+def test_an_upgrade_boots_on_trial_and_is_blessed(order: Path, core_dir: Path, factory, tmp_path: Path) -> None:
+    """`oemkit image upgrade` writes the new core into bank B with boot counting; the firmware boots it first, the
+    agent reaches READY and the init blesses it (renames it without its counter) — on the boot's overlay; the
+    upgraded image file itself verifies before and after."""
+    keys, vars_fd = factory
+    unit_dir = tmp_path / "J30BER01"
+    shutil.copytree(order / "J30BER01", unit_dir)
+    new = derived_core(core_dir, tmp_path / "core-next", "next", {"/etc/oemkit-core-next": b"a newer core\n"})
+    upgraded = runner.invoke(app, ["image", "upgrade", str(unit_dir), "--core", str(new), "--keys",
+                                   str(keys.folder.parent), "--json"])  # fmt: skip
+    assert upgraded.exit_code == 0, upgraded.output
+    code, doc, console = _boot(unit_dir, vars_fd, tmp_path / "console.txt")
+    assert (code, doc["status"], doc["bank"]) == (0, "READY", "b"), console[-3000:]
+    assert re.search(r"oemkit-core: agent t=\S+ pcr15=\S+ entry=oemkit-2-b\.efi counting=\S+oemkit-2-b\+2-1\.efi",
+                     console), console[-3000:]  # fmt: skip
+    assert re.search(r"oemkit-core: bank t=\S+ blessed oemkit-2-b\.efi", console), console[-3000:]
+    assert runner.invoke(app, ["image", "verify", str(unit_dir)]).exit_code == 0
+
+
+@pytest.mark.heavy
+def test_a_core_failing_on_trial_rolls_back_after_three_boots(
+    order: Path, core_dir: Path, factory, tmp_path: Path
+) -> None:
+    """Bank B gets a core whose agent crashes: each boot on trial ends in the init's reboot, systemd-boot counts
+    it down (+2-1, +1-2, +0-3), then boots bank A, which reaches READY and reports its bank."""
+    keys, vars_fd = factory
+    unit_dir = tmp_path / "J30BER01"
+    shutil.copytree(order / "J30BER01", unit_dir)
+    crash = b"raise SystemExit('this core is broken: its agent exits at once')\n"
+    broken = derived_core(core_dir, tmp_path / "core-broken", "broken",
+                          {"/usr/lib/python3/dist-packages/hypervisor_core/__main__.py": crash})  # fmt: skip
+    upgraded = runner.invoke(app, ["image", "upgrade", str(unit_dir), "--core", str(broken), "--keys",
+                                   str(keys.folder.parent)])  # fmt: skip
+    assert upgraded.exit_code == 0, upgraded.output
+    code, doc, console = _boot(unit_dir, vars_fd, tmp_path / "console.txt")
+    assert (code, doc["status"], doc["bank"]) == (0, "READY", "a"), console[-4000:]
+    assert doc["boots"] == 4 and len(doc["core_failures"]) == 3, doc
+    assert all("this core is broken" in failure for failure in doc["core_failures"]), doc["core_failures"]
+    tries = re.findall(r"counting=\S+oemkit-2-b\+(\d-\d)\.efi", console)
+    assert tries == ["2-1", "1-2", "0-3"], tries
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize(
+    ("profile", "site", "serial", "model"),
+    [
+        ("remote-clinic", "clinic-valley", "CLV00001", "hpe-proliant-dl360-gen10-plus"),
+        ("factory-edge", "factory-plant1", "FEP00001", "lenovo-thinksystem-sr650-v2"),
+    ],
+)
+def test_each_example_profile_boots_ready_on_its_own_vendors_twin(
+    profile: str, site: str, serial: str, model: str, core_dir: Path, factory, tmp_path: Path
+) -> None:
+    keys, vars_fd = factory
+    unit = tmp_path / f"{serial}.json"
+    compile_to(REPO / "profiles" / f"{profile}.yaml", REPO / "profiles" / "sites" / f"{site}.yaml", serial, unit)
+    _build(unit, core_dir, keys.folder.parent, tmp_path / "out")
+    code, doc, console = _boot(tmp_path / "out" / serial, vars_fd, tmp_path / "console.txt")
+    assert (code, doc["status"], doc["reason"]) == (0, "READY", None), console[-3000:]
+    assert (doc["model"], doc["bank"], doc["pcr15_match"]) == (model, "a", True)
