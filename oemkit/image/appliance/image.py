@@ -1,128 +1,165 @@
-"""`oemkit image build`: one unit's appliance disk image — GPT with an ESP (signed systemd-boot, the core's signed
-UKI as bank A) and a config partition holding the unit's signed config.
+"""`oemkit image build`: one unit's appliance disk — GPT with the ESP (signed systemd-boot, the core's signed UKI in
+both banks) and the config partition holding the unit's signed config — as a qcow2 overlay on its core's shared
+base disk (default) or as a standalone raw image, with its manifest.json.
 
-The UKI and systemd-boot are the same bytes for every unit of a core (built once into the output folder's shared
-`.uki/`); per unit only the config partition and the GUIDs (derived from the serial and the core id) differ. The
-same inputs give the same image bytes (the core's SOURCE_DATE_EPOCH everywhere, no clock, no randomness).
-Not yet here (issue 12): bank B and boot counting, the state partition, PCR 15, qcow2 output, `image verify`."""
+Everything per core is built once into the output folder (oemkit/image/appliance/shared.py); per unit only the
+config partition and the GPT's GUIDs (derived from the serial and the core id) differ, and only the clusters that
+differ from the base are written: into the overlay (qcow2) or over a sparse copy of the base (raw). The same
+inputs give the same bytes, in either format, from a cold or a warm shared folder. Safe to run in parallel for
+different serials once `prepare_shared` has run (a build line's workers)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import uuid
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from hypervisor_core import config, tpm
-from hypervisor_core.fsutil import sha256_file, write_atomic
-from oemkit.errors import UnreadableInput
-from oemkit.image.appliance import disk, uki
-from oemkit.image.tools import BuildError, run_tool
+from hypervisor_core.fsutil import WriteRefused, check_target
+from oemkit.catalog.store import Catalog
+from oemkit.errors import OutputRefused, UnreadableInput
+from oemkit.image.appliance import disk, fit, layout, manifest, qcow2, shared
 from oemkit.inputs import read_input
-from oemkit.outputs import check_new
+from oemkit.outputs import FORCE_HINT, check_new
 from oemkit.seal.secureboot import SecureBootKeys
 
-ESP_MIB = 96  # systemd-boot and two UKI banks of ~34 MB
-CONFIG_MIB = 8
-CONFIG_LABEL = "OEMKIT-CFG"  # hypervisor_core.layout.CONFIG_PARTITION_LABEL (the init finds it by this)
-LOADER_CONF = b"timeout 0\nconsole-mode keep\n"
-NAMESPACE = uuid.UUID("1f0c6a3e-6b5e-4f4e-9a57-0e6b1d7a0c11")  # oemkit's: GUIDs of a unit's image derive from it
+FORMATS = manifest.FORMATS
 
 
-def _guid(*parts: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, "/".join(parts)))
+@dataclass(frozen=True)
+class Unit:
+    serial: str
+    content_id: str
+    model: str
+    profile: str
+    site: str
 
 
-def _volume_id(*parts: str) -> str:
-    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:8].upper()
-
-
-def unit_of(config_bytes: bytes, path: Path) -> tuple[str, str]:
-    """The serial and content id of a sealed unit config (parsed as the agent parses it; its signature is the
-    agent's to check, on the box, against the key in the core)."""
+def unit_of(config_bytes: bytes, path: Path) -> Unit:
+    """What the image needs of a sealed unit config (parsed as the agent parses it; its signature is the agent's
+    to check, on the box, against the key in the core)."""
     try:
         config.load(config_bytes, None)
         doc = json.loads(config_bytes)
-        return str(doc["serial"]), str(doc["content_id"])
+        unit = Unit(*(str(doc[k]) for k in ("serial", "content_id", "model", "profile", "site")))
     except (config.ConfigError, ValueError, KeyError, TypeError) as exc:
         raise UnreadableInput(f"not a sealed unit config: {exc}", file=str(path)) from None
-
-
-def shared_boot_files(coredir: Path, shared: Path, keys: SecureBootKeys) -> tuple[Path, Path, dict]:
-    """The signed UKI and systemd-boot for this core and db key, built once into `shared` and reused."""
-    core = json.loads(read_input(coredir / "core.json", "core metadata"))
-    epoch = int(core.get("source_date_epoch", 0))
-    folder = shared / f"{core['core_id']}-{keys.owner[:8]}-v{uki.FORMAT}"
-    efi = folder / f"oemkit-{core['core_id']}.efi"
-    loader = folder / "systemd-bootx64.efi"
-    try:  # reused only if whole and signed by this db key (a crash may have left half a file)
-        for signed in (efi, loader):
-            run_tool(["sbverify", "--cert", str(keys.cert("db")), str(signed)], what=f"sbverify {signed.name}")
-    except BuildError:
-        efi = uki.build(coredir, folder, keys)
-        uki.sign(uki.SYSTEMD_BOOT, loader, keys, epoch)
-    return efi, loader, core
-
-
-FORMATS = ("raw",)
+    if not unit.serial or "/" in unit.serial or unit.serial.startswith("."):
+        raise UnreadableInput(f"serial {unit.serial!r} cannot name a folder", file=str(path))
+    return unit
 
 
 def prepare_shared(coredir: Path, keys: SecureBootKeys, out: Path) -> None:
     """Build (or check) the per-core files every unit of OUT shares, once: a build line calls this before it starts
     its workers, so they never race to write the same shared file."""
-    shared_boot_files(coredir, out / ".uki", keys)
+    shared.prepare(coredir, keys, out)
+
+
+def unit_runs(sh: shared.Shared, serial: str, config_bytes: bytes, work: Path, cluster: int) -> list[qcow2.Run]:
+    """The clusters in which this unit's disk differs from the base: its GPT (the base's, with the unit's GUIDs)
+    and its config partition."""
+    (work / "unit.json").write_bytes(config_bytes)
+    cfg = disk.fat_image(
+        work / "config.img", layout.CONFIG_MIB, layout.CONFIG_LABEL, layout.volume_id(serial, sh.core_id, "config"),
+        {"/unit.json": work / "unit.json"}, sh.epoch, fat_bits=None,
+    )  # fmt: skip
+    first, body, last = shared.base_regions(sh)
+    guids = [p.guid for p in shared.partitions(serial, sh.core_id, None, None)]
+    head, tail = disk.regpt(first, last, layout.guid(serial, sh.core_id, "disk"), guids)
+    new = (head, cfg.read_bytes().ljust(layout.CONFIG.length, b"\0"), tail)
+    runs = []
+    for extent, mine, base in zip(layout.UNIT_EXTENTS, new, (first, body, last), strict=True):
+        runs += qcow2.changed(mine, base, extent.start, cluster)
+    return runs
+
+
+def _write_image(sh: shared.Shared, fmt: str, dest: Path, runs: list[qcow2.Run], work: Path, cluster: int) -> None:
+    if fmt == "qcow2":
+        qcow2.create(dest, f"../{shared.BASE_DIR}/{sh.base.name}", layout.DISK_BYTES, cluster)
+        qcow2.write(dest, runs, work)
+        return
+    disk.sparse_copy(sh.base, dest)
+    with dest.open("r+b") as fh:
+        for run in runs:
+            os.pwrite(fh.fileno(), run.data, run.offset)
 
 
 def build(
-    unit_json: Path, coredir: Path, keys: SecureBootKeys, out: Path, *, force: bool = False, fmt: str = "raw"
+    unit_json: Path,
+    coredir: Path,
+    keys: SecureBootKeys,
+    out: Path,
+    *,
+    force: bool = False,
+    fmt: str = "qcow2",
+    catalog: Catalog | None = None,
+    cluster: int = qcow2.CLUSTER,
 ) -> dict:
     """OUT/<serial>/appliance.<fmt> and its manifest.json; returns the manifest. An existing image is replaced only
-    with `force` (oemkit.outputs' policy), and never through a link."""
+    with `force` (oemkit.outputs' policy), and never through a link; an image that would not fit the unit's model
+    is refused (fit.DoesNotFit) before anything is written."""
     if fmt not in FORMATS:
         raise UnreadableInput(f"format {fmt!r}: one of {', '.join(FORMATS)}")
     config_bytes = read_input(unit_json, "unit config")
-    serial, content_id = unit_of(config_bytes, unit_json)
-    if not serial or "/" in serial or serial.startswith("."):
-        raise UnreadableInput(f"serial {serial!r} cannot name a folder", file=str(unit_json))
-    for name in ("appliance.raw", "manifest.json"):
-        check_new(out / serial / name, force=force)
-    efi, loader, core = shared_boot_files(coredir, out / ".uki", keys)
-    cid, epoch = core["core_id"], int(core.get("source_date_epoch", 0))
-    unit_dir = out / serial
+    unit = unit_of(config_bytes, unit_json)
+    fits = fit.check(catalog or fit.catalog(), unit.model, layout.DISK_BYTES, str(unit_json))
+    unit_dir = out / unit.serial
+    final = unit_dir / manifest.image_name(fmt)
+    for name in (final.name, manifest.NAME):
+        check_new(unit_dir / name, force=force)
+    stale = [unit_dir / manifest.image_name(f) for f in FORMATS if f != fmt]  # the other format's, from before
+    for path in stale:
+        try:
+            check_target(path)
+        except WriteRefused as exc:
+            raise OutputRefused(exc.strerror or "not a regular file", file=str(path)) from None
+        if os.path.lexists(path) and not force:
+            raise OutputRefused("exists (this unit's image in the other format)", file=str(path), hint=FORCE_HINT)
+    sh = shared.prepare(coredir, keys, out)
     unit_dir.mkdir(parents=True, exist_ok=True)
-    work = unit_dir / ".work"
-    work.mkdir(exist_ok=True)
-    try:
-        (work / "loader.conf").write_bytes(LOADER_CONF)
-        (work / "unit.json").write_bytes(config_bytes)
-        esp = disk.fat_image(work / "esp.img", ESP_MIB, "ESP", _volume_id(serial, cid, "esp"), {
-            "/EFI/BOOT/BOOTX64.EFI": loader,
-            "/loader/loader.conf": work / "loader.conf",
-            f"/EFI/Linux/oemkit-{cid}.efi": efi,  # bank A
-        }, epoch)  # fmt: skip
-        cfg = disk.fat_image(
-            work / "config.img", CONFIG_MIB, CONFIG_LABEL, _volume_id(serial, cid, "config"),
-            {"/unit.json": work / "unit.json"}, epoch, fat_bits=None,
-        )  # fmt: skip
-        parts = [
-            disk.Partition("ESP", disk.ESP_TYPE, _guid(serial, cid, "esp"), esp, ESP_MIB),
-            disk.Partition("oemkit-config", disk.LINUX_DATA_TYPE, _guid(serial, cid, "config"), cfg, CONFIG_MIB),
-        ]
-        image = disk.gpt_disk(work / "appliance.raw", _guid(serial, cid, "disk"), parts, epoch)
-        final = unit_dir / "appliance.raw"
-        image.replace(final)
-    finally:
-        for leftover in work.glob("*"):
-            leftover.unlink()
-        work.rmdir()
-    manifest = {
-        "serial": serial,
-        "unit_config": {"content_id": content_id, "sha256": hashlib.sha256(config_bytes).hexdigest()},
-        "core_id": cid,
+    with tempfile.TemporaryDirectory(prefix=".work-", dir=unit_dir) as tmp:
+        work = Path(tmp)
+        runs = unit_runs(sh, unit.serial, config_bytes, work, cluster)
+        # beside the final name (a qcow2's backing path is relative to its folder), made by the tool that writes it
+        # (so its mode is the user's umask's, as for any file the user creates)
+        staged = unit_dir / f".{final.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            _write_image(sh, fmt, staged, runs, work, cluster)
+            record = manifest.file_entry(staged)
+            staged.replace(final)
+        finally:
+            staged.unlink(missing_ok=True)
+    names, config_sha = layout.bank_names(), hashlib.sha256(config_bytes).hexdigest()
+    doc: dict = {
+        "serial": unit.serial,
+        "format": fmt,
+        "profile": unit.profile,
+        "site": unit.site,
+        "model": unit.model,
+        "unit_config": {"content_id": unit.content_id, "sha256": config_sha},
+        "core_id": sh.core_id,
         "pcr15_expected": tpm.predicted(config_bytes),  # the init extends PCR 15 with sha256(unit.json), once
-        "uki": {"name": efi.name, "sha256": sha256_file(efi)},
-        "systemd_boot_sha256": sha256_file(loader),
-        "files": {"appliance.raw": {"sha256": sha256_file(final), "bytes": final.stat().st_size}},
+        "banks": {b: manifest.bank_entry(names[b], sh.core_id, sh.uki_sha256) for b in ("a", "b")},
+        "uki": {"name": names["a"], "sha256": sh.uki_sha256},  # bank A's, for readers from before the banks
+        "systemd_boot_sha256": sh.esp["/EFI/BOOT/BOOTX64.EFI"]["sha256"],
+        "contents": {
+            layout.ESP_NAME: sh.esp,
+            layout.CONFIG_NAME: {"/unit.json": {"sha256": config_sha, "bytes": len(config_bytes)}},
+        },
+        "disk_bytes": layout.DISK_BYTES,
+        "fit": fits,
     }
-    write_atomic(unit_dir / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
-    return manifest
+    if fmt == "qcow2":
+        base = {"path": f"../{shared.BASE_DIR}/{sh.base.name}", "sha256": sh.base_sha256, "bytes": layout.DISK_BYTES}
+        doc.update(base=base, cluster_size=cluster)
+    doc["bytes_beyond_core"] = record["bytes"]  # qcow2: the overlay; raw shares nothing, all of it is the unit's
+    doc["files"] = {final.name: record}
+    doc["tools"] = manifest.tool_versions()
+    manifest.write(unit_dir, doc)
+    for path in stale:  # with --force the unit is now the other format: its old image would contradict the manifest
+        path.unlink(missing_ok=True)
+    return doc
