@@ -3,7 +3,8 @@
 # about themselves (each dump copied to a neutral name: identify reads content, not names), check an example
 # appliance profile with its site overlay, see how a mistake is reported, then seal a unit config for one serial,
 # preview its first boot on a real server's dump, and run the real first-boot agent against libvirt's test driver;
-# then build the embedded core and boot a unit on its hardware's twin under QEMU (needs root, like the set-up).
+# then build the embedded core and the unit's signed appliance image, and boot it on its hardware's twin under
+# Secure Boot (needs root, like the set-up).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 oemkit=".venv/bin/oemkit"
@@ -38,16 +39,15 @@ step "$oemkit" firstboot run "$work/J30ABC12.json" --pubkey "$work/keys/signing.
     --root "$work/root"
 
 # The embedded core: build it from Debian packages with this factory's key (cached: minutes the first time, seconds
-# after), see what takes the space, then boot a unit of the rehearsal lab on its R650 twin under QEMU, and the same
-# unit on an HPE box, which the agent inside must refuse.
+# after) and see what takes the space. Then the appliance: the factory's Secure Boot keys enrolled in the twin's
+# firmware store, the unit's disk image (signed systemd-boot and two banks of the core's signed UKI on the ESP, the
+# sealed config on its own partition), booted as the box boots it — OVMF with Secure Boot, a TPM, the R650's twin —
+# to READY with the PCR 15 the factory predicted; then the same image on an HPE box, which the agent must refuse.
 step "$oemkit" core build -o "$work/core" --pubkey "$work/keys/signing.pub"
 step "$oemkit" core footprint "$work/core"
-step "$oemkit" compile profiles/retail-branch.yaml --site profiles/sites/retail-lab.yaml --serial J30LAB01 \
-    --key "$work/keys/signing.key" -o "$work/J30LAB01.json"
-step "$oemkit" boot "$work/J30LAB01.json" --core "$work/core" --log "$work/console.txt"
-step "$oemkit" boot "$work/J30LAB01.json" --core "$work/core" --as-model hpe-proliant-dl360-gen10-plus --json
-
-# The appliance (in progress): the factory's Secure Boot keys enrolled for the twins, and the unit's disk image —
-# signed systemd-boot and the core's signed UKI on the ESP, the sealed config on its own partition (docs/appliance.md).
 step "$oemkit" keys enroll-vars --dir "$work/keys" -o "$work/keys/VARS.fd"
-step "$oemkit" image build "$work/J30LAB01.json" --core "$work/core" --keys "$work/keys" -o "$work/out" --json
+step "$oemkit" image build "$work/J30ABC12.json" --core "$work/core" --keys "$work/keys" -o "$work/out"
+step "$oemkit" boot "$work/out/J30ABC12" --vars "$work/keys/VARS.fd" --log "$work/console.txt"
+step "$oemkit" image verify "$work/out/J30ABC12" --keys "$work/keys"
+step "$oemkit" boot "$work/out/J30ABC12" --vars "$work/keys/VARS.fd" --as-model hpe-proliant-dl360-gen10-plus \
+    --json   # exit 1: the identity check refuses it, nothing applied

@@ -102,8 +102,12 @@ def boot_command(
             say(f"oemkit boot: note: {note}")
         echo = None if as_json else (lambda line: print("  | " + line, file=sys.stderr))
         if built is not None:
-            result = session.boot_image(run, built.image, vars_fd, image_format=built.fmt, accel=accel,
-                                        timeout=timeout, log=log, echo=echo, force=force)  # fmt: skip
+            model = catalog.get(run.twin.model_id)
+            assert model is not None  # prepare_config found it
+            size, what = appliance.boot_device(model)
+            say(f"oemkit boot: {what}")
+            result = session.boot_image(run, built.image, vars_fd, image_format=built.fmt, boot_disk_bytes=size,
+                                        accel=accel, timeout=timeout, log=log, echo=echo, force=force)  # fmt: skip
         else:
             assert core is not None
             result = session.boot(

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hypervisor_core.layout import CONFIG_NAME
+from oemkit.catalog.schema import HardwareModel
 from oemkit.errors import OemkitError, UnreadableInput
+from oemkit.image.appliance.fit import FIXED, GB
 from oemkit.image.appliance.verify import partitions
 from oemkit.image.tools import PATH
 from oemkit.inputs import read_input
@@ -113,6 +115,19 @@ def kernel_of(unit: BuiltUnit, dest: Path) -> Path:
         if done.returncode != 0 or not dest.is_file():
             raise UnreadableInput(f"{ukis[0].name} has no .linux section: {done.stderr.strip()}", file=str(unit.image))
     return dest
+
+
+def boot_device(model: HardwareModel) -> tuple[int | None, str]:
+    """How big the twin's embedded boot disk is, and what it stands for: the model's smallest fixed boot device
+    (BOSS, M.2, NVMe boot kit: marketed decimal GB), where the image's state partition grows on first boot. A model
+    that boots only from SD or USB keeps the image's own size: the twin's virtio disk cannot be one of those, and
+    the note says so."""
+    fixed = [(min(d.capacities_gib), d.name) for d in model.boot_devices if d.kind in FIXED and d.capacities_gib]
+    if fixed:
+        size, name = min(fixed)
+        return size * GB, f"the embedded boot device is a {size} GB {name}"
+    kinds = ", ".join(sorted({d.kind for d in model.boot_devices})) or "none in the catalog"
+    return None, f"{model.id} boots from {kinds}: the twin's boot disk is a fixed virtio disk of the image's size"
 
 
 def pcr15_matches(expected: str | None, measured: str | None) -> bool | None:

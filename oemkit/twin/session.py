@@ -221,6 +221,7 @@ def boot_image(
     vars_fd: Path,
     *,
     image_format: str = "raw",
+    boot_disk_bytes: int | None = None,
     accel: str,
     timeout: float,
     log: Path | None = None,
@@ -230,7 +231,8 @@ def boot_image(
 ) -> BootResult:
     """Boot an appliance image on the unit's twin as the box boots it: OVMF with Secure Boot and the factory's
     enrolled store (a copy: the firmware writes it), the image on the embedded boot device, no config CD — the
-    config is on the image's own partition. The image itself is never written: QEMU gets a throwaway overlay."""
+    config is on the image's own partition. The image itself is never written: QEMU gets a throwaway overlay, as
+    large as the box's boot device (`boot_disk_bytes`) when given, so the state partition grows as it would."""
     require_qemu()
     with tempfile.TemporaryDirectory(prefix="oemkit-boot-") as tmp:
         work = Path(tmp)
@@ -239,7 +241,8 @@ def boot_image(
         shutil.copyfile(vars_fd, run_vars)
         overlay = work / "boot.qcow2"  # the shipped bytes never change: writes (blessing, state) land here
         done = subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", image_format, "-b", str(image.resolve()), str(overlay)],
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", image_format, "-b", str(image.resolve()), str(overlay),
+             *([str(boot_disk_bytes)] if boot_disk_bytes else [])],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if done.returncode != 0:

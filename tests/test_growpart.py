@@ -1,0 +1,74 @@
+"""The state partition grown to its disk's end (hypervisor_core/growpart.py), on GPTs written by the real sgdisk and
+checked by it afterwards. The kernel's part (re-reading the table, growing the mounted ext4) runs in the appliance
+boot test; here the table itself, on a file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hypervisor_core import growpart
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The appliance's layout in small: ESP, config, state last (sgdisk costs seconds a call: made once)."""
+    path = tmp_path_factory.mktemp("gpt") / "template.raw"
+    with path.open("wb") as fh:
+        fh.truncate(64 * MiB)
+    cmd = ["sgdisk", "-Z", "-n", "1:2048:+8M", "-c", "1:ESP", "-n", "2:0:+8M", "-c", "2:oemkit-config",
+           "-n", "3:0:+16M", "-c", "3:oemkit-state", str(path)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+    return path
+
+
+def _sgdisk(*args: str) -> str:
+    return subprocess.run(["sgdisk", *args], check=True, capture_output=True, text=True).stdout
+
+
+def _grow(path: Path, partno: int) -> tuple[int, int] | None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        return growpart.grow_table(fd, path.stat().st_size, partno)
+    finally:
+        os.close(fd)
+
+
+def test_the_last_partition_grows_to_the_end_of_a_larger_disk(template: Path, tmp_path: Path) -> None:
+    disk = Path(shutil.copyfile(template, tmp_path / "disk.raw"))
+    with disk.open("r+b") as fh:
+        fh.truncate(1024 * MiB)  # the image written to a larger device: its backup GPT is now mid-disk
+    first, last = _grow(disk, 3) or (0, 0)
+    assert (last + 1) * 512 == 1023 * MiB  # the last whole MiB before the backup table
+    assert "No problems found" in _sgdisk("-v", str(disk))  # both headers, both arrays, every CRC
+    info = _sgdisk("-i", "3", str(disk))
+    assert f"First sector: {first} " in info and f"Last sector: {last} " in info and "oemkit-state" in info
+    assert _grow(disk, 3) is None  # a second boot: nothing to do
+
+
+def test_only_the_last_partition_grows_and_a_damaged_table_is_left_alone(template: Path, tmp_path: Path) -> None:
+    disk = Path(shutil.copyfile(template, tmp_path / "disk.raw"))
+    with disk.open("r+b") as fh:
+        fh.truncate(256 * MiB)
+    assert _grow(disk, 2) is None  # partition 3 lies after it
+    with disk.open("rb") as fh:
+        before = fh.read(34 * 512)
+    with disk.open("r+b") as fh:
+        fh.seek(512 + 40)
+        fh.write(b"\xff")  # a flipped byte in the primary header
+    with pytest.raises(growpart.GrowError, match="CRC"):
+        _grow(disk, 3)
+    with disk.open("rb") as fh:
+        assert fh.read(34 * 512)[1024:] == before[1024:]  # nothing written
+    same = Path(shutil.copyfile(template, tmp_path / "same.raw"))
+    assert _grow(same, 3) is None  # the disk is the image's own size
+
+
+def test_growing_a_device_that_is_no_partition_says_so() -> None:
+    assert "not a partition" in growpart.grow_device("/dev/oemkit-no-such-disk")
