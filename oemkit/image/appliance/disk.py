@@ -90,6 +90,21 @@ def gpt_table(path: Path, disk_guid: str, partitions: list[Partition], epoch: in
     return starts
 
 
+def ext4_image(path: Path, size_mib: int, label: str, fs_uuid: str, epoch: int) -> Path:
+    """An empty ext4 filesystem image, the same bytes every time: a fixed UUID and directory hash seed, the fake
+    clock e2fsprogs honours, root-owned. 4 KiB blocks and the default inode ratio, not mke2fs's "small" type a
+    filesystem this size would get: it is grown on the box to the boot device's end (hypervisor_core/growpart.py),
+    where 1 KiB blocks would make tens of thousands of block groups."""
+    path.unlink(missing_ok=True)
+    env = {**_env(epoch), "E2FSPROGS_FAKE_TIME": str(epoch)}
+    with tempfile.TemporaryDirectory(prefix="oemkit-ext4-") as empty:
+        os.utime(empty, (epoch, epoch))
+        cmd = ["mkfs.ext4", "-q", "-F", "-T", "default", "-b", "4096", "-L", label, "-U", fs_uuid,
+               "-E", f"root_owner=0:0,hash_seed={fs_uuid}", "-d", empty, str(path), f"{size_mib}M"]  # fmt: skip
+        run_tool(cmd, what="mkfs.ext4", env=env)
+    return path
+
+
 def gpt_disk(path: Path, disk_guid: str, partitions: list[Partition], epoch: int) -> Path:
     """A raw disk: GPT (protective MBR, both headers) with `partitions` in order, each filesystem at its start."""
     starts = gpt_table(path, disk_guid, partitions, epoch)

@@ -150,6 +150,7 @@ def build(
             layout.ESP_NAME: sh.esp,
             layout.CONFIG_NAME: {"/unit.json": {"sha256": config_sha, "bytes": len(config_bytes)}},
         },
+        "state": {"sha256": sh.state_sha256, "bytes": layout.STATE.length},  # empty ext4, grown on the box
         "disk_bytes": layout.DISK_BYTES,
         "fit": fits,
     }

@@ -6,7 +6,8 @@ builder, the qcow2 overlay, `image verify` and `image upgrade` agree byte for by
 | 0 .. 1 MiB | protective MBR, primary GPT header and entries (the rest of the MiB is zero) |
 | 1 MiB .. 97 MiB | the ESP: FAT32 `OEMKIT-ESP` — systemd-boot, loader.conf, the two banks' UKIs |
 | 97 MiB .. 105 MiB | `oemkit-config`: FAT `OEMKIT-CFG` holding `unit.json` |
-| 105 MiB .. 106 MiB | backup GPT entries and header in the last 33 sectors |
+| 105 MiB .. 137 MiB | `oemkit-state`: an empty ext4 `OEMKIT-STATE`, last, grown on the box to its device's end |
+| 137 MiB .. 138 MiB | backup GPT entries and header in the last 33 sectors |
 
 A unit differs from its core's base disk only in the GPT (its own GUIDs) and the config partition: everything
 else is the same bytes for every unit of a core, which is what makes a qcow2 unit a few clusters over a shared
@@ -19,24 +20,28 @@ import uuid
 from dataclasses import dataclass
 
 from hypervisor_core import bank
-from hypervisor_core.layout import CONFIG_PARTITION_LABEL
+from hypervisor_core.layout import CONFIG_PARTITION_LABEL, STATE_LABEL
 from oemkit.image.appliance import uki
 from oemkit.image.appliance.disk import ALIGN_SECTORS, SECTOR, MiB
 
 ESP_MIB = 96  # systemd-boot and two banks of ~34 MB, with room for an upgrade's larger core
 CONFIG_MIB = 8
-ESP_NAME, CONFIG_NAME = "ESP", "oemkit-config"  # GPT partition names (verify reads them back)
+STATE_MIB = 32  # grown on first boot (a fixed boot device) or refused (SD, USB: flash that wears out)
+ESP_NAME, CONFIG_NAME, STATE_NAME = "ESP", "oemkit-config", "oemkit-state"  # GPT names (verify reads them back)
 ESP_LABEL = bank.ESP_LABEL  # the init finds the ESP by it to bless a bank
 CONFIG_LABEL = CONFIG_PARTITION_LABEL  # the init finds the config partition by it
+STATE_FS_LABEL = STATE_LABEL  # the init finds the state filesystem by it
 LOADER_CONF = b"timeout 0\nconsole-mode keep\n"
 NAMESPACE = uuid.UUID("1f0c6a3e-6b5e-4f4e-9a57-0e6b1d7a0c11")  # oemkit's: GUIDs of an image derive from it
 BASE = ".base"  # the identity part that stands for "no unit": a serial can never start with a dot
-LAYOUT = 1  # bump when anything on this page changes: part of the shared base's cache key
+LAYOUT = 2  # bump when anything on this page changes: part of the shared base's cache key
 
 ESP_START = ALIGN_SECTORS * SECTOR
 CONFIG_START = ESP_START + ESP_MIB * MiB
 CONFIG_END = CONFIG_START + CONFIG_MIB * MiB
-DISK_BYTES = CONFIG_END + ALIGN_SECTORS * SECTOR  # room for the backup GPT
+STATE_START = CONFIG_END
+STATE_END = STATE_START + STATE_MIB * MiB
+DISK_BYTES = STATE_END + ALIGN_SECTORS * SECTOR  # room for the backup GPT
 GPT_HEAD = 34 * SECTOR  # protective MBR, header, 128 entries of 128 bytes
 GPT_TAIL = 33 * SECTOR  # backup entries and header
 
@@ -55,11 +60,13 @@ class Extent:
 UNIT_EXTENTS = (
     Extent(0, ESP_START),
     Extent(CONFIG_START, CONFIG_END - CONFIG_START),
-    Extent(CONFIG_END, DISK_BYTES - CONFIG_END),
+    Extent(STATE_END, DISK_BYTES - STATE_END),
 )
 ESP = Extent(ESP_START, ESP_MIB * MiB)
 CONFIG = Extent(CONFIG_START, CONFIG_MIB * MiB)
-PARTITIONS = {ESP_NAME: ESP, CONFIG_NAME: CONFIG}
+STATE = Extent(STATE_START, STATE_MIB * MiB)
+PARTITIONS = {ESP_NAME: ESP, CONFIG_NAME: CONFIG}  # the FAT ones, whose files the manifest lists
+GPT_PARTITIONS = {**PARTITIONS, STATE_NAME: STATE}  # every partition, in disk order
 
 
 def guid(*parts: str) -> str:
@@ -68,6 +75,12 @@ def guid(*parts: str) -> str:
 
 def volume_id(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:8].upper()
+
+
+def state_uuid(core_id: str) -> str:
+    """The state filesystem's UUID: the core's, like everything in the base, so a unit's overlay stays a few
+    clusters (ext4 seeds its metadata checksums with it: a per-unit UUID would rewrite much of the partition)."""
+    return guid(BASE, core_id, "state-fs")
 
 
 def esp_volume_id(core_id: str, db: str) -> str:

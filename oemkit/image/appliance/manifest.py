@@ -97,6 +97,7 @@ def load(unit_dir: Path) -> dict:
         for part in layout.PARTITIONS:
             for entry in m["contents"][part].values():
                 str(entry["sha256"]), int(entry["bytes"])
+        str(m["state"]["sha256"]), int(m["state"]["bytes"])
         if fmt == "qcow2":
             str(m["base"]["path"]), str(m["base"]["sha256"]), int(m["base"]["bytes"]), int(m["cluster_size"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -43,6 +43,7 @@ class Shared:
     base: Path
     base_sha256: str
     esp: dict[str, dict]  # what the ESP holds: /PATH -> {sha256, bytes}
+    state_sha256: str  # the empty state filesystem's bytes (the whole partition)
 
     @property
     def uki_sha256(self) -> str:
@@ -124,19 +125,21 @@ def prepare(coredir: Path, keys: SecureBootKeys, out: Path) -> Shared:
     base = out / BASE_DIR / layout.base_name(cid, db)
     record = base.with_name(base.name + ".json")
     with _lock:
-        if not _passed(base):
-            try:
-                ok = json.loads(read_input(record, "image manifest"))["sha256"] == _digest(base)
-            except (UnreadableInput, OSError, ValueError, KeyError, TypeError):
-                ok = False
-            if not ok:
-                _build_base(base, record, efi, loader, cid, db, epoch)
-            _checked[base] = _stamp(base)
-    return Shared(core, cid, epoch, db, efi, loader, base, _digest(base), esp)
+        try:
+            rec = json.loads(read_input(record, "image manifest"))
+            ok = _passed(base) or rec["sha256"] == _digest(base)
+            state_sha = str(rec["state_sha256"])
+        except (UnreadableInput, OSError, ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            state_sha = _build_base(base, record, efi, loader, cid, db, epoch)
+        _checked[base] = _stamp(base)
+    return Shared(core, cid, epoch, db, efi, loader, base, _digest(base), esp, state_sha)
 
 
-def _build_base(base: Path, record: Path, efi: Path, loader: Path, cid: str, db: str, epoch: int) -> None:
-    """ESP (both banks the same core), an empty config partition, the GPT with the core's GUIDs."""
+def _build_base(base: Path, record: Path, efi: Path, loader: Path, cid: str, db: str, epoch: int) -> str:
+    """ESP (both banks the same core), an empty config partition, an empty state filesystem, the GPT with the
+    core's GUIDs. Returns the state partition's sha256 (recorded beside the base, for `image verify`)."""
     base.parent.mkdir(parents=True, exist_ok=True)
     names = layout.bank_names()
     with tempfile.TemporaryDirectory(prefix=".build-", dir=base.parent) as tmp:
@@ -150,20 +153,31 @@ def _build_base(base: Path, record: Path, efi: Path, loader: Path, cid: str, db:
         }, epoch)  # fmt: skip
         cfg = disk.fat_image(work / "config.img", layout.CONFIG_MIB, layout.CONFIG_LABEL,
                              layout.volume_id(layout.BASE, cid, "config"), {}, epoch, fat_bits=None)  # fmt: skip
+        state = disk.ext4_image(
+            work / "state.img", layout.STATE_MIB, layout.STATE_FS_LABEL, layout.state_uuid(cid), epoch
+        )
         raw = disk.gpt_disk(work / "base.raw", layout.guid(layout.BASE, cid, "disk"),
-                            partitions(layout.BASE, cid, esp, cfg), epoch)  # fmt: skip
+                            partitions(layout.BASE, cid, esp, cfg, state), epoch)  # fmt: skip
         if raw.stat().st_size != layout.DISK_BYTES:
             raise BuildError(f"the base disk is {raw.stat().st_size} bytes, the layout says {layout.DISK_BYTES}")
-        write_atomic(record, json.dumps({"sha256": sha256_file(raw), "bytes": layout.DISK_BYTES}).encode())
+        state_sha = hashlib.sha256(state.read_bytes().ljust(layout.STATE.length, b"\0")).hexdigest()
+        write_atomic(record, json.dumps({"sha256": sha256_file(raw), "bytes": layout.DISK_BYTES,
+                                         "state_sha256": state_sha}).encode())  # fmt: skip
         os.replace(raw, base)
+    return state_sha
 
 
-def partitions(who: str, cid: str, esp: Path | None, cfg: Path | None) -> list[disk.Partition]:
-    """The GPT's partitions of a unit (`who` = its serial) or of the base (`who` = layout.BASE)."""
+def partitions(
+    who: str, cid: str, esp: Path | None, cfg: Path | None, state: Path | None = None
+) -> list[disk.Partition]:
+    """The GPT's partitions of a unit (`who` = its serial) or of the base (`who` = layout.BASE), in disk order;
+    the state partition last, so the box can grow it to the device's end."""
     return [
         disk.Partition(layout.ESP_NAME, disk.ESP_TYPE, layout.guid(who, cid, "esp"), esp, layout.ESP_MIB),
         disk.Partition(layout.CONFIG_NAME, disk.LINUX_DATA_TYPE, layout.guid(who, cid, "config"), cfg,
                        layout.CONFIG_MIB),
+        disk.Partition(layout.STATE_NAME, disk.LINUX_DATA_TYPE, layout.guid(who, cid, "state"), state,
+                       layout.STATE_MIB),
     ]  # fmt: skip
 
 

@@ -7,6 +7,8 @@ Read-only; each finding is one line."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import struct
 import subprocess
 import tempfile
@@ -123,12 +125,17 @@ def _guest(disk_image: Path, m: dict, keys: SecureBootKeys | None, tmp: Path) ->
         parts = partitions(disk_image)
     except UnreadableInput as exc:
         return [f"the disk: {exc.message}"]
-    expected = {name: (ext.start, ext.length) for name, ext in layout.PARTITIONS.items()}
+    expected = {name: (ext.start, ext.length) for name, ext in layout.GPT_PARTITIONS.items()}
     if parts != expected:
-        return [f"the GPT holds {sorted(parts)} at {sorted(parts.values())}, not the ESP and oemkit-config where "
-                "the builder puts them"]  # fmt: skip
+        return [f"the GPT holds {sorted(parts)} at {sorted(parts.values())}, not the ESP, oemkit-config and "
+                "oemkit-state where the builder puts them"]  # fmt: skip
     problems = []
-    for part, (offset, _) in expected.items():
+    with disk_image.open("rb") as fh:
+        state = os.pread(fh.fileno(), layout.STATE.length, layout.STATE.start)
+    if hashlib.sha256(state).hexdigest() != m["state"]["sha256"]:
+        problems.append("the oemkit-state partition: not the empty filesystem the builder wrote")
+    for part in layout.PARTITIONS:
+        offset = layout.PARTITIONS[part].start
         listed = m["contents"][part]
         try:
             found = set(disk.fat_files(disk_image, offset))
