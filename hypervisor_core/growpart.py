@@ -133,20 +133,34 @@ def grow_device(partition: str) -> str:
     return f"{partition} grown to {size:,} bytes (to the end of /dev/{disk})"
 
 
+def fs_blocks(partition: str) -> tuple[int, int]:
+    """(blocks, block size) of the ext4 on `partition`, from its superblock: statvfs leaves out the metadata's
+    blocks, so it always looks smaller than its partition."""
+    fd = os.open(partition, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sb = os.pread(fd, 1024, 1024)
+    finally:
+        os.close(fd)
+    if len(sb) < 0x158 or struct.unpack_from("<H", sb, 0x38)[0] != 0xEF53:
+        raise GrowError(f"{partition} holds no ext4 superblock")
+    lo, log_size = struct.unpack_from("<I", sb, 0x4)[0], struct.unpack_from("<I", sb, 0x18)[0]
+    hi = struct.unpack_from("<I", sb, 0x150)[0] if struct.unpack_from("<I", sb, 0x60)[0] & 0x80 else 0  # 64bit
+    return lo | hi << 32, 1024 << log_size
+
+
 def grow_fs(mountpoint: str, partition: str) -> str:
     """Grow the mounted ext4 at `mountpoint` to fill `partition` (the kernel does it online)."""
-    blocks_bytes = int((_sysfs(partition) / "size").read_text()) * 512
-    block = os.statvfs(mountpoint).f_frsize
+    part_bytes = int((_sysfs(partition) / "size").read_text()) * 512
+    blocks, block = fs_blocks(partition)
+    want = part_bytes // block
+    if want <= blocks:
+        return f"{mountpoint} already fills {partition}"
     fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        before = os.statvfs(mountpoint).f_blocks
-        want = blocks_bytes // block
-        if want <= before:
-            return f"{mountpoint} already fills {partition}"
         fcntl.ioctl(fd, EXT4_IOC_RESIZE_FS, struct.pack("<Q", want))
     finally:
         os.close(fd)
-    return f"{mountpoint} grown to {os.statvfs(mountpoint).f_blocks * block:,} bytes"
+    return f"{mountpoint} grown to {fs_blocks(partition)[0] * block:,} bytes"
 
 
 def main(argv: list[str]) -> int:

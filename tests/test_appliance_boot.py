@@ -127,9 +127,10 @@ def order(core_dir: Path, factory, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_a_unit_on_its_real_site_boots_ready_from_its_image(order: Path, factory, tmp_path: Path) -> None:
-    """READY under Secure Boot + TPM with no relaxed site; the config read from the image's own partition; bank A;
-    PCR 15 as the factory predicted, compared on the host; the twin powered off as its OEM string asked; the
-    image's bytes unchanged (booted through a throwaway overlay), and `image verify` still passes."""
+    """READY under Secure Boot + TPM with no relaxed site; the config read from the image's own partition; the state
+    partition grown to the boot device's end; bank A; PCR 15 as the factory predicted, compared on the host; the
+    twin powered off as its OEM string asked; the image's bytes unchanged (booted through a throwaway overlay), and
+    `image verify` still passes."""
     keys, vars_fd = factory
     unit_dir = order / "J30BER01"
     image = unit_dir / "appliance.raw"
@@ -141,6 +142,10 @@ def test_a_unit_on_its_real_site_boots_ready_from_its_image(order: Path, factory
     assert doc["pcr15"] == doc["pcr15_expected"] and doc["pcr15_match"] is True
     assert doc["powered_off"] is True  # the SMBIOS OEM string, since the signed command line cannot carry it
     assert " from /dev/vda2" in console.split("oemkit-core: config t=", 1)[1].splitlines()[0]  # no CD
+    # the state partition, on the twin's 240 GB boot disk (the R650's smallest BOSS-S2), grown to its end and used
+    grow = r"oemkit-core: grow t=\S+ /dev/vda3 grown to [\d,]+ bytes \(to the end of /dev/vda\); /run/oemkit/state"
+    assert re.search(grow + r" grown to [\d,]+ bytes", console), console[-3000:]
+    assert re.search(r"oemkit-core: state t=\S+ persistent on /dev/vda3", console)
     # (Secure Boot on is proven by READY itself: the Berlin site requires it, and the agent checks the firmware's)
     assert _sha(image) == before
     verified = runner.invoke(app, ["image", "verify", str(unit_dir), "--keys", str(keys.folder.parent)])

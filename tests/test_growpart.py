@@ -72,3 +72,14 @@ def test_only_the_last_partition_grows_and_a_damaged_table_is_left_alone(templat
 
 def test_growing_a_device_that_is_no_partition_says_so() -> None:
     assert "not a partition" in growpart.grow_device("/dev/oemkit-no-such-disk")
+
+
+def test_the_filesystems_size_is_read_from_its_superblock(tmp_path: Path) -> None:
+    """statvfs leaves out ext4's metadata, so a full filesystem would always look smaller than its partition and be
+    'grown' at every boot: the size comes from the superblock (made here by the real mkfs.ext4)."""
+    fs = tmp_path / "state.img"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-T", "default", "-b", "4096", str(fs), "32M"], check=True)
+    assert growpart.fs_blocks(str(fs)) == (32 * MiB // 4096, 4096)
+    (tmp_path / "zero.img").write_bytes(bytes(4096))
+    with pytest.raises(growpart.GrowError, match="no ext4 superblock"):
+        growpart.fs_blocks(str(tmp_path / "zero.img"))
