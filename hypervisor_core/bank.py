@@ -25,7 +25,9 @@ TRIES = 3  # boots a new bank gets before systemd-boot falls back to the other
 # systemd-boot's variables (the Boot Loader Interface's vendor GUID)
 LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
 EFIVARS = Path("/sys/firmware/efi/efivars")
-_NAME = re.compile(r"oemkit-(?P<gen>[0-9]{1,9})-(?P<bank>[ab])(?:\+(?P<left>[0-9])(?:-(?P<done>[0-9]))?)?\.efi")
+_NAME = re.compile(
+    r"oemkit-(?P<gen>[0-9]{1,9})-(?P<bank>[ab])(?:\+(?P<left>[0-9]{1,4})(?:-(?P<done>[0-9]{1,4}))?)?\.efi"
+)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """First boot: verify the unit config, check this is the box it was built for, plan, apply once, report.
 
 Console contract: the OEM banner, the fixed "powered by" line, one line per step, and as the very last line
-`OEMKIT-STATUS {json}` (status READY|FAILED, model, serial, reason, steps with seconds, the booted bank and the PCR
-15 the box measured). Tools read that line, never the prose. The same facts go to var/lib/oemkit/status.json and
-report.json (hypervisor_core/layout.py).
+`OEMKIT-STATUS {json}` (status READY|FAILED, model, serial, reason, steps with seconds, the booted bank, the PCR 15
+the box measured, and for a failure whose fault it is). Tools read that line, never the prose. The same facts go
+to var/lib/oemkit/status.json and report.json (hypervisor_core/layout.py).
 `FirstBootRun.finish` is the only place that writes a status, whatever ends the run.
 """
 
@@ -18,7 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from hypervisor_core import __version__, config, hostnet, layout
+from hypervisor_core import __version__, bank, config, hostnet, layout
+from hypervisor_core.actions import Verify
 from hypervisor_core.apply import Journal, StepResult, apply_plan
 from hypervisor_core.backends import Backends
 from hypervisor_core.backends.host import HostFiles
@@ -34,6 +35,12 @@ STATUS_PREFIX = f"{layout.STATUS_LINE} "
 LIBVIRTD_WAIT_S = 60  # at boot, libvirtd may still be starting
 MAX_KEY_BYTES = 64 << 10  # a PEM Ed25519 public key is 113 bytes
 MAX_MARKER_BYTES = 4 << 10  # the done marker holds one content id
+TRIAL_CHECK_S = 90  # libvirtd starts autostart domains as it comes up: how long a configured box may take
+# Whose a FAILED status is (its "fault"): the box or its config (a refusal: nothing applied, never the core's doing),
+# a step of the plan, or the core itself (the agent's own error, libvirt unreachable). On a bank on trial the init
+# reboots for "core" and "step" — a new core must do what the old one did — and never for a refusal.
+REFUSAL, STEP, CORE = "refusal", "step", "core"
+FAULTS = (REFUSAL, STEP, CORE)
 
 
 class InputError(Exception):
@@ -81,6 +88,7 @@ class FirstBootRun:
         self.details: dict[str, Any] = {}  # what the report adds to the status: resolved devices, warnings, resume
         # the booted bank and PCR 15, in every status: known from the box before anything else is read
         self.boot: dict[str, str | None] = {"boot_bank": None, "pcr15": None}
+        self.fault: str | None = None  # why a FAILED run failed: see FAULTS
         # Once a box is configured, only a run that applies (with --force) may replace its status and report.
         self.configured = state.done_marker.exists() and not force
 
@@ -100,6 +108,7 @@ class FirstBootRun:
             "steps": [{"id": s.id, "seconds": s.seconds} for s in self.steps],
             "bank": self.boot["boot_bank"],
             "pcr15": self.boot["pcr15"],
+            "fault": (self.fault or "core") if status == "FAILED" else None,
         }
 
     def report_doc(self, status: str, reason: str | None) -> dict[str, Any]:
@@ -118,9 +127,13 @@ class FirstBootRun:
         _save(self.layout.status, json.dumps(doc, sort_keys=True) + "\n")
         _save(self.layout.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
 
-    def finish(self, status: str, reason: str | None, *, write: bool | None = None) -> dict[str, Any]:
+    def finish(
+        self, status: str, reason: str | None, *, write: bool | None = None, fault: str | None = None
+    ) -> dict[str, Any]:
         """End the run: status and report files (unless this box is already configured, or `write` is False),
-        then the status line, always the last thing on the console. Returns the report."""
+        then the status line, always the last thing on the console. Returns the report. `fault` says whose a
+        failure is (FAULTS; a failure of our own when not said)."""
+        self.fault = fault
         if write is None:
             write = not self.configured
         if write:
@@ -168,13 +181,13 @@ class FirstBootRun:
         if link is not None:  # the state folder must be the root's own: a link would carry every write out of it
             why = f"{link} is a symbolic link: first boot writes its state under {self.layout.root} only"
             self.line(f"REFUSED: {why}")
-            return self.finish("FAILED", why, write=False)
+            return self.finish("FAILED", why, write=False, fault=REFUSAL)
         try:
             cfg = config.load(raw, public_key)
         except config.ConfigError as exc:
             self.line(f"oemkit core {__version__}: unit config refused")
             self.line(f"REFUSED: {exc}")
-            return self.finish("FAILED", str(exc))
+            return self.finish("FAILED", str(exc), fault=REFUSAL)
         self.cfg = cfg
         self._banner(cfg)
         marker = self.layout.done_marker
@@ -184,12 +197,19 @@ class FirstBootRun:
             except OSError as exc:
                 why = f"cannot read the first-boot marker {marker}: {exc.strerror or exc}"
                 self.line(f"REFUSED: {why}")
-                return self.finish("FAILED", why, write=False)
+                return self.finish("FAILED", why, write=False, fault=REFUSAL)
             if done_id == cfg.content_id:
                 self.line("first boot already done for this config: nothing to do (--force re-runs it)")
+                if self.live and bank.counting_path() is not None:
+                    # a new core on trial must show it runs this box before the init keeps it: not merely that
+                    # the config is the one applied, but that libvirt holds and runs what first boot made
+                    problem = self._check_on_trial(cfg, facts, connect)
+                    if problem:
+                        return self.finish("FAILED", f"on trial: {problem}", write=False, fault=CORE)
+                    self.line("on trial: libvirt holds and runs what first boot made")
                 return self.finish("READY", "already done", write=False)
             why = f"this box was already configured with {done_id}; re-run with --force to apply another config"
-            return self.finish("FAILED", why, write=False)
+            return self.finish("FAILED", why, write=False, fault=REFUSAL)
 
         if facts is None and self.live and any(rule.link == "up" for rule in cfg.management.uplinks.rules):
             # a rule wants live ports: every port is down before anything configured it, and a down port shows
@@ -204,7 +224,7 @@ class FirstBootRun:
             bound = match(cfg, facts)
         except Refusal as exc:
             self.line(f"REFUSED: {exc}")
-            return self.finish("FAILED", str(exc))
+            return self.finish("FAILED", str(exc), fault=REFUSAL)
         for warning in bound.warnings:
             self.line(f"warning: {warning}")
         uplinks = ", ".join(f"{n.name} ({n.pci_address})" for n in bound.uplinks)
@@ -231,7 +251,29 @@ class FirstBootRun:
         backends = Backends(HostFiles(self.layout, live=self.live), LibvirtConnection(conn, self.layout), self)
         deadline = time.monotonic() + cfg.firstboot.timeout_seconds
         _, failure = apply_plan(plan, backends, journal, self._on_step, deadline)
-        return self.finish("FAILED" if failure else "READY", failure)
+        return self.finish("FAILED" if failure else "READY", failure, fault=STEP if failure else None)
+
+    def _check_on_trial(self, cfg: config.UnitConfig, facts: Facts | None, connect: Callable[[], Any]) -> str | None:
+        """What is wrong with this configured box under the core on trial, or None: the plan's own last check
+        (networks active, pool active, autostart domains running), retried while libvirtd's autostart catches up."""
+        try:
+            facts = facts or probe(self.layout.root)
+            plan = make_plan(cfg, facts, match(cfg, facts), str(self.layout.root))
+            check = next(a for a in plan if isinstance(a, Verify))
+            conn = connect()
+        except Exception as exc:  # a core that cannot do this much is what the trial exists to catch
+            return f"{type(exc).__name__}: {exc}"
+        backends = Backends(HostFiles(self.layout, live=self.live), LibvirtConnection(conn, self.layout), self)
+        deadline, problem = time.monotonic() + TRIAL_CHECK_S, None
+        while True:
+            try:
+                check.run(backends)
+                return None
+            except Exception as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() >= deadline:
+                return problem
+            time.sleep(2)
 
     def _on_step(self, result: StepResult) -> None:
         self.steps.append(result)
@@ -271,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         # Nothing was read that could be trusted: no status is written (the box is left as it was), the console
         # says why and ends with the status line, as every run does.
         boot.line(f"REFUSED: {exc}")
-        boot.finish("FAILED", str(exc), write=False)
+        boot.finish("FAILED", str(exc), write=False, fault=REFUSAL)
         return 1
     report = boot.run(raw, public, lambda: connect(args.connect, LIBVIRTD_WAIT_S), facts)
     return 0 if report["status"] == "READY" else 1

@@ -25,6 +25,7 @@ HEADER = struct.Struct("<8sIIIIQQQQ16sQIII")  # the 92 bytes UEFI defines, up to
 BLKRRPART = 0x125F  # _IO(0x12, 95): re-read the partition table
 EXT4_IOC_RESIZE_FS = 0x40086610  # _IOW('f', 16, __u64): the new block count
 ALIGN = 1 << 20  # the partition's end stays on a MiB boundary, as the image's partitions are
+END_CHECK = 1 << 20  # the disk's last MiB must be empty before the backup table moves there
 
 
 class GrowError(Exception):
@@ -85,6 +86,11 @@ def grow_table(fd: int, disk_bytes: int, partno: int, sector: int = 512) -> tupl
         entry = array[i * primary.entry_size : (i + 1) * primary.entry_size]
         if i != partno - 1 and entry[:16] != bytes(16) and struct.unpack_from("<Q", entry, 40)[0] > last:
             return None  # another partition lies after it: growing would run into it
+    tail_at = max(disk_bytes - END_CHECK, (primary.alternate_lba + 1) * sector)
+    if any(os.pread(fd, disk_bytes - tail_at, tail_at)):
+        # where the backup table would go something is written: the metadata of a mirror the host's software RAID
+        # keeps at the end of each drive (Intel VROC/IMSM, DDF, md 1.0), or a disk used before. Never over it.
+        raise GrowError("the end of the disk is not empty (RAID metadata, or data from before): not growing")
     array_lbas = -(-array_bytes // sector)
     backup_entries = disk_lbas - 1 - array_lbas
     new_last = ((backup_entries * sector) // ALIGN * ALIGN) // sector - 1

@@ -1,7 +1,7 @@
 """SMBIOS OEM strings (type 11): the one channel a twin has to tell the core something. A signed UKI's command line
 is fixed, so a twin says "power off when done" (instead of idling as a box does) as an OEM string; so does systemd
 (io.systemd.*). Only the names in HONOURED mean anything, and none of them can change what first boot applies:
-a BMC that sets OEM strings can at most make the box power off after its status.
+a BMC that sets OEM strings can at most make the box power off after its status, or overcommit its memory.
 
 Read from the raw table the kernel exports (/sys/firmware/dmi/tables/DMI, built in; no dmi-sysfs module needed).
 `python3 -m hypervisor_core.smbios` prints the honoured strings present, one per line (the init reads them once)."""

@@ -67,7 +67,7 @@ def test_first_boot_ready_then_already_done(unit: Path, tmp_path: Path) -> None:
     status = status_line(console)
     assert status["status"] == "READY", status
     # the console contract, exactly
-    assert set(status) == {"status", "model", "serial", "reason", "steps", "bank", "pcr15"}
+    assert set(status) == {"status", "model", "serial", "reason", "steps", "bank", "pcr15", "fault"}
     assert (status["bank"], status["pcr15"]) == ("b", "ab" * 32)
     assert (status["model"], status["serial"], status["reason"]) == ("dell-poweredge-r650", SERIAL, None)
     assert [s["id"] for s in status["steps"]][:3] == ["host.machine-id", "host.ssh-host-keys", "host.hostname"]
@@ -186,7 +186,7 @@ def _refused_and_nothing_changed(raw: bytes, box: Path, root: Path, message: str
     before = read_back(conn)
     _report, console = _boot(raw, box, root, conn)
     status = status_line(console)
-    assert status["status"] == "FAILED"
+    assert (status["status"], status["fault"]) == ("FAILED", "refusal")  # not the core's: never a rollback
     assert status["reason"].startswith(message), status["reason"]
     assert read_back(conn) == before  # no libvirt object touched
     assert sorted(_files(root)) == ["var/lib/oemkit/report.json", "var/lib/oemkit/status.json"]  # only the status
@@ -357,6 +357,7 @@ def test_an_internal_error_still_ends_with_the_status_line(unit: Path, tmp_path:
         "steps": [],
         "bank": None,
         "pcr15": None,
+        "fault": "core",
     }
 
 
@@ -393,3 +394,16 @@ def test_cli_preview_plan_shows_every_action_with_its_parameters(unit: Path) -> 
     assert "libvirt.domain.nvr — define workload nvr" in text.stdout
     assert "        <name>nvr</name>" in text.stdout  # the XML as a block under its action, as virt-install prints it
     assert '      hostname: "br-ber01-j30abc12"' in text.stdout
+
+
+def test_a_failed_step_is_the_steps_fault_not_a_refusal(unit: Path, tmp_path: Path) -> None:
+    """A step that fails (here: etc/hostname is a folder, so the host.hostname step cannot write it) is reported
+    with fault "step": on a bank on trial the init reboots for it (a new core must do what the old one did),
+    unlike a refusal of the box or its config."""
+    root = tmp_path / "root"
+    (root / "etc/hostname").mkdir(parents=True)
+    box = facts_tree(R650_DUMP, SERIAL, tmp_path / "box")
+    _, console = _boot(unit.read_bytes(), box, root, libvirt.open(test_uri()))
+    status = status_line(console)
+    assert (status["status"], status["fault"]) == ("FAILED", "step"), status
+    assert "host.hostname" in status["reason"], status
