@@ -236,14 +236,14 @@ def test_upgrade_writes_the_other_bank_and_the_image_still_verifies(
         same = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", str(image_file), str(twin_raw)],
                               capture_output=True, check=False)  # fmt: skip
         assert same.returncode == 0, same.stdout  # both ways of upgrading give the same disk
-    # the new bank boots first, so the next upgrade goes to A; the core already there is refused, nothing written
+    # the core already in the blessed bank A is refused (B, on trial, would be replaced next): nothing written
     upgraded = _sha(image_file)
     code, _, output = _cli("image", "upgrade", unit, "--core", core_dir, "--keys", keys)
     assert code == 1 and f"{unit}: core " in output and "is already in bank A (oemkit-1-a.efi)" in output
     assert _sha(image_file) == upgraded and not list(out.glob(".upgrade-*"))
 
 
-def test_a_second_upgrade_targets_the_other_bank_and_refusals_touch_nothing(
+def test_a_second_upgrade_replaces_the_untried_bank_and_refusals_touch_nothing(
     built, sb, core2: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     core3 = _other_core(tmp_path_factory, "core3")
@@ -253,14 +253,15 @@ def test_a_second_upgrade_targets_the_other_bank_and_refusals_touch_nothing(
     assert _cli("image", "upgrade", unit, "--core", core2, "--keys", keys)[0] == 0
     code, doc, output = _cli("image", "upgrade", unit, "--core", core3, "--keys", keys, "--json")
     assert code == 0 and doc is not None, output
-    assert doc["banks"]["a"]["name"] == bank.new_entry(3, "a", counting=True).name == "oemkit-3-a+3-0.efi"
-    assert doc["banks"]["b"]["name"] == "oemkit-2-b+3-0.efi" and doc["upgrade"]["replaced"]["name"] == "oemkit-1-a.efi"
+    # B was still on trial (never booted): it is replaced, A stays the blessed bank the box can fall back to
+    assert doc["banks"]["b"]["name"] == bank.new_entry(3, "b", counting=True).name == "oemkit-3-b+3-0.efi"
+    assert doc["banks"]["a"]["name"] == "oemkit-1-a.efi" and doc["upgrade"]["replaced"]["name"] == "oemkit-2-b+3-0.efi"
     assert _cli("image", "verify", unit, "--keys", keys)[0] == 0
     overlay = unit / "appliance.qcow2"
-    assert overlay.stat().st_size < 2 * doc["contents"]["ESP"]["/EFI/Linux/oemkit-3-a+3-0.efi"]["bytes"] + 4 * MB
-    # refused: the core already in the target bank (B now: A holds generation 3)
-    code, _, output = _cli("image", "upgrade", unit, "--core", core2, "--keys", keys)
-    assert code == 1 and "is already in bank B (oemkit-2-b+3-0.efi)" in output
+    assert overlay.stat().st_size < 2 * doc["contents"]["ESP"]["/EFI/Linux/oemkit-3-b+3-0.efi"]["bytes"] + 4 * MB
+    # refused: the core already in the target bank
+    code, _, output = _cli("image", "upgrade", unit, "--core", core3, "--keys", keys)
+    assert code == 1 and "is already in bank B (oemkit-3-b+3-0.efi)" in output
     # refused: another factory's keys (its db signed nothing on this image)
     stranger = _keys(tmp_path / "stranger")
     code, _, output = _cli("image", "upgrade", unit, "--core", core2, "--keys", stranger.folder.parent)

@@ -99,9 +99,12 @@ def test_the_factory_banks_and_what_an_upgrade_writes() -> None:
     banks["b"] = manifest.bank_entry(entry.name, "core2", "y")
     assert manifest.default_bank(banks) == "b"  # the new bank boots first ...
     target, entry = upgrade.plan(banks, "core3")
-    assert (target, entry.generation) == ("a", 3)  # ... so the next upgrade writes the other one
-    with pytest.raises(upgrade.UpgradeRefused, match="already in bank A"):
-        upgrade.plan(banks, "core1")
+    # ... but it is still on trial and A is the only blessed bank: a second upgrade replaces the trial, never A
+    assert (target, entry.generation) == ("b", 3)
+    with pytest.raises(upgrade.UpgradeRefused, match="already in bank B"):
+        upgrade.plan(banks, "core2")
+    banks["b"]["name"] = bank.Entry(2, "b").name  # the box blessed B: now A is the one to replace
+    assert upgrade.plan(banks, "core3")[0] == "a"
     banks["b"]["name"] = bank.Entry(2, "b", 0, 3).name  # tried three times, never blessed: A boots again
     assert manifest.default_bank(banks) == "a"
 

@@ -66,6 +66,13 @@ def test_only_the_last_partition_grows_and_a_damaged_table_is_left_alone(templat
         _grow(disk, 3)
     with disk.open("rb") as fh:
         assert fh.read(34 * 512)[1024:] == before[1024:]  # nothing written
+    raid = Path(shutil.copyfile(template, tmp_path / "raid.raw"))
+    with raid.open("r+b") as fh:  # a larger drive whose last sectors hold a software-RAID anchor (as IMSM's)
+        fh.truncate(256 * MiB)
+        fh.seek(256 * MiB - 1024)
+        fh.write(b"Intel Raid ISM Cfg Sig. ")
+    with pytest.raises(growpart.GrowError, match="not empty"):
+        _grow(raid, 3)
     same = Path(shutil.copyfile(template, tmp_path / "same.raw"))
     assert _grow(same, 3) is None  # the disk is the image's own size
 

@@ -107,6 +107,11 @@ class BootDevice(_Strict):
     name: str
     capacities_gib: list[int] = Field(default_factory=list)
     raid1: bool = False
+    host_raid: bool = Field(
+        False,
+        description="Mirrored by the host's software RAID (Intel VROC), not a controller: the OS sees each drive, "
+        "and the core (no mdadm) cannot assemble the mirror, so no state may live on it.",
+    )
 
 
 class Bmc(_Strict):

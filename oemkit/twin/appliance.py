@@ -12,10 +12,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hypervisor_core import bank
 from hypervisor_core.layout import CONFIG_NAME
 from oemkit.catalog.schema import HardwareModel
 from oemkit.errors import OemkitError, UnreadableInput
-from oemkit.image.appliance.fit import FIXED, GB
+from oemkit.image.appliance.fit import GB, state_may_live_on
 from oemkit.image.appliance.verify import partitions
 from oemkit.image.tools import PATH
 from oemkit.inputs import read_input
@@ -107,7 +108,8 @@ def kernel_of(unit: BuiltUnit, dest: Path) -> Path:
         (Path(tmp) / "ukis").mkdir()
         subprocess.run(["mcopy", "-n", "-i", str(esp), "::/EFI/Linux/*.efi", str(Path(tmp) / "ukis")],
                        capture_output=True, env=env, check=False)  # fmt: skip
-        ukis = sorted((Path(tmp) / "ukis").iterdir())
+        default = bank_name(unit.manifest)
+        ukis = sorted((Path(tmp) / "ukis").iterdir(), key=lambda p: p.name.lower() != default.lower())
         if not ukis:
             raise UnreadableInput("the image's ESP holds no UKI in /EFI/Linux", file=str(unit.image))
         done = subprocess.run(["objcopy", "--dump-section", f".linux={dest}", str(ukis[0]), str(Path(tmp) / "x")],
@@ -122,19 +124,30 @@ def boot_device(model: HardwareModel) -> tuple[int | None, str]:
     (BOSS, M.2, NVMe boot kit: marketed decimal GB), where the image's state partition grows on first boot. A model
     that boots only from SD or USB keeps the image's own size: the twin's virtio disk cannot be one of those, and
     the note says so."""
-    fixed = [(min(d.capacities_gib), d.name) for d in model.boot_devices if d.kind in FIXED and d.capacities_gib]
+    fixed = [(min(d.capacities_gib), d.name) for d in model.boot_devices if state_may_live_on(d) and d.capacities_gib]
     if fixed:
         size, name = min(fixed)
         return size * GB, f"the embedded boot device is a {size} GB {name}"
-    kinds = ", ".join(sorted({d.kind for d in model.boot_devices})) or "none in the catalog"
-    return None, f"{model.id} boots from {kinds}: the twin's boot disk is a fixed virtio disk of the image's size"
+    kinds = ", ".join(sorted({d.kind + " (software RAID)" * d.host_raid for d in model.boot_devices})) or "none"
+    return None, (
+        f"{model.id} boots from {kinds}: the twin's boot disk is one virtio disk of the image's size, "
+        "where the box would refuse state on its boot device"
+    )
+
+
+def bank_name(manifest: dict) -> str:
+    """The UKI the firmware boots first: the highest generation that still has tries (hypervisor_core/bank.py)."""
+    entries = [bank.parse(str(e.get("name", ""))) for e in (manifest.get("banks") or {}).values()]
+    usable = [e for e in entries if e is not None and (e.tries_left is None or e.tries_left > 0)]
+    return max(usable, key=lambda e: e.generation).name if usable else ""
 
 
 def pcr15_matches(expected: str | None, measured: str | None) -> bool | None:
-    """Whether the box measured the config the factory built this image with (None: nothing to compare)."""
-    if not expected or not measured:
+    """Whether the box measured the config the factory built this image with. The twin always has a TPM, so a
+    status without a measurement is no match (False); None only when the manifest predicts nothing."""
+    if not expected:
         return None
-    return expected.lower() == measured.lower()
+    return bool(measured) and expected.lower() == str(measured).lower()
 
 
 def require_tools() -> None:

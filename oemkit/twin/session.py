@@ -262,20 +262,22 @@ def boot_image(
             oem_strings=p.oem_strings(poweroff=True),  # power off after the ready line, not idle as a box does
         )
         swtpm = None
-        if tpm:  # the box's TPM 2.0: swtpm with a fresh state, as a new box's TPM
-            (work / "tpm").mkdir()
-            sock = work / "tpm" / "sock"
-            swtpm = subprocess.Popen(
-                ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={work / 'tpm'}", "--ctrl",
-                 f"type=unixio,path={sock}", "--terminate"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            for _ in range(100):
-                if sock.exists():
-                    break
-                time.sleep(0.05)
-            argv += uefi.tpm_args(sock)
-        try:
+        try:  # from here every exit (Ctrl-C in the socket wait too) ends the swtpm it started
+            if tpm:  # the box's TPM 2.0: swtpm with a fresh state, as a new box's TPM
+                (work / "tpm").mkdir()
+                sock = work / "tpm" / "sock"
+                swtpm = subprocess.Popen(
+                    ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={work / 'tpm'}", "--ctrl",
+                     f"type=unixio,path={sock}", "--terminate"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                for _ in range(100):
+                    if sock.exists() or swtpm.poll() is not None:
+                        break
+                    time.sleep(0.05)
+                if not sock.exists():
+                    raise OemkitError(f"swtpm did not start (exit {swtpm.poll()}): the twin has no TPM")
+                argv += uefi.tpm_args(sock)
             return _run(argv, timeout, log, force, echo, poweroff_wait=POWEROFF_WAIT)
         finally:
             if swtpm is not None:

@@ -90,17 +90,25 @@ def gpt_table(path: Path, disk_guid: str, partitions: list[Partition], epoch: in
     return starts
 
 
+# bookworm's mke2fs.conf defaults for ext4, written out (mke2fs runs without that file)
+EXT4_FEATURES = ("has_journal,ext_attr,resize_inode,dir_index,filetype,extent,64bit,flex_bg,sparse_super,large_file,"
+                 "huge_file,dir_nlink,extra_isize,metadata_csum")  # fmt: skip
+
+
 def ext4_image(path: Path, size_mib: int, label: str, fs_uuid: str, epoch: int) -> Path:
     """An empty ext4 filesystem image, the same bytes every time: a fixed UUID and directory hash seed, the fake
     clock e2fsprogs honours, root-owned. 4 KiB blocks and the default inode ratio, not mke2fs's "small" type a
     filesystem this size would get: it is grown on the box to the boot device's end (hypervisor_core/growpart.py),
     where 1 KiB blocks would make tens of thousands of block groups."""
     path.unlink(missing_ok=True)
-    env = {**_env(epoch), "E2FSPROGS_FAKE_TIME": str(epoch)}
+    # no /etc/mke2fs.conf: every feature and size named here, so the host's defaults cannot change the bytes (or
+    # add a feature the core's kernel, 6.1, cannot mount)
+    env = {**_env(epoch), "E2FSPROGS_FAKE_TIME": str(epoch), "MKE2FS_CONFIG": "/dev/null"}
     with tempfile.TemporaryDirectory(prefix="oemkit-ext4-") as empty:
         os.utime(empty, (epoch, epoch))
-        cmd = ["mkfs.ext4", "-q", "-F", "-T", "default", "-b", "4096", "-L", label, "-U", fs_uuid,
-               "-E", f"root_owner=0:0,hash_seed={fs_uuid}", "-d", empty, str(path), f"{size_mib}M"]  # fmt: skip
+        cmd = ["mke2fs", "-q", "-F", "-t", "ext4", "-O", EXT4_FEATURES, "-b", "4096", "-I", "256", "-i", "16384",
+               "-L", label, "-U", fs_uuid, "-E", f"root_owner=0:0,hash_seed={fs_uuid}", "-d", empty, str(path),
+               f"{size_mib}M"]  # fmt: skip
         run_tool(cmd, what="mkfs.ext4", env=env)
     return path
 
@@ -191,7 +199,7 @@ def _mtools(args: list[str], image: Path, offset: int, what: str, epoch: int = 0
 
 def fat_files(image: Path, offset: int) -> list[str]:
     """Every file (not folder) of the FAT filesystem at `offset`, as /PATH, in mtools' order."""
-    done = _mtools(["mdir", "-/", "-b", "::/"], image, offset, "mdir")
+    done = _mtools(["mdir", "-a", "-/", "-b", "::/"], image, offset, "mdir")  # -a: hidden and system files too
     names = done.stdout.decode(errors="replace").splitlines()
     return [n.removeprefix("::") for n in names if n.startswith("::/") and not n.endswith("/")]
 

@@ -74,20 +74,27 @@ def check(cat: Catalog, model_id: str, image_bytes: int, where: str) -> dict[str
     return {"checked": True, "model": model_id, "image_bytes": image_bytes, "smallest_device": device}
 
 
+def state_may_live_on(d: BootDevice) -> bool:
+    """A fixed disk the core sees as one device: a BOSS, an M.2 or NVMe kit behind a controller. Not flash that
+    wears (SD, IDSDM, USB), not a mirror of the host's software RAID (its halves look like two disks to the core)."""
+    return d.kind in FIXED and not d.host_raid
+
+
 def _device(d: BootDevice) -> str:
     caps = sorted(set(d.capacities_gib))
     size = "no capacity" if not caps else f"{caps[0]} GB" if len(caps) == 1 else f"{caps[0]}–{caps[-1]} GB"
-    return f"{d.name} ({size}{', RAID 1' if d.raid1 else ''})"
+    raid = ", RAID 1 by the host's software RAID" if d.host_raid else ", RAID 1" if d.raid1 else ""
+    return f"{d.name} ({size}{raid})"
 
 
 def boot_device_table(cat: Catalog) -> str:
     """docs/appliance.md's table: each model's embedded boot devices, fixed disks apart from flash that wears,
     and the device the fit check uses (Markdown, one row per model)."""
-    rows = ["| model | fixed disk: state may live on the boot device | flash that wears: state on a local fixed disk "
-            "| smallest with a capacity |", "|---|---|---|---|"]  # fmt: skip
+    rows = ["| model | fixed disk: state may live on the boot device | not for state (flash that wears, or a mirror "
+            "only the host's software RAID assembles) | smallest with a capacity |", "|---|---|---|---|"]  # fmt: skip
     for model in cat:
-        fixed = [_device(d) for d in model.boot_devices if d.kind in FIXED]
-        flash = [_device(d) for d in model.boot_devices if d.kind in FLASH]
+        fixed = [_device(d) for d in model.boot_devices if state_may_live_on(d)]
+        flash = [_device(d) for d in model.boot_devices if not state_may_live_on(d)]
         small = smallest(cat, model.id, "(catalog)")
         least = f"{small['name']}, {small['capacity_gb']} GB" if small else "none: not checked"
         rows.append(f"| {model.id} | {'; '.join(fixed) or '—'} | {'; '.join(flash) or '—'} | {least} |")

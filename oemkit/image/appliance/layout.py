@@ -31,10 +31,10 @@ ESP_NAME, CONFIG_NAME, STATE_NAME = "ESP", "oemkit-config", "oemkit-state"  # GP
 ESP_LABEL = bank.ESP_LABEL  # the init finds the ESP by it to bless a bank
 CONFIG_LABEL = CONFIG_PARTITION_LABEL  # the init finds the config partition by it
 STATE_FS_LABEL = STATE_LABEL  # the init finds the state filesystem by it
-LOADER_CONF = b"timeout 0\nconsole-mode keep\n"
+LOADER_CONF = b"timeout 0\nconsole-mode keep\neditor no\n"  # no command-line editing at the console
 NAMESPACE = uuid.UUID("1f0c6a3e-6b5e-4f4e-9a57-0e6b1d7a0c11")  # oemkit's: GUIDs of an image derive from it
 BASE = ".base"  # the identity part that stands for "no unit": a serial can never start with a dot
-LAYOUT = 2  # bump when anything on this page changes: part of the shared base's cache key
+LAYOUT = 3  # bump when anything on this page changes: part of the shared base's cache key
 
 ESP_START = ALIGN_SECTORS * SECTOR
 CONFIG_START = ESP_START + ESP_MIB * MiB

@@ -30,6 +30,7 @@ TOOLS = {
     "qemu-img": (["qemu-img", "--version"], r"qemu-img version ([^\n]+)"),
     "osslsigncode": (["osslsigncode", "--version"], r"osslsigncode (\S+)"),
     "objcopy": (["objcopy", "--version"], r"GNU objcopy [^\n]*? (\S+)\n"),
+    "mke2fs": (["mke2fs", "-V"], r"mke2fs (\S+ \([^)]*\))"),
 }
 
 

@@ -40,12 +40,20 @@ def _signed(efi: Path, keys: SecureBootKeys) -> bool:
 
 
 def plan(banks: dict[str, dict], core_id: str, where: str | None = None) -> tuple[str, bank.Entry]:
-    """The bank to write and its new entry: not the default bank, the next generation, counted. Pure."""
+    """The bank to write and its new entry: the next generation, counted. Pure. Normally the bank that is not the
+    default; but never the last blessed bank: when the default is itself on trial (an upgrade not yet proven, e.g.
+    two offline upgrades before shipping), that trial bank is replaced, so the box always keeps one bank to roll
+    back to (two banks on trial could leave it nothing but a reboot loop)."""
     default = manifest.default_bank(banks)
-    target = next(b for b in bank.BANKS if b != default)
-    if banks[target]["core_id"] == core_id:
-        name = banks[target]["name"]
-        raise UpgradeRefused(f"core {core_id} is already in bank {target.upper()} ({name})", file=where)
+    other = next(b for b in bank.BANKS if b != default)
+    entries = {b: bank.parse(e["name"]) for b, e in banks.items()}
+    on_trial = entries[default] is not None and entries[default].tries_left is not None  # type: ignore[union-attr]
+    other_blessed = entries[other] is not None and entries[other].tries_left is None  # type: ignore[union-attr]
+    target = default if on_trial and other_blessed else other
+    for b in (target, *(b for b, e in entries.items() if e is not None and e.tries_left is None)):
+        if banks[b]["core_id"] == core_id:  # in the target already, or kept in a blessed bank: nothing to do
+            name = banks[b]["name"]
+            raise UpgradeRefused(f"core {core_id} is already in bank {b.upper()} ({name})", file=where)
     generation = max(int(e["generation"]) for e in banks.values()) + 1
     return target, bank.new_entry(generation, target, counting=True)
 
