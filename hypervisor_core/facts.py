@@ -75,6 +75,7 @@ class Facts:
     tpm: bool
     boot_bank: str | None = None  # the appliance bank systemd-boot started (hypervisor_core/bank.py), if any
     pcr15: str | None = None  # the TPM's PCR 15 (sha256) as first boot found it: the init measured the config
+    on_trial: bool = False  # the booted bank is still counted by systemd-boot (an upgrade not yet blessed)
 
     @property
     def virtualization(self) -> str | None:
@@ -375,16 +376,21 @@ def probe(root: Path = Path("/")) -> Facts:
     )
 
 
-def boot_state(root: Path = Path("/")) -> dict[str, str | None]:
+def boot_state(root: Path = Path("/")) -> dict[str, Any]:
     """The booted bank and PCR 15: cheap, and read even when first boot stops before probing the rest."""
-    entry = bank.booted(root / "sys/firmware/efi/efivars")
+    efivars = root / "sys/firmware/efi/efivars"
+    entry = bank.booted(efivars)
     try:
         pcr15: str | None = tpm.read(sysfs=root / "sys/class/tpm/tpm0/pcr-sha256")
     except (OSError, UnicodeDecodeError):
         pcr15 = None
     if pcr15 is not None and not (len(pcr15) == 64 and all(c in "0123456789abcdef" for c in pcr15)):
         pcr15 = None
-    return {"boot_bank": entry.bank if entry else None, "pcr15": pcr15}
+    return {
+        "boot_bank": entry.bank if entry else None,
+        "pcr15": pcr15,
+        "on_trial": bank.counting_path(efivars) is not None,
+    }
 
 
 def load_facts(path: Path) -> Facts:

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from hypervisor_core import __version__, bank, config, hostnet, layout
+from hypervisor_core import __version__, config, hostnet, layout
 from hypervisor_core.actions import Verify
 from hypervisor_core.apply import Journal, StepResult, apply_plan
 from hypervisor_core.backends import Backends
@@ -87,7 +87,8 @@ class FirstBootRun:
         self.cfg: config.UnitConfig | None = None
         self.details: dict[str, Any] = {}  # what the report adds to the status: resolved devices, warnings, resume
         # the booted bank and PCR 15, in every status: known from the box before anything else is read
-        self.boot: dict[str, str | None] = {"boot_bank": None, "pcr15": None}
+        self.boot: dict[str, Any] = {"boot_bank": None, "pcr15": None, "on_trial": False}
+        self.trial_check_s = TRIAL_CHECK_S
         self.fault: str | None = None  # why a FAILED run failed: see FAULTS
         # Once a box is configured, only a run that applies (with --force) may replace its status and report.
         self.configured = state.done_marker.exists() and not force
@@ -176,7 +177,10 @@ class FirstBootRun:
     def _run(
         self, raw: bytes, public_key: bytes | None, connect: Callable[[], Any], facts: Facts | None
     ) -> dict[str, Any]:
-        self.boot = {"boot_bank": facts.boot_bank, "pcr15": facts.pcr15} if facts else boot_state(self.layout.root)
+        if facts is not None:
+            self.boot = {"boot_bank": facts.boot_bank, "pcr15": facts.pcr15, "on_trial": facts.on_trial}
+        else:
+            self.boot = boot_state(self.layout.root)
         link = link_on_the_way(self.layout.root, self.layout.report)
         if link is not None:  # the state folder must be the root's own: a link would carry every write out of it
             why = f"{link} is a symbolic link: first boot writes its state under {self.layout.root} only"
@@ -200,7 +204,7 @@ class FirstBootRun:
                 return self.finish("FAILED", why, write=False, fault=REFUSAL)
             if done_id == cfg.content_id:
                 self.line("first boot already done for this config: nothing to do (--force re-runs it)")
-                if self.live and bank.counting_path() is not None:
+                if self.boot["on_trial"]:
                     # a new core on trial must show it runs this box before the init keeps it: not merely that
                     # the config is the one applied, but that libvirt holds and runs what first boot made
                     problem = self._check_on_trial(cfg, facts, connect)
@@ -264,7 +268,7 @@ class FirstBootRun:
         except Exception as exc:  # a core that cannot do this much is what the trial exists to catch
             return f"{type(exc).__name__}: {exc}"
         backends = Backends(HostFiles(self.layout, live=self.live), LibvirtConnection(conn, self.layout), self)
-        deadline, problem = time.monotonic() + TRIAL_CHECK_S, None
+        deadline, problem = time.monotonic() + self.trial_check_s, None
         while True:
             try:
                 check.run(backends)

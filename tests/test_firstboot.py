@@ -18,6 +18,7 @@ from hypervisor_core import bank, config, firstboot
 from hypervisor_core.backends.libvirt import read_back
 from hypervisor_core.facts import probe
 from hypervisor_core.firstboot import first_boot
+from hypervisor_core.layout import Layout
 from oemkit.cli.app import app
 from oemkit.seal.compile import Compiled, sign
 from oemkit.seal.keys import load_private_key
@@ -407,3 +408,36 @@ def test_a_failed_step_is_the_steps_fault_not_a_refusal(unit: Path, tmp_path: Pa
     status = status_line(console)
     assert (status["status"], status["fault"]) == ("FAILED", "step"), status
     assert "host.hostname" in status["reason"], status
+
+
+def _on_trial(box: Path) -> None:
+    """What systemd-boot leaves for a bank on trial: the entry it picked and the counted file's path."""
+    efivars = box / "sys/firmware/efi/efivars"
+    efivars.mkdir(parents=True, exist_ok=True)
+    for name, value in (("LoaderEntrySelected", "oemkit-2-b+3-0.efi"),
+                        ("LoaderBootCountPath", "\\EFI\\Linux\\oemkit-2-b+2-1.efi")):  # fmt: skip
+        (efivars / f"{name}-{bank.LOADER_GUID}").write_bytes(b"\x06\0\0\0" + value.encode("utf-16-le") + b"\0\0")
+
+
+def test_a_configured_box_on_trial_must_show_libvirt_runs_what_first_boot_made(unit: Path, tmp_path: Path) -> None:
+    """An upgrade reaches a box configured long ago: "already done" is not enough for a core on trial. READY only
+    when libvirt holds and runs what first boot made; a workload not running is the core's fault (the init then
+    reboots and the firmware falls back), not a refusal."""
+    conn = libvirt.open(test_uri())
+    box, root = facts_tree(R650_DUMP, SERIAL, tmp_path / "box"), tmp_path / "root"
+    assert status_line(_boot(unit.read_bytes(), box, root, conn)[1])["status"] == "READY"  # the old core's first boot
+    _on_trial(box)
+
+    def again() -> dict:
+        out = io.StringIO()
+        run = firstboot.FirstBootRun(Layout(root), out)
+        run.trial_check_s = 0.5
+        run.run(unit.read_bytes(), public_key(), lambda: conn, probe(box))
+        return status_line(out.getvalue())
+
+    first = again()
+    assert (first["status"], first["reason"], first["bank"]) == ("READY", "already done", "b"), first
+    conn.lookupByName("nvr").destroy()  # under the new core, a workload did not come up
+    second = again()
+    assert (second["status"], second["fault"]) == ("FAILED", "core"), second
+    assert second["reason"].startswith("on trial: ") and "nvr is not running" in second["reason"], second
