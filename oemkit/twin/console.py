@@ -21,7 +21,8 @@ from typing import IO, Any
 
 from hypervisor_core.layout import STATUS_LINE
 
-_ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[@-Z\\-_])")
+# CSI sequences, and every two-byte escape (ESC c, the reset SeaBIOS sends before the kernel's first line, too)
+_ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[@-~])")
 _MARK = re.compile(r"^oemkit-core: (\w+) t=([0-9.]+)")  # at a line's start: a banner cannot forge one
 STATUS = f"{STATUS_LINE} "
 SETTLE_SECONDS = 30.0  # after the status line, for the init's "ready" (state saved and synced)
