@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from oemkit import __version__
-from oemkit.cli import boot, catalog, core, firstboot, image, keys, profile, seal
+from oemkit.cli import boot, catalog, core, firstboot, image, keys, line, profile, seal
 from oemkit.cli.common import AppState
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.add_typer(firstboot.firstboot_app, name="firstboot")
 app.add_typer(core.app, name="core")
 app.add_typer(image.app, name="image")
 app.command("boot")(boot.boot_command)
+app.command("line")(line.line_command)
 
 
 def _version(value: bool) -> None:
