@@ -21,8 +21,9 @@ from typing import IO, Any
 
 from hypervisor_core.layout import STATUS_LINE
 
-# CSI sequences, and every two-byte escape (ESC c, the reset SeaBIOS sends before the kernel's first line, too)
-_ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[@-~])")
+# Terminal control from the firmware and the kernel, which may precede a mark on its line: CSI sequences in ECMA-48's
+# full grammar (SeaBIOS sends ESC[=3h), every other two-byte escape (ESC c: its reset), and the C0 controls left.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-~])|[\x00-\x08\x0b-\x1f\x7f]")
 _MARK = re.compile(r"^oemkit-core: (\w+) t=([0-9.]+)")  # at a line's start: a banner cannot forge one
 STATUS = f"{STATUS_LINE} "
 SETTLE_SECONDS = 30.0  # after the status line, for the init's "ready" (state saved and synced)
