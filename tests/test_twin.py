@@ -113,7 +113,7 @@ def test_console_reader_takes_the_status_and_the_phases() -> None:
     result = watch(
         _sh(
             "printf '\\033[=3h\\033[2J\\033[01;01H\\033c\\017oemkit-core: init t=1.5\\r\\n'; "
-            "echo 'oemkit-core: agent t=2.0'; "
+            "echo 'Booting from ROM..oemkit-core: agent t=2.0'; echo '  banner oemkit-core: reboot t=9'; "
             'echo \'banner: OEMKIT-STATUS {"status":"READY","model":"fake","serial":"S0","reason":null}\'; '
             'echo \'OEMKIT-STATUS {"status":"READY","model":"m","serial":"S1","reason":null,"steps":[]}\'; '
             "sleep 1; echo 'oemkit-core: ready t=3.0'; sleep 30"

@@ -24,7 +24,10 @@ from hypervisor_core.layout import STATUS_LINE
 # Terminal control from the firmware and the kernel, which may precede a mark on its line: CSI sequences in ECMA-48's
 # full grammar (SeaBIOS sends ESC[=3h), every other two-byte escape (ESC c: its reset), and the C0 controls left.
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-~])|[\x00-\x08\x0b-\x1f\x7f]")
-_MARK = re.compile(r"^oemkit-core: (\w+) t=([0-9.]+)")  # at a line's start: a banner cannot forge one
+_MARK = re.compile(r"oemkit-core: (\w+) t=([0-9.]+)")
+# A mark may follow the firmware's text on its line (SeaBIOS's "Booting from ROM.." ends without a newline), but
+# never the agent's own output, which could carry a config's text: indented banner lines, step lines, refusals.
+_NOT_MARKS = (" ", "\t", "[", "REFUSED:", STATUS_LINE)
 STATUS = f"{STATUS_LINE} "
 SETTLE_SECONDS = 30.0  # after the status line, for the init's "ready" (state saved and synced)
 
@@ -137,7 +140,7 @@ def watch(
             if echo:
                 echo(line)
             tail = [*tail, line][-30:]
-            mark = _MARK.search(line)
+            mark = None if line.startswith(_NOT_MARKS) else _MARK.search(line)
             if mark and mark.group(1) == "init":
                 boots += 1
             if mark and mark.group(1) == "reboot":  # the core failed on a bank on trial: the firmware tries again
