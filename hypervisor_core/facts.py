@@ -20,7 +20,7 @@ from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from hypervisor_core import bank, tpm
+from hypervisor_core import bank, layout, tpm
 from hypervisor_core.config import parse_json
 from hypervisor_core.fsutil import read_regular
 from hypervisor_core.identity import DMI_FIELDS, SmbiosIdentity, clean
@@ -306,11 +306,16 @@ def _vpd_serial(device: Path) -> str | None:
 
 
 def _mounted_devices(root: Path) -> set[str]:
+    """The block devices mounted, but for the state first boot moved onto a datastore disk (its partition named
+    oemkit-datastore, hypervisor_core/statedisk.py): that disk is the datastore's, not boot media in use."""
     names = set()
     for line in (_read(root / "proc/mounts") or "").splitlines():
         source = line.split(" ", 1)[0]
         if source.startswith("/dev/"):
-            names.add(source.removeprefix("/dev/"))
+            name = source.removeprefix("/dev/")
+            uevent = _read(root / "sys/class/block" / name / "uevent") if _plain_name(name) else None
+            if f"PARTNAME={layout.STATE_PART_NAME}" not in (uevent or "").splitlines():
+                names.add(name)
     return names
 
 

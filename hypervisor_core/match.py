@@ -135,8 +135,7 @@ def resolve_datastore(cfg: UnitConfig, facts: Facts) -> tuple[Disk, ...]:
     return tuple(fits)
 
 
-def match(cfg: UnitConfig, facts: Facts) -> Matched:
-    check_identity(cfg, facts)
+def check_security(cfg: UnitConfig, facts: Facts) -> None:
     sec = cfg.security
     if sec.require_secure_boot:
         if facts.secure_boot is False:
@@ -145,5 +144,10 @@ def match(cfg: UnitConfig, facts: Facts) -> Matched:
             raise Refusal("Secure Boot is required but this box was not booted through UEFI: it cannot be verified")
     if sec.require_tpm and not facts.tpm:
         raise Refusal("a TPM is required but this box shows none (/sys/class/tpm/tpm0)")
+
+
+def match(cfg: UnitConfig, facts: Facts) -> Matched:
+    check_identity(cfg, facts)
+    check_security(cfg, facts)
     uplinks, warnings = resolve_uplinks(cfg, facts)
     return Matched(uplinks, resolve_datastore(cfg, facts), warnings)

@@ -24,8 +24,8 @@ def _block() -> tuple[str, str]:
 
 
 LAYOUT_NAMES = ("STATE", "UNIT", "DONE", "HOST_CONFIG", "NETWORK", "HOSTNAME_FILE", "FACTORY_KEY", "STATE_LABEL",
-                "CONFIG_LABEL", "CONFIG_PARTITION_LABEL", "CONFIG_NAME", "STATUS_LINE", "STATE_DIRS",
-                "STATE_FILES")  # fmt: skip
+                "STATE_PART_NAME", "CONFIG_LABEL", "CONFIG_PARTITION_LABEL", "CONFIG_NAME", "STATUS_LINE",
+                "STATE_DIRS", "STATE_FILES")  # fmt: skip
 
 
 def _init_values(names: tuple[str, ...] = LAYOUT_NAMES) -> dict[str, str]:
@@ -46,6 +46,7 @@ def test_the_init_declares_the_layout_of_the_agent() -> None:
         "HOSTNAME_FILE": f"/{layout.HOSTNAME}",
         "FACTORY_KEY": f"/{layout.FACTORY_KEY}",
         "STATE_LABEL": layout.STATE_LABEL,
+        "STATE_PART_NAME": layout.STATE_PART_NAME,
         "CONFIG_LABEL": layout.CONFIG_LABEL,
         "CONFIG_PARTITION_LABEL": layout.CONFIG_PARTITION_LABEL,
         "CONFIG_NAME": layout.CONFIG_NAME,

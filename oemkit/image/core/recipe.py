@@ -168,6 +168,7 @@ LOADED_MODULES: tuple[str, ...] = (
 MODULE_OPTIONS: tuple[tuple[str, str], ...] = (
     ("bonding", "max_bonds=0"),  # no stray bond0 before the agent makes its own
     ("scsi_mod", "scan=sync"),  # a controller's disks exist when its modprobe returns: no wait for the state disk
+    ("usb_storage", "delay_use=0"),  # a USB boot device (SD/IDSDM kits) is scanned at once, not after 1 s
 )
 # The names libvirt runs, all one multi-call binary (it dispatches on its own name).
 IPTABLES_LINKS = tuple(f"/usr/sbin/{t}{s}" for t in ("iptables", "ip6tables") for s in ("", "-save", "-restore"))
