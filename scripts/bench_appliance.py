@@ -82,10 +82,10 @@ def main() -> None:
         run, core, image, vars_fd = prepare(Path(tmp_name), args.core)
         model = load_catalog().get(run.twin.model_id)
         assert model is not None
-        size, _ = appliance.boot_device(model)  # the 240 GB BOSS-S2 the state partition grows to, as `oemkit boot`
+        device = appliance.boot_device(model)  # the 240 GB BOSS-S2 the state partition grows to, as `oemkit boot`
         for i in range(args.boots):
             rows["direct"].append(one(session.boot(run, core, accel="tcg", timeout=900), "direct-kernel boot"))
-            booted = session.boot_image(run, image, vars_fd, boot_disk_bytes=size, accel="tcg", timeout=900)
+            booted = session.boot_image(run, image, vars_fd, boot=device, accel="tcg", timeout=900)
             rows["image"].append(one(booted, "image"))
             last = {k: v[-1]["ready"] for k, v in rows.items()}
             print(f"round {i + 1}: direct {last['direct']:.2f} s, image {last['image']:.2f} s", file=sys.stderr)

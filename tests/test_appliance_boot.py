@@ -101,11 +101,12 @@ def _build(unit: Path, core: Path, keys_dir: Path, out: Path, *extra: str) -> di
     return json.loads(result.stdout)
 
 
-def _boot(unit_dir: Path, vars_fd: Path, log: Path) -> tuple[int, dict, str]:
+def _boot(unit_dir: Path, vars_fd: Path, log: Path, *extra: str) -> tuple[int, dict, str]:
     """`oemkit boot OUT/<serial> --json`: exit code, the JSON, the console. Retried once, and only, when the twin's
     own kernel stalled in a soft lockup (seen once in ~25 image boots here, in libvirtd starting a nested workload:
     TCG emulating the workloads' KVM, not the core); the stalled console is kept beside the log."""
     args = ["boot", str(unit_dir), "--vars", str(vars_fd), "--accel", "tcg", "--timeout", "600", "--log", str(log)]
+    args += extra
     for attempt in (1, 2):
         result = runner.invoke(app, [*args, "--json"])
         console = log.read_text()
@@ -200,6 +201,73 @@ def test_an_upgrade_boots_on_trial_and_is_blessed(order: Path, core_dir: Path, f
     assert runner.invoke(app, ["image", "verify", str(unit_dir)]).exit_code == 0
 
 
+SD_PROFILES = REPO / "tests" / "data" / "profiles" / "sd-boot"
+SD_SERIAL = "CZJ8SD0001"
+
+
+@pytest.fixture(scope="module")
+def sd_unit(core_dir: Path, factory, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store on an HPE ProLiant DL360 Gen10, which boots only from SD (its dual-microSD USB kit) or USB."""
+    keys, _ = factory
+    out = tmp_path_factory.mktemp("sd")
+    unit = out / f"{SD_SERIAL}.json"
+    compile_to(SD_PROFILES / "store-sd.yaml", SD_PROFILES / "sites" / "store-ber02.yaml", SD_SERIAL, unit)
+    _build(unit, core_dir, keys.folder.parent, out)
+    return out / SD_SERIAL
+
+
+def _debugfs(disk: Path, command: str) -> str:
+    """debugfs on the ext4 at 1 MiB into `disk` (where the moved state's partition starts)."""
+    return subprocess.run(["debugfs", "-R", command, f"{disk}?offset={1 << 20}"], capture_output=True, text=True,
+                          check=True).stdout  # fmt: skip
+
+
+def _first_boot_moved_the_state(unit_dir: Path, vars_fd: Path, box: Path, log: Path) -> str:
+    code, doc, console = _boot(unit_dir, vars_fd, log, "--box", str(box))
+    assert (code, doc["status"], doc["reason"], doc["pcr15_match"]) == (0, "READY", None, True), console[-3000:]
+    assert re.search(r"oemkit-core: state t=\S+ volatile: refused /dev/sd[a-z]3 \(USB\)", console), console[-3000:]
+    moved = re.search(r"oemkit-core: state t=\S+ moved to (/dev/sd[a-z]1) \(the datastore's first disk\) from "
+                      r"/dev/sd[a-z]3", console)  # fmt: skip
+    assert moved, console[-3000:]
+    assert re.search(r"oemkit-core: grow t=\S+ /run/oemkit/state grown to [\d,]+ bytes", console), console[-3000:]
+    assert re.search(rf"oemkit-core: state t=\S+ persistent on {moved.group(1)}", console), console[-3000:]
+    return console
+
+
+def test_a_box_booting_from_sd_moves_its_state_to_the_datastore_disk(sd_unit: Path, factory, tmp_path: Path) -> None:
+    """The twin gives the image on USB (as the DL360's microSD kit presents itself); the init refuses state there;
+    first boot, with the unit's verified config, copies the image's empty state filesystem onto the datastore rule's
+    SSD (a new GPT partition to the disk's end), grows it and runs the plan on it: READY, and the workload's volume
+    is on that disk. The shipped image is unchanged and still verifies."""
+    keys, vars_fd = factory
+    before = _sha(sd_unit / "appliance.qcow2")
+    _first_boot_moved_the_state(sd_unit, vars_fd, tmp_path / "box", tmp_path / "console.txt")
+    ssd = tmp_path / "box" / "disk0.raw"  # the twin's datastore SSD, kept by --box
+    table = subprocess.run(["sgdisk", "-v", "-i", "1", str(ssd)], capture_output=True, text=True).stdout
+    assert "No problems found" in table and "Partition name: 'oemkit-datastore'" in table, table
+    assert "edge-fw-root.img" in _debugfs(ssd, "ls -l /var/lib/oemkit/pools/datastore")
+    assert _debugfs(ssd, "cat /var/lib/oemkit/firstboot.done").strip().startswith("sha256:")
+    assert _sha(sd_unit / "appliance.qcow2") == before
+    verified = runner.invoke(app, ["image", "verify", str(sd_unit), "--keys", str(keys.folder.parent)])
+    assert verified.exit_code == 0, verified.output
+
+
+@pytest.mark.heavy
+def test_a_box_booting_from_sd_finds_its_moved_state_at_the_next_power_on(
+    sd_unit: Path, factory, tmp_path: Path
+) -> None:
+    """Powered on again (the same twin: --box), the box finds its state on the datastore disk, not on the SD: the
+    host config first boot wrote is applied and first boot is not run again."""
+    _, vars_fd = factory
+    box = tmp_path / "box"
+    _first_boot_moved_the_state(sd_unit, vars_fd, box, tmp_path / "first.txt")
+    code, doc, console = _boot(sd_unit, vars_fd, tmp_path / "second.txt", "--box", str(box))
+    assert (code, doc["status"], doc["reason"], doc["steps"]) == (0, "READY", "already done", []), console[-3000:]
+    assert re.search(r"oemkit-core: state t=\S+ persistent on /dev/sd[a-z]1\n", console), console[-3000:]
+    assert "moved to" not in console and "refused" not in console
+    assert re.search(r"oemkit-core: hostconfig t=\S+ applied, hostname sd-ber02-czj8sd0001", console)
+
+
 @pytest.mark.heavy
 def test_a_core_failing_on_trial_rolls_back_after_three_boots(
     order: Path, core_dir: Path, factory, tmp_path: Path
@@ -225,15 +293,23 @@ def test_a_core_failing_on_trial_rolls_back_after_three_boots(
 
 @pytest.mark.heavy
 @pytest.mark.parametrize(
-    ("profile", "site", "serial", "model"),
-    [
-        ("remote-clinic", "clinic-valley", "CLV00001", "hpe-proliant-dl360-gen10-plus"),
-        ("factory-edge", "factory-plant1", "FEP00001", "lenovo-thinksystem-sr650-v2"),
+    ("profile", "site", "serial", "model", "state"),
+    [  # the DL360 Gen10 Plus's NS204i-p is a hardware mirror: one fixed disk; the SR650 V2's M.2 kit a VROC mirror
+        ("remote-clinic", "clinic-valley", "CLV00001", "hpe-proliant-dl360-gen10-plus", r"persistent on /dev/vda3"),
+        (
+            "factory-edge",
+            "factory-plant1",
+            "FEP00001",
+            "lenovo-thinksystem-sr650-v2",
+            r"moved to /dev/nvme\d+n1p1 \(the datastore's first disk\) from /dev/vd[ab]3",
+        ),
     ],
 )
 def test_each_example_profile_boots_ready_on_its_own_vendors_twin(
-    profile: str, site: str, serial: str, model: str, core_dir: Path, factory, tmp_path: Path
+    profile: str, site: str, serial: str, model: str, state: str, core_dir: Path, factory, tmp_path: Path
 ) -> None:
+    """Each on its vendor's twin and real site. The SR650 V2 boots from two M.2 halves the core sees apart (no
+    mdadm): the state is refused on them and moved to the datastore's first NVMe drive."""
     keys, vars_fd = factory
     unit = tmp_path / f"{serial}.json"
     compile_to(REPO / "profiles" / f"{profile}.yaml", REPO / "profiles" / "sites" / f"{site}.yaml", serial, unit)
@@ -241,3 +317,4 @@ def test_each_example_profile_boots_ready_on_its_own_vendors_twin(
     code, doc, console = _boot(tmp_path / "out" / serial, vars_fd, tmp_path / "console.txt")
     assert (code, doc["status"], doc["reason"]) == (0, "READY", None), console[-3000:]
     assert (doc["model"], doc["bank"], doc["pcr15_match"]) == (model, "a", True)
+    assert re.search(r"oemkit-core: state t=\S+ " + state, console), console[-3000:]

@@ -179,3 +179,31 @@ def test_the_catalog_is_loaded_again_only_when_a_model_file_changes(tmp_path: Pa
     model = cat / "dell" / "poweredge-r650.yaml"
     model.write_text(model.read_text() + "\n")
     assert fit.catalog(cat) is not first and len(fit.catalog(cat)) == len(load_catalog(cat))
+
+
+def test_the_twin_gives_each_model_its_kind_of_boot_device(catalog: Catalog) -> None:
+    """A fixed boot disk at its smallest size (the state grows there); SD/IDSDM or USB-only boxes on USB (each kit
+    presents itself to the host as USB mass storage: the core refuses state there and first boot moves it); a VROC
+    M.2 mirror as its two halves."""
+    from oemkit.twin import appliance, qemu
+    from oemkit.twin.spec import Smbios, Twin
+
+    def device(model_id: str) -> tuple:
+        model = catalog.get(model_id)
+        assert model is not None
+        d = appliance.boot_device(model)
+        return d.size, d.bus, d.mirror
+
+    assert device("dell-poweredge-r650") == (240 * fit.GB, "virtio", False)
+    assert device("hpe-proliant-dl360-gen10") == (None, "usb", False)
+    assert device("dell-poweredge-r620") == (None, "usb", False)
+    assert device("lenovo-thinksystem-sr650-v2") == (240 * fit.GB, "virtio", True)
+    tw = Twin("m", "S1", Smbios("Acme", "Box", "S1", "00000000-0000-0000-0000-000000000001"), (), ())
+    common = {"kernel": None, "initrd": None, "disk_paths": [], "config_iso": None, "accel": "tcg",
+              "firmware": ["-bios", "x"], "boot_disk": "b0.qcow2", "boot_format": "qcow2"}  # fmt: skip
+    usb = " ".join(qemu.qemu_argv(tw, boot_bus="usb", **common))  # type: ignore[arg-type]
+    assert "qemu-xhci,id=xhci" in usb and "usb-storage,drive=boot,bus=xhci.0,bootindex=0" in usb
+    assert "virtio-blk-pci,drive=boot" not in usb
+    mirror = " ".join(qemu.qemu_argv(tw, boot_mirror="b1.qcow2", **common))  # type: ignore[arg-type]
+    assert "virtio-blk-pci,drive=boot,bus=pcie.0,addr=0x5,bootindex=0" in mirror
+    assert "file=b1.qcow2" in mirror and "virtio-blk-pci,drive=boot1,bus=pcie.0,addr=0x4" in mirror

@@ -183,3 +183,38 @@ def test_console_reader_ignores_what_is_no_status_object() -> None:
         timeout=20,
     )
     assert (result.status, result.serial) == ("FAILED", "S1")  # an indented banner line never counts
+
+
+def test_a_box_folder_belongs_to_one_unit_and_is_never_a_link_or_file(tmp_path: Path) -> None:
+    """`oemkit boot OUT/<serial> --box DIR` keeps the twin to power it on again: DIR is made, recorded as that unit's;
+    another unit's box, a non-empty stranger folder, a file or a link are refused before any boot."""
+    from oemkit.errors import OutputRefused
+    from oemkit.twin.session import check_box
+
+    unit, other = tmp_path / "out" / "S1", tmp_path / "out" / "S2"
+    box = tmp_path / "box"
+    check_box(box, unit)
+    check_box(box, unit)  # the same unit again: its second power-on
+    with pytest.raises(OutputRefused, match="belongs to another unit"):
+        check_box(box, other)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine\n")
+    with pytest.raises(OutputRefused, match="not empty"):
+        check_box(tmp_path / "full", unit)
+    (tmp_path / "file").write_text("")
+    (tmp_path / "link").symlink_to(box)
+    for bad in ("file", "link"):
+        with pytest.raises(OutputRefused, match="must be a folder"):
+            check_box(tmp_path / bad, unit)
+
+
+def test_box_is_for_a_built_unit_not_the_developer_mode(tmp_path: Path) -> None:
+    unit = tmp_path / "unit.json"
+    compile_to(REPO / "profiles" / "retail-branch.yaml", REPO / "profiles" / "sites" / "retail-ber01.yaml", "J30X1",
+               unit)  # fmt: skip
+    core = tmp_path / "core"
+    core.mkdir()
+    (core / "vmlinuz").write_bytes(b"")
+    result = CliRunner().invoke(app, ["boot", str(unit), "--core", str(core), "--box", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "--box is for a built unit" in result.stderr, result.output
+    assert not (tmp_path / "b").exists()

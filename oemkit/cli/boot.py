@@ -43,6 +43,14 @@ def boot_command(
         Path | None,
         typer.Option("--state-disk", help="Keep the core's state on this disk image (made if missing): reboot it."),
     ] = None,
+    box: Annotated[
+        Path | None,
+        typer.Option(
+            "--box",
+            help="Keep the twin's boot overlay, disks, NVRAM and TPM in this folder (made if "
+            "missing); a later boot with the same folder powers the same box on again.",
+        ),
+    ] = None,
     log: Annotated[Path | None, typer.Option("--log", help="Write the console, with host timestamps, here.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --log file.")] = False,
     as_json: JsonOpt = False,
@@ -68,18 +76,22 @@ def boot_command(
         if core is None and target.is_dir():  # with --core, TARGET is a UNIT.json (read_input refuses a folder)
             if state_disk is not None:
                 raise OemkitError("--state-disk is for UNIT.json with --core (developer mode), not a built unit")
+            if box is not None:
+                session.check_box(box, target)
             appliance.require_tools()
             built = appliance.load(target)
             if not vars_fd.is_file():
                 raise UnreadableInput("no OVMF variable store", file=str(vars_fd), hint="oemkit keys enroll-vars")
             cfg = session.parse_unit(built.config, f"{built.image} (config partition)")
-            box = (built.serial, str(built.manifest.get("model") or cfg.model))
+            made_for = (built.serial, str(built.manifest.get("model") or cfg.model))
             run = session.prepare_config(cfg, built.config, str(built.image), catalog, as_model, disks,
-                                         session.host_memory_mib(), box=box)  # fmt: skip
+                                         session.host_memory_mib(), box=made_for)  # fmt: skip
             kernel = None
         else:
             if core is None:
                 raise OemkitError("a UNIT.json boots with --core COREDIR; a built unit is its OUT/<serial> folder")
+            if box is not None:
+                raise OemkitError("--box is for a built unit; with --core, --state-disk keeps the state")
             run = session.prepare(target, catalog, as_model, disks, host_mib=session.host_memory_mib())
             if not (core / "vmlinuz").is_file():
                 raise OemkitError("not a core: vmlinuz is missing (build one with `oemkit core build`)", file=str(core))
@@ -104,10 +116,10 @@ def boot_command(
         if built is not None:
             model = catalog.get(run.twin.model_id)
             assert model is not None  # prepare_config found it
-            size, what = appliance.boot_device(model)
-            say(f"oemkit boot: {what}")
-            result = session.boot_image(run, built.image, vars_fd, image_format=built.fmt, boot_disk_bytes=size,
-                                        accel=accel, timeout=timeout, log=log, echo=echo, force=force)  # fmt: skip
+            device = appliance.boot_device(model)
+            say(f"oemkit boot: {device.what}")
+            result = session.boot_image(run, built.image, vars_fd, image_format=built.fmt, boot=device, accel=accel,
+                                        timeout=timeout, log=log, echo=echo, force=force, box=box)  # fmt: skip
         else:
             assert core is not None
             result = session.boot(

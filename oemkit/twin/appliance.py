@@ -20,6 +20,7 @@ from oemkit.image.appliance.fit import GB, state_may_live_on
 from oemkit.image.appliance.verify import partitions
 from oemkit.image.tools import PATH
 from oemkit.inputs import read_input
+from oemkit.twin.spec import BootDisk
 
 FORMATS = ("qcow2", "raw")
 CONFIG_PARTITION = "oemkit-config"  # its GPT name (oemkit/image/appliance/image.py)
@@ -119,20 +120,23 @@ def kernel_of(unit: BuiltUnit, dest: Path) -> Path:
     return dest
 
 
-def boot_device(model: HardwareModel) -> tuple[int | None, str]:
-    """How big the twin's embedded boot disk is, and what it stands for: the model's smallest fixed boot device
-    (BOSS, M.2, NVMe boot kit: marketed decimal GB), where the image's state partition grows on first boot. A model
-    that boots only from SD or USB keeps the image's own size: the twin's virtio disk cannot be one of those, and
-    the note says so."""
+def boot_device(model: HardwareModel) -> BootDisk:
+    """The model's embedded boot device as the twin gives it. A fixed one (BOSS, M.2, NVMe boot kit) at its smallest
+    marketed size, so the image's state partition grows as on the box. Flash (IDSDM, SD, microSD kits, USB keys:
+    each presents itself to the host as USB mass storage) as a USB disk of the image's size, where the core refuses
+    state and first boot moves it to the datastore. A VROC mirror as two identical disks."""
     fixed = [(min(d.capacities_gib), d.name) for d in model.boot_devices if state_may_live_on(d) and d.capacities_gib]
     if fixed:
         size, name = min(fixed)
-        return size * GB, f"the embedded boot device is a {size} GB {name}"
-    kinds = ", ".join(sorted({d.kind + " (software RAID)" * d.host_raid for d in model.boot_devices})) or "none"
-    return None, (
-        f"{model.id} boots from {kinds}: the twin's boot disk is one virtio disk of the image's size, "
-        "where the box would refuse state on its boot device"
-    )
+        return BootDisk(size * GB, "virtio", False, f"the embedded boot device is a {size} GB {name}")
+    raid = [d for d in model.boot_devices if d.host_raid and d.capacities_gib]
+    if raid:
+        size = min(raid[0].capacities_gib)
+        return BootDisk(size * GB, "virtio", True,
+                        f"the embedded boot device is {raid[0].name}: two {size} GB halves, as the core sees them "
+                        "without the host's software RAID")  # fmt: skip
+    flash = next((d.name for d in model.boot_devices), "none")
+    return BootDisk(None, "usb", False, f"the embedded boot device is {flash}: a USB disk of the image's size")
 
 
 def bank_name(manifest: dict) -> str:

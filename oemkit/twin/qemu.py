@@ -53,7 +53,8 @@ def _runs(buses: list[int]) -> list[list[int]]:
 
 def nic_args(nic_list: tuple[TwinNic, ...]) -> list[str]:
     """-device arguments that put each NIC at its PCI address. Bus 0 slots the twin uses itself: 0x03 (SAS HBA),
-    0x06 (state disk), 0x08-0x0f (expander bridges), 0x10+ (NVMe), 0x1c+ (root ports for bus 1), 0x1f (chipset)."""
+    0x04-0x05 (boot disks), 0x06 (state disk), 0x07 (xHCI), 0x08-0x0f (expander bridges), 0x10+ (NVMe), 0x1c+
+    (root ports for bus 1), 0x1f (chipset)."""
     args: list[str] = []
     by_bus: dict[int, list[tuple[int, int, int, TwinNic]]] = {}
     for i, nic in enumerate(nic_list):
@@ -130,6 +131,8 @@ def qemu_argv(
     firmware: list[str] | None = None,
     boot_disk: str | None = None,
     boot_format: str = "raw",
+    boot_bus: str = "virtio",
+    boot_mirror: str | None = None,
     machine: str = "q35",
     oem_strings: tuple[str, ...] = (),
 ) -> list[str]:
@@ -160,9 +163,15 @@ def qemu_argv(
         # a reboot is the firmware's to handle, as on a box: the core reboots when a bank on trial fails, and the
         # firmware's boot counting then falls back to the other bank
         argv += firmware
-        # the embedded boot device (BOSS/M.2-like), where the twin's other disks are not
         argv += ["-drive", f"if=none,id=boot,format={boot_format},file={opt(boot_disk)}"]
-        argv += ["-device", "virtio-blk-pci,drive=boot,bus=pcie.0,addr=0x5,bootindex=0"]
+        if boot_bus == "usb":  # SD/IDSDM kits and USB keys: USB mass storage behind the xHCI controller
+            argv += ["-device", "qemu-xhci,id=xhci,bus=pcie.0,addr=0x7"]
+            argv += ["-device", "usb-storage,drive=boot,bus=xhci.0,bootindex=0"]
+        else:  # a fixed boot disk (BOSS/M.2-like), where the twin's other disks are not
+            argv += ["-device", "virtio-blk-pci,drive=boot,bus=pcie.0,addr=0x5,bootindex=0"]
+        if boot_mirror:  # the other half of a mirror the firmware's RAID would present as one
+            argv += ["-drive", f"if=none,id=boot1,format={boot_format},file={opt(boot_mirror)}"]
+            argv += ["-device", "virtio-blk-pci,drive=boot1,bus=pcie.0,addr=0x4"]
     else:
         if kernel is None or initrd is None:
             raise ValueError("direct kernel boot needs the kernel and the initrd")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ from oemkit.outputs import open_stream
 from oemkit.twin import qemu, uefi
 from oemkit.twin.configdisk import write_config_iso
 from oemkit.twin.console import BootResult, watch
-from oemkit.twin.spec import Twin, twin
+from oemkit.twin.spec import BootDisk, Twin, twin
 
 CORE_MIB = 2048  # the core itself: kernel, initramfs in RAM, libvirtd, the agent
 POWEROFF_WAIT = 15.0  # seconds after the ready line for the core to power off, as the twin's OEM string asks
@@ -146,12 +147,34 @@ def require_qemu() -> None:
         raise OemkitError("qemu-system-x86_64 is not installed", hint="apt-get install qemu-system-x86")
 
 
-def _datastore_disks(p: TwinRun, work: Path) -> list[str]:
-    """The twin's datastore disks as sparse files in `work` (a 960 GB drive costs nothing until written)."""
+BOX_FILE = "box.json"  # in a --box folder: the built unit it belongs to
+
+
+def check_box(box: Path, unit_dir: Path) -> None:
+    """A --box folder: made if missing; else a folder (not a link) that belongs to this built unit, never another's
+    (its overlays would boot the other image)."""
+    if box.is_symlink() or (box.exists() and not box.is_dir()):
+        raise OutputRefused("--box must be a folder (not a link or a file)", file=str(box))
+    box.mkdir(parents=True, exist_ok=True)
+    mine = json.dumps({"unit": str(unit_dir.resolve())}, sort_keys=True) + "\n"
+    record = box / BOX_FILE
+    if record.exists():
+        if read_input(record, "box record", limit=4096) != mine.encode():
+            raise OutputRefused(f"this box folder belongs to another unit ({record})", file=str(box))
+    elif any(box.iterdir()):
+        raise OutputRefused("--box folder is not empty and not a twin's box", file=str(box))
+    else:
+        record.write_text(mine)
+
+
+def _datastore_disks(p: TwinRun, work: Path, again: bool = False) -> list[str]:
+    """The twin's datastore disks as sparse files in `work` (a 960 GB drive costs nothing until written); `again`:
+    the box powered on again, its disks as the last boot left them."""
     paths = []
     for i, disk in enumerate(p.twin.disks):
         paths.append(str(work / f"disk{i}.raw"))
-        make_sparse(Path(paths[-1]), disk.size_gib << 30)
+        if not (again and Path(paths[-1]).is_file()):
+            make_sparse(Path(paths[-1]), disk.size_gib << 30)
     return paths
 
 
@@ -221,32 +244,40 @@ def boot_image(
     vars_fd: Path,
     *,
     image_format: str = "raw",
-    boot_disk_bytes: int | None = None,
+    boot: BootDisk | None = None,
     accel: str,
     timeout: float,
     log: Path | None = None,
     echo: Callable[[str], None] | None = None,
     force: bool = False,
     tpm: bool = True,
+    box: Path | None = None,
 ) -> BootResult:
     """Boot an appliance image on the unit's twin as the box boots it: OVMF with Secure Boot and the factory's
     enrolled store (a copy: the firmware writes it), the image on the embedded boot device, no config CD — the
-    config is on the image's own partition. The image itself is never written: QEMU gets a throwaway overlay, as
-    large as the box's boot device (`boot_disk_bytes`) when given, so the state partition grows as it would."""
+    config is on the image's own partition. The image itself is never written: QEMU gets a throwaway overlay (two,
+    for a mirror's halves), as large as the box's boot device when `boot` gives its size, so the state partition
+    grows as it would; on the bus `boot` names (a virtio disk by default). `box`: a folder that keeps the twin's
+    writable parts (overlays, disks, variable store, TPM state) after the boot, and that a boot given the same
+    folder powers on again as the last one left them (the second power-on of a box)."""
     require_qemu()
     with tempfile.TemporaryDirectory(prefix="oemkit-boot-") as tmp:
-        work = Path(tmp)
-        paths = _datastore_disks(p, work)
+        work = box or Path(tmp)
+        again = box is not None and (work / "vars.fd").is_file()
+        paths = _datastore_disks(p, work, again)
         run_vars = work / "vars.fd"
-        shutil.copyfile(vars_fd, run_vars)
-        overlay = work / "boot.qcow2"  # the shipped bytes never change: writes (blessing, state) land here
-        done = subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", image_format, "-b", str(image.resolve()), str(overlay),
-             *([str(boot_disk_bytes)] if boot_disk_bytes else [])],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise OemkitError(f"cannot make the boot overlay: {done.stderr.strip()}", file=str(image))
+        if not again:
+            shutil.copyfile(vars_fd, run_vars)
+        boot = boot or BootDisk(None, "virtio", False, "")
+        overlays = [work / f"boot{i}.qcow2" for i in range(2 if boot.mirror else 1)]
+        for overlay in [] if again else overlays:  # the shipped bytes never change: writes land here
+            done = subprocess.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", image_format, "-b", str(image.resolve()),
+                 str(overlay), *([str(boot.size)] if boot.size else [])],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise OemkitError(f"cannot make the boot overlay: {done.stderr.strip()}", file=str(image))
         argv = qemu.qemu_argv(
             p.twin,
             kernel=None,
@@ -256,15 +287,17 @@ def boot_image(
             accel=accel,
             memory_mib=p.memory_mib,
             firmware=uefi.secure_boot_args(run_vars),
-            boot_disk=str(overlay),
+            boot_disk=str(overlays[0]),
             boot_format="qcow2",
+            boot_bus=boot.bus,
+            boot_mirror=str(overlays[1]) if boot.mirror else None,
             machine=uefi.MACHINE,
             oem_strings=p.oem_strings(poweroff=True),  # power off after the ready line, not idle as a box does
         )
         swtpm = None
         try:  # from here every exit (Ctrl-C in the socket wait too) ends the swtpm it started
             if tpm:  # the box's TPM 2.0: swtpm with a fresh state, as a new box's TPM
-                (work / "tpm").mkdir()
+                (work / "tpm").mkdir(exist_ok=again)
                 sock = work / "tpm" / "sock"
                 swtpm = subprocess.Popen(
                     ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={work / 'tpm'}", "--ctrl",

@@ -38,6 +38,17 @@ class TwinDisk:
 
 
 @dataclass(frozen=True)
+class BootDisk:
+    """The twin's embedded boot device: its size (None: the image's own), how it is attached, and what it stands
+    for (said on the console)."""
+
+    size: int | None
+    bus: str  # virtio: a fixed disk behind a controller (BOSS, M.2); usb: SD/IDSDM kits and USB keys, on USB
+    mirror: bool  # two halves only the host's software RAID would assemble (Intel VROC): the core sees two disks
+    what: str
+
+
+@dataclass(frozen=True)
 class Smbios:
     """What the twin's firmware reports in SMBIOS types 0-3: the model's identity with the unit's serial."""
 
