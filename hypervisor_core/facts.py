@@ -59,7 +59,8 @@ class Disk:
     model: str | None
     serial: str | None
     by_id: str | None = None  # a stable name for the disk, for the host config that assembles the datastore
-    in_use: bool = False  # it (or a partition of it) is mounted: the boot media the core runs from
+    in_use: bool = False  # it (or a partition of it) is mounted, or it carries the appliance: boot media
+    holds_state: bool = False  # the core's state lives on it (first boot moved it there from SD/USB)
 
 
 @dataclass(frozen=True)
@@ -306,16 +307,22 @@ def _vpd_serial(device: Path) -> str | None:
 
 
 def _mounted_devices(root: Path) -> set[str]:
-    """The block devices mounted, but for the state first boot moved onto a datastore disk (its partition named
-    oemkit-datastore, hypervisor_core/statedisk.py): that disk is the datastore's, not boot media in use."""
     names = set()
     for line in (_read(root / "proc/mounts") or "").splitlines():
         source = line.split(" ", 1)[0]
         if source.startswith("/dev/"):
-            name = source.removeprefix("/dev/")
-            uevent = _read(root / "sys/class/block" / name / "uevent") if _plain_name(name) else None
-            if f"PARTNAME={layout.STATE_PART_NAME}" not in (uevent or "").splitlines():
-                names.add(name)
+            names.add(source.removeprefix("/dev/"))
+    return names
+
+
+def _partition_names(disk: Path) -> dict[str, str]:
+    """{partition: its GPT name} for the disk's partitions (sysfs lists them inside the disk's folder)."""
+    names = {}
+    for child in disk.iterdir() if disk.is_dir() else []:
+        if child.name.startswith(disk.name) and (child / "partition").is_file():
+            for line in (_read(child / "uevent") or "").splitlines():
+                if line.startswith("PARTNAME="):
+                    names[child.name] = line.removeprefix("PARTNAME=")
     return names
 
 
@@ -331,6 +338,13 @@ def _disks(root: Path) -> tuple[Disk, ...]:
             continue  # empty card readers and the like
         device = entry / "device"
         rotational = _read(entry / "queue/rotational")
+        parts = _partition_names(entry)
+        mine = [m for m in mounted if _is_part_of(m, entry.name)]
+        # the state first boot moved onto this datastore disk (statedisk.py): mounted, yet the disk is the
+        # datastore's, not boot media; a disk carrying the appliance's config partition is boot media, mounted or
+        # not (either half of a mirror the core cannot assemble, too)
+        holds_state = any(parts.get(m) == layout.STATE_PART_NAME for m in mine)
+        boot_media = layout.CONFIG_PART_NAME in parts.values()
         out.append(
             Disk(
                 name=entry.name,
@@ -341,7 +355,8 @@ def _disks(root: Path) -> tuple[Disk, ...]:
                 model=clean(_read(device / "model")),
                 serial=clean(_read(device / "serial") or _read(entry / "serial") or _vpd_serial(device)),
                 by_id=clean(_read(device / "wwid") or _read(entry / "wwid")),
-                in_use=any(_is_part_of(m, entry.name) for m in mounted),
+                in_use=boot_media or any(parts.get(m) != layout.STATE_PART_NAME for m in mine),
+                holds_state=holds_state,
             )
         )
     return tuple(out)

@@ -40,6 +40,7 @@ PERSISTENT_FILES = (HOSTNAME, HOSTS, RESOLV_CONF, TIMEZONE, MACHINE_ID)
 
 STATUS_LINE = "OEMKIT-STATUS"  # the console's last line starts with it, then a space and the status as JSON
 STATE_LABEL = "OEMKIT-STATE"  # ext4 label of the state filesystem on a fixed disk
+CONFIG_PART_NAME = "oemkit-config"  # GPT name of the appliance image's config partition (FAT, CONFIG_PARTITION_LABEL)
 STATE_PART_NAME = "oemkit-datastore"  # GPT name of the partition first boot moved the state to (statedisk.py)
 CONFIG_LABEL = "OEMKIT_CONFIG"  # ISO 9660 volume id of the config CD (d-characters only)
 CONFIG_PARTITION_LABEL = "OEMKIT-CFG"  # FAT label of the appliance image's config partition (11 characters at most)

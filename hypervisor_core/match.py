@@ -107,6 +107,7 @@ def resolve_datastore(cfg: UnitConfig, facts: Facts) -> tuple[Disk, ...]:
         for d in facts.disks
         if not d.removable
         and not d.in_use  # never the boot media the core runs from
+        and d.interface != "usb"  # nor a USB key or an SD kit on the internal USB port
         and (rule.interface is None or d.interface == rule.interface)
         and (rule.rotational is None or d.rotational is rule.rotational)
         and (rule.min_size_gib is None or d.size_bytes >= rule.min_size_gib * GIB)

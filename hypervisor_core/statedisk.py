@@ -38,9 +38,9 @@ from hypervisor_core.facts import Disk, Facts, probe
 from hypervisor_core.fsutil import read_regular
 from hypervisor_core.growpart import BLKRRPART, Header
 from hypervisor_core.match import Refusal, check_identity, check_security, resolve_datastore
+from hypervisor_core.statefind import guids
 
 LINUX_FS = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4")
-NAMESPACE = uuid.UUID("8a4f1c2e-5b7d-4e0a-9c3f-6d2b1e8a7c40")  # oemkit's, for the GUIDs derived from a serial
 MIB = 1 << 20
 EDGE = MIB  # the first and last MiB of a blank disk are all zero
 ENTRIES, ENTRY_SIZE = 128, 128
@@ -52,12 +52,6 @@ SYS_BLOCK = Path("/sys/class/block")
 
 class NotMoved(Exception):
     """The state stays where it is (in RAM); `str()` says why, for the console."""
-
-
-def guids(serial: str) -> tuple[uuid.UUID, uuid.UUID]:
-    """The disk's and the partition's GUIDs, derived from the serial as the image's are: the same box, the same
-    bytes."""
-    return uuid.uuid5(NAMESPACE, f"{serial}/datastore-disk"), uuid.uuid5(NAMESPACE, f"{serial}/datastore-state")
 
 
 def gpt_writes(disk_bytes: int, sector: int, disk_guid: uuid.UUID, part_guid: uuid.UUID) -> list[tuple[int, bytes]]:
@@ -106,17 +100,45 @@ def choose(cfg: config.UnitConfig, facts: Facts) -> Disk:
     return resolve_datastore(cfg, facts)[0]
 
 
-def place(fd: int, disk_bytes: int, sector: int, source: bytes, serial: str) -> None:
-    """Write the state filesystem and its table onto the blank disk open at `fd`, each synced before the next."""
-    if any(os.pread(fd, EDGE, 0)) or any(os.pread(fd, EDGE, disk_bytes - EDGE)):
-        raise NotMoved("it is not blank (a partition table or data in its first or last MiB): never written over")
+def _compare(actual: bytes, expected: bytes, sector: int) -> str:
+    """ "ours" when `actual` is `expected`; "partial" when each sector is either its expected bytes or zero (a write
+    cut short by power loss); else "foreign"."""
+    if actual == expected:
+        return "ours"
+    for at in range(0, len(actual), sector):
+        got = actual[at : at + sector]
+        if any(got) and got != expected[at : at + sector]:
+            return "foreign"
+    return "partial"
+
+
+def place(fd: int, disk_bytes: int, sector: int, source: bytes, serial: str) -> str:
+    """Write the state filesystem and its table onto the disk open at `fd`, each synced before the next. The disk
+    must be blank at both ends, or hold exactly what an interrupted move of this serial wrote there (every byte is
+    derived from the serial, so a torn write is recognised and finished, and a finished one left alone). Returns
+    what was done."""
     if disk_bytes < max(MIN_DISK_BYTES, len(source) + 3 * MIB):
         raise NotMoved(f"it holds {disk_bytes:,} bytes, too few for a datastore")
-    os.pwrite(fd, source, MIB)
+    (head_at, head), (tail_at, tail) = gpt_writes(disk_bytes, sector, *guids(serial))
+    edge = disk_bytes - EDGE
+    want_head = head.ljust(EDGE, b"\0")
+    want_tail = bytes(tail_at - edge) + tail
+    found_head = _compare(os.pread(fd, EDGE, 0), want_head, sector)
+    found_tail = _compare(os.pread(fd, EDGE, edge), want_tail, sector)
+    if "foreign" in (found_head, found_tail):
+        raise NotMoved("it is not blank (a partition table or data in its first or last MiB): never written over")
+    if found_head == "ours" and found_tail == "ours":
+        return "already moved there"
+    if found_head == "ours":  # the primary table landed, the backup did not: the filesystem may be in use now
+        os.pwrite(fd, tail, tail_at)
+        os.fsync(fd)
+        return "the backup table finished"
+    os.pwrite(fd, source, MIB)  # nothing could have mounted it yet: no table pointed at it
     os.fsync(fd)
-    for offset, data in gpt_writes(disk_bytes, sector, *guids(serial)):
+    for offset, data in ((head_at, head), (tail_at, tail)):
         os.pwrite(fd, data, offset)
         os.fsync(fd)
+    return "moved"
 
 
 def read_source(partition: str) -> bytes:
@@ -157,11 +179,19 @@ def move(config_path: Path, key_path: Path, source_partition: str) -> str:
     except OSError as exc:
         raise NotMoved(f"/dev/{disk.name}: {exc.strerror}") from None
     try:
+        # the disk the rule chose, not another that took its name since (a hot-plug between probe and open)
+        rdev = os.fstat(fd).st_rdev
+        if f"{os.major(rdev)}:{os.minor(rdev)}" != (where / "dev").read_text().strip():
+            raise NotMoved(f"/dev/{disk.name} changed while first boot looked at it")
         try:
             place(fd, disk_bytes, sector, source, cfg.serial)
         except NotMoved as exc:
             raise NotMoved(f"/dev/{disk.name}, the datastore's first disk: {exc}") from None
-        fcntl.ioctl(fd, BLKRRPART)
+        try:
+            fcntl.ioctl(fd, BLKRRPART)
+        except OSError as exc:
+            raise NotMoved(f"written to /dev/{disk.name}, but the kernel did not re-read its table ({exc.strerror}): "
+                           "the next boot finds it") from None  # fmt: skip
     finally:
         os.close(fd)
     part = partition_of(disk.name, 1)
@@ -169,7 +199,7 @@ def move(config_path: Path, key_path: Path, source_partition: str) -> str:
         if os.path.exists(f"/dev/{part}"):
             return f"/dev/{part}"
         time.sleep(0.1)
-    raise NotMoved(f"/dev/{part} did not appear after the table was written")
+    raise NotMoved(f"written to /dev/{disk.name}, but /dev/{part} did not appear: the next boot finds it")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,12 +8,15 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from hypervisor_core import config, statedisk
 from hypervisor_core.facts import probe
+from hypervisor_core.growpart import Header
 from hypervisor_core.match import Refusal
 
 from .conftest import REPO
@@ -83,6 +86,10 @@ def test_the_table_follows_the_disks_sector_size() -> None:
     entry = head[2 * 4096 : 2 * 4096 + 128]
     assert int.from_bytes(entry[32:40], "little") == MiB // 4096
     assert backup_at + len(tail) == 8 * GiB and tail[-4096:-4088] == b"EFI PART"
+    primary, backup = Header.parse(head[4096:8192]), Header.parse(tail[-4096:])  # each CRC checked
+    assert (primary.my_lba, primary.alternate_lba, backup.my_lba) == (1, 8 * GiB // 4096 - 1, 8 * GiB // 4096 - 1)
+    assert primary.entries_crc == backup.entries_crc == zlib.crc32(head[2 * 4096 : 2 * 4096 + 128 * 128])
+    assert backup.entries_lba * 4096 == backup_at
 
 
 @pytest.mark.parametrize("where", ["table", "start", "end"])
@@ -112,18 +119,66 @@ def test_a_crash_before_the_table_leaves_a_disk_the_next_boot_starts_over_on(
 ) -> None:
     """Power lost after the filesystem's copy, before its table (a mock: a real crash cannot be timed here)."""
     disk = _disk(tmp_path / "ssd.raw", 2 * GiB)
+    real = os.pwrite
 
-    def power_lost(*_: object) -> list:
-        raise OSError("power lost")
+    def power_lost(fd: int, data: bytes, offset: int) -> int:
+        if offset != MiB:
+            raise OSError("power lost")
+        return real(fd, data, offset)
 
     with monkeypatch.context() as m:
-        m.setattr(statedisk, "gpt_writes", power_lost)
+        m.setattr(statedisk.os, "pwrite", power_lost)
         with pytest.raises(OSError, match="power lost"):
             _place(disk, state_fs)
     with disk.open("rb") as fh:
         assert not any(fh.read(MiB))  # still blank where the next boot looks
-    _place(disk, state_fs)
+    assert _place_says(disk, state_fs) == "moved"
     assert "No problems found" in subprocess.run(["sgdisk", "-v", str(disk)], capture_output=True, text=True).stdout
+
+
+def _place_says(path: Path, source: bytes) -> str:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        return statedisk.place(fd, path.stat().st_size, 512, source, SERIAL)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("cut", ["torn-primary", "no-backup", "done"])
+def test_an_interrupted_table_is_finished_and_a_finished_one_left_alone(
+    tmp_path: Path, state_fs: bytes, cut: str
+) -> None:
+    """Every byte of the move is derived from the serial, so a table cut short by power loss is recognised as this
+    serial's and finished; a finished move writes nothing (the filesystem may be in use by then)."""
+    disk = _disk(tmp_path / "ssd.raw", 2 * GiB)
+    (head_at, head), (tail_at, tail) = statedisk.gpt_writes(2 * GiB, 512, *statedisk.guids(SERIAL))
+    with disk.open("r+b") as fh:
+        fh.seek(MiB)
+        fh.write(state_fs)
+        fh.seek(head_at)
+        fh.write(head[:1024] if cut == "torn-primary" else head)  # the MBR and header, not the entries
+        if cut == "done":
+            fh.seek(tail_at)
+            fh.write(tail)
+            fh.seek(MiB + 4096)
+            fh.write(b"state written since")
+    said = _place_says(disk, state_fs)
+    assert (
+        said == {"torn-primary": "moved", "no-backup": "the backup table finished", "done": "already moved there"}[cut]
+    )
+    assert "No problems found" in subprocess.run(["sgdisk", "-v", str(disk)], capture_output=True, text=True).stdout
+    with disk.open("rb") as fh:
+        fh.seek(MiB + 4096)
+        assert (fh.read(19) == b"state written since") is (cut == "done")
+
+
+def test_another_serials_table_is_foreign(tmp_path: Path, state_fs: bytes) -> None:
+    disk = _disk(tmp_path / "ssd.raw", 2 * GiB)
+    (_, head), _ = statedisk.gpt_writes(2 * GiB, 512, *statedisk.guids("CZJ8SD0002"))
+    with disk.open("r+b") as fh:
+        fh.write(head)
+    with pytest.raises(statedisk.NotMoved, match="not blank"):
+        _place(disk, state_fs)
 
 
 def test_the_state_source_must_be_the_images_filesystem(tmp_path: Path, state_fs: bytes, monkeypatch) -> None:
@@ -166,17 +221,24 @@ def test_the_state_goes_to_the_datastore_rules_disk_on_the_box_the_config_is_for
 
 
 def test_a_mounted_state_partition_on_the_datastore_disk_leaves_it_the_datastores(tmp_path: Path, unit) -> None:
-    """After the move the agent must find the same disk: the moved state's mount does not make it boot media."""
+    """After the move the agent must find the same disk: the moved state's mount does not make it boot media, and
+    the disk says it holds the state; a disk carrying the appliance's config partition is boot media, mounted or
+    not (the SD kit, either half of a VROC mirror)."""
     tree = _box(tmp_path)
     disk = statedisk.choose(unit, probe(tree))
     part = statedisk.partition_of(disk.name, 1)
-    (tree / "sys/class/block" / part).mkdir(parents=True)
-    (tree / "sys/class/block" / part / "uevent").write_text(f"DEVNAME={part}\nPARTN=1\nPARTNAME=oemkit-datastore\n")
+    folder = tree / "sys/block" / disk.name / part
+    folder.mkdir(parents=True)
+    (folder / "partition").write_text("1\n")
+    (folder / "uevent").write_text(f"DEVNAME={part}\nPARTN=1\nPARTNAME=oemkit-datastore\n")
     (tree / "proc").mkdir(exist_ok=True)
     (tree / "proc/mounts").write_text(f"/dev/{part} /run/oemkit/state ext4 rw 0 0\n")
-    assert statedisk.choose(unit, probe(tree)) == disk
-    (tree / "sys/class/block" / part / "uevent").write_text(f"DEVNAME={part}\nPARTN=1\nPARTNAME=other\n")
+    assert statedisk.choose(unit, probe(tree)) == replace(disk, holds_state=True)
+    (folder / "uevent").write_text(f"DEVNAME={part}\nPARTN=1\nPARTNAME=other\n")
     assert next(d for d in probe(tree).disks if d.name == disk.name).in_use
+    (tree / "proc/mounts").write_text("")
+    (folder / "uevent").write_text(f"DEVNAME={part}\nPARTN=2\nPARTNAME=oemkit-config\n")
+    assert next(d for d in probe(tree).disks if d.name == disk.name).in_use  # boot media, nothing mounted
 
 
 def test_an_unsigned_or_foreign_config_writes_nothing(tmp_path: Path, capsys) -> None:

@@ -20,14 +20,14 @@ import uuid
 from dataclasses import dataclass
 
 from hypervisor_core import bank
-from hypervisor_core.layout import CONFIG_PARTITION_LABEL, STATE_LABEL
+from hypervisor_core.layout import CONFIG_PART_NAME, CONFIG_PARTITION_LABEL, STATE_LABEL
 from oemkit.image.appliance import uki
 from oemkit.image.appliance.disk import ALIGN_SECTORS, SECTOR, MiB
 
 ESP_MIB = 96  # systemd-boot and two banks of ~34 MB, with room for an upgrade's larger core
 CONFIG_MIB = 8
 STATE_MIB = 32  # grown on first boot (a fixed boot device) or refused (SD, USB: flash that wears out)
-ESP_NAME, CONFIG_NAME, STATE_NAME = "ESP", "oemkit-config", "oemkit-state"  # GPT names (verify reads them back)
+ESP_NAME, CONFIG_NAME, STATE_NAME = "ESP", CONFIG_PART_NAME, "oemkit-state"  # GPT names (verify reads them back)
 ESP_LABEL = bank.ESP_LABEL  # the init finds the ESP by it to bless a bank
 CONFIG_LABEL = CONFIG_PARTITION_LABEL  # the init finds the config partition by it
 STATE_FS_LABEL = STATE_LABEL  # the init finds the state filesystem by it
