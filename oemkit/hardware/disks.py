@@ -52,3 +52,13 @@ def disks_for_rule(model: HardwareModel, rule: DiskRule | None) -> list[DiskSpec
     need = rule.min_size_gib or 0
     size = next((s for s in SIZES_GIB if s >= need), need)
     return [DiskSpec(rule.interface or main_interface(model), rule.rotational is not True, size, rule.count)]
+
+
+def scsi_name(n: int) -> str:
+    """The kernel's (and libvirt's) name of the n-th SCSI-class disk: sda … sdz, sdaa …"""
+    letters = ""
+    n += 1
+    while n:
+        n, r = divmod(n - 1, 26)
+        letters = chr(ord("a") + r) + letters
+    return f"sd{letters}"

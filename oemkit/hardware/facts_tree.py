@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hypervisor_core.identity import DMI_FIELDS
 from oemkit.catalog.schema import HardwareModel
-from oemkit.hardware.disks import DiskSpec, disks_for_rule
+from oemkit.hardware.disks import DiskSpec, disks_for_rule, scsi_name
 from oemkit.hardware.dmi import DmiReport
 from oemkit.hardware.nics import ifname, placed_ports, unit_mac
 
@@ -131,7 +131,7 @@ def _disks(root: Path, model: HardwareModel, serial: str, disks: list[DiskSpec])
             else:
                 _disk(
                     root,
-                    _scsi_name(scsi),
+                    scsi_name(scsi),
                     spec,
                     f"{spec.interface.upper()} {kind} {spec.size_gib}G",
                     disk_serial,
@@ -140,18 +140,8 @@ def _disks(root: Path, model: HardwareModel, serial: str, disks: list[DiskSpec])
     for boot in model.boot_devices:
         if boot.kind in ("boss", "m2") and boot.capacities_gib:
             spec = DiskSpec("sata", True, min(boot.capacities_gib), 1)
-            name = _scsi_name(scsi)
+            name = scsi_name(scsi)
             _disk(root, name, spec, boot.name, f"{serial}-boot")
             # the core runs from its boot media and keeps its config partition mounted
             _write(root / "proc/mounts", f"/dev/{name}1 /run/oemkit/boot vfat ro,relatime 0 0\n")
             break
-
-
-def _scsi_name(n: int) -> str:
-    """sda … sdz, sdaa … like the kernel."""
-    letters = ""
-    n += 1
-    while n:
-        n, r = divmod(n - 1, 26)
-        letters = chr(ord("a") + r) + letters
-    return f"sd{letters}"

@@ -7,6 +7,9 @@ Linux keeps the firmware's numbering. Disks go on the controllers their interfac
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
+
 from oemkit.twin.spec import Smbios, Twin, TwinDisk, TwinNic
 
 SATA_PORTS = 5  # the q35 chipset AHCI has 6 ports; the last one holds the config CD
@@ -51,17 +54,40 @@ def _runs(buses: list[int]) -> list[list[int]]:
     return runs
 
 
+@dataclass(frozen=True)
+class Placed:
+    """A NIC where both renderers (these QEMU arguments, the libvirt domain) put it."""
+
+    bus: int
+    device: int
+    function: int
+    index: int  # its place in the twin's NIC list (netdev and alias names)
+    nic: TwinNic
+    multifunction: bool  # function 0 of a slot with more functions
+
+
+def placement(nic_list: tuple[TwinNic, ...]) -> tuple[list[list[int]], list[Placed]]:
+    """The runs of buses needing an expander bridge (bus 0 excluded), and every NIC placed, bus by bus."""
+    by_bus: dict[int, list[tuple[int, int, int, TwinNic]]] = {}
+    for i, nic in enumerate(nic_list):
+        bus, dev, fn = _split(nic.pci_address)
+        by_bus.setdefault(bus, []).append((dev, fn, i, nic))
+    placed = []
+    for bus in sorted(by_bus):
+        ports = sorted(by_bus[bus], key=lambda p: p[:3])
+        per_slot = Counter(dev for dev, _fn, _i, _nic in ports)
+        placed += [Placed(bus, dev, fn, i, nic, fn == 0 and per_slot[dev] > 1) for dev, fn, i, nic in ports]
+    return _runs([b for b in by_bus if b != 0]), placed
+
+
 def nic_args(nic_list: tuple[TwinNic, ...]) -> list[str]:
     """-device arguments that put each NIC at its PCI address. Bus 0 slots the twin uses itself: 0x03 (SAS HBA),
     0x04-0x05 (boot disks), 0x06 (state disk), 0x07 (xHCI), 0x08-0x0f (expander bridges), 0x10+ (NVMe), 0x1c+
     (root ports for bus 1), 0x1f (chipset)."""
     args: list[str] = []
-    by_bus: dict[int, list[tuple[int, int, int, TwinNic]]] = {}
-    for i, nic in enumerate(nic_list):
-        bus, dev, fn = _split(nic.pci_address)
-        by_bus.setdefault(bus, []).append((dev, fn, i, nic))
+    runs, placed = placement(nic_list)
     parent: dict[int, str] = {0: "pcie.0"}
-    for n, run in enumerate(_runs([b for b in by_bus if b != 0])):
+    for n, run in enumerate(runs):
         if run[0] == 1:  # buses 1, 2, … are what the firmware gives the root ports on bus 0, in slot order
             host, slot0 = "pcie.0", 0x1C
         else:
@@ -70,19 +96,15 @@ def nic_args(nic_list: tuple[TwinNic, ...]) -> list[str]:
         for k, bus in enumerate(run):
             parent[bus] = f"rp{bus:02x}"
             args += ["-device", f"pcie-root-port,id=rp{bus:02x},bus={host},chassis={bus},addr={slot0 + k:#x}"]
-    for bus in sorted(by_bus):
-        ports = sorted(by_bus[bus])
-        functions_in_slot: dict[int, int] = {}
-        for dev, _fn, _i, _nic in ports:
-            functions_in_slot[dev] = functions_in_slot.get(dev, 0) + 1
-        for dev, fn, i, nic in ports:
-            multi = ",multifunction=on" if fn == 0 and functions_in_slot[dev] > 1 else ""
-            args += ["-netdev", f"user,id=net{i},restrict=on"]
-            args += [
-                "-device",
-                f"virtio-net-pci,netdev=net{i},bus={parent[bus]},addr={dev:#x}.{fn:#x}{multi},"
-                f"mac={nic.mac},speed={nic.speed_mbps},duplex=full,romfile=",  # no iPXE ROM: seconds of BIOS
-            ]
+    for p in placed:
+        bus, dev, fn, i, nic = p.bus, p.device, p.function, p.index, p.nic
+        multi = ",multifunction=on" if p.multifunction else ""
+        args += ["-netdev", f"user,id=net{i},restrict=on"]
+        args += [
+            "-device",
+            f"virtio-net-pci,netdev=net{i},bus={parent[bus]},addr={dev:#x}.{fn:#x}{multi},"
+            f"mac={nic.mac},speed={nic.speed_mbps},duplex=full,romfile=",  # no iPXE ROM: seconds of BIOS
+        ]
     return args
 
 
