@@ -105,8 +105,8 @@ def _boot(unit_dir: Path, vars_fd: Path, log: Path, *extra: str) -> tuple[int, d
     """`oemkit boot OUT/<serial> --json`: exit code, the JSON, the console. Retried once, and only, when the twin's
     own kernel stalled in a soft lockup (seen once in ~25 image boots here, in libvirtd starting a nested workload:
     TCG emulating the workloads' KVM, not the core); the stalled console is kept beside the log."""
-    args = ["boot", str(unit_dir), "--vars", str(vars_fd), "--accel", "tcg", "--timeout", "600", "--log", str(log)]
-    args += extra
+    args = ["boot", str(unit_dir), "--vars", str(vars_fd), "--accel", "tcg", "--timeout", "600", "--log", str(log),
+            "--qemu", *extra]  # fmt: skip
     for attempt in (1, 2):
         result = runner.invoke(app, [*args, "--json"])
         console = log.read_text()

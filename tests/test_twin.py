@@ -185,27 +185,37 @@ def test_console_reader_ignores_what_is_no_status_object() -> None:
     assert (result.status, result.serial) == ("FAILED", "S1")  # an indented banner line never counts
 
 
-def test_a_box_folder_belongs_to_one_unit_and_is_never_a_link_or_file(tmp_path: Path) -> None:
-    """`oemkit boot OUT/<serial> --box DIR` keeps the twin to power it on again: DIR is made, recorded as that unit's;
-    another unit's box, a non-empty stranger folder, a file or a link are refused before any boot."""
+def test_a_box_folder_belongs_to_one_build_of_one_unit_and_is_never_a_link_or_file(tmp_path: Path) -> None:
+    """`oemkit boot OUT/<serial> --qemu --box DIR` keeps the twin to power it on again: DIR is made and recorded as
+    that build's on that twin; another unit's box, the same unit rebuilt, another twin shape, a non-empty stranger
+    folder, a file or a link are refused before any boot."""
     from oemkit.errors import OutputRefused
     from oemkit.twin.session import check_box
 
     unit, other = tmp_path / "out" / "S1", tmp_path / "out" / "S2"
+    for folder in (unit, other):
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text(f'{{"serial": "{folder.name}"}}\n')
+    shape = {"bus": "usb", "mirror": False, "disks": [["sata", 240]]}
     box = tmp_path / "box"
-    check_box(box, unit)
-    check_box(box, unit)  # the same unit again: its second power-on
-    with pytest.raises(OutputRefused, match="belongs to another unit"):
-        check_box(box, other)
+    check_box(box, unit, shape)
+    check_box(box, unit, shape)  # the same unit again: its second power-on
+    with pytest.raises(OutputRefused, match="another unit, build or twin"):
+        check_box(box, other, shape)
+    with pytest.raises(OutputRefused, match="another unit, build or twin"):
+        check_box(box, unit, {**shape, "bus": "virtio"})
+    (unit / "manifest.json").write_text('{"serial": "S1", "rebuilt": true}\n')
+    with pytest.raises(OutputRefused, match="another unit, build or twin"):
+        check_box(box, unit, shape)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine\n")
     with pytest.raises(OutputRefused, match="not empty"):
-        check_box(tmp_path / "full", unit)
+        check_box(tmp_path / "full", unit, shape)
     (tmp_path / "file").write_text("")
     (tmp_path / "link").symlink_to(box)
     for bad in ("file", "link"):
         with pytest.raises(OutputRefused, match="must be a folder"):
-            check_box(tmp_path / bad, unit)
+            check_box(tmp_path / bad, unit, shape)
 
 
 def test_box_is_for_a_built_unit_not_the_developer_mode(tmp_path: Path) -> None:
@@ -217,4 +227,9 @@ def test_box_is_for_a_built_unit_not_the_developer_mode(tmp_path: Path) -> None:
     (core / "vmlinuz").write_bytes(b"")
     result = CliRunner().invoke(app, ["boot", str(unit), "--core", str(core), "--box", str(tmp_path / "b")])
     assert result.exit_code == 2 and "--box is for a built unit" in result.stderr, result.output
+    assert not (tmp_path / "b").exists()
+    built = tmp_path / "out"
+    built.mkdir()
+    result = CliRunner().invoke(app, ["boot", str(built), "--box", str(tmp_path / "b")])  # without --qemu
+    assert result.exit_code == 2 and "--box is for the plain QEMU twin" in result.stderr, result.output
     assert not (tmp_path / "b").exists()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from oemkit import __version__
-from oemkit.cli import boot, catalog, core, firstboot, image, keys, line, profile, seal
+from oemkit.cli import boot, burnin, catalog, core, firstboot, image, keys, line, profile, seal, twin
 from oemkit.cli.common import AppState
 
 app = typer.Typer(
@@ -28,6 +28,8 @@ app.add_typer(core.app, name="core")
 app.add_typer(image.app, name="image")
 app.command("boot")(boot.boot_command)
 app.command("line")(line.line_command)
+app.add_typer(twin.app, name="twin")
+app.command("burnin")(burnin.burnin_command)
 
 
 def _version(value: bool) -> None:

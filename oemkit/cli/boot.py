@@ -15,6 +15,7 @@ import typer
 from oemkit.cli.common import EXIT_NO, EXIT_OK, JsonOpt, emit_json, fail, load_catalog_or_fail
 
 EXIT_TIMEOUT = 3
+EXIT_INFRA = 4  # the twin could not be run: libvirt unreachable or refusing it (not the unit's first boot)
 
 
 def boot_command(
@@ -43,6 +44,15 @@ def boot_command(
         Path | None,
         typer.Option("--state-disk", help="Keep the core's state on this disk image (made if missing): reboot it."),
     ] = None,
+    connect: Annotated[
+        str, typer.Option("--connect", "-c", help="The libvirt URI the twin runs on (a burn-in host: qemu+ssh://…).")
+    ] = "qemu:///system",
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the twin defined (shut off) with its volumes, to look at it.")
+    ] = False,
+    plain_qemu: Annotated[
+        bool, typer.Option("--qemu", help="Developer mode: run the twin as a plain QEMU process, not through libvirt.")
+    ] = False,
     box: Annotated[
         Path | None,
         typer.Option(
@@ -68,6 +78,7 @@ def boot_command(
         fail(OemkitError(f"--accel must be auto, kvm or tcg, not {accel!r}"), as_json=as_json)
     catalog = load_catalog_or_fail(ctx, as_json)
     built = None
+    via: dict = {}
     try:
         if log is not None:
             check_new(log, force)  # before the boot, not after minutes of it
@@ -76,8 +87,8 @@ def boot_command(
         if core is None and target.is_dir():  # with --core, TARGET is a UNIT.json (read_input refuses a folder)
             if state_disk is not None:
                 raise OemkitError("--state-disk is for UNIT.json with --core (developer mode), not a built unit")
-            if box is not None:
-                session.check_box(box, target)
+            if box is not None and not plain_qemu:
+                raise OemkitError("--box is for the plain QEMU twin (--qemu); through libvirt, --keep keeps it")
             appliance.require_tools()
             built = appliance.load(target)
             if not vars_fd.is_file():
@@ -118,8 +129,32 @@ def boot_command(
             assert model is not None  # prepare_config found it
             device = appliance.boot_device(model)
             say(f"oemkit boot: {device.what}")
-            result = session.boot_image(run, built.image, vars_fd, image_format=built.fmt, boot=device, accel=accel,
-                                        timeout=timeout, log=log, echo=echo, force=force, box=box)  # fmt: skip
+            if box is not None:
+                shape = {"bus": device.bus, "mirror": device.mirror, "size": device.size,
+                         "disks": [[d.interface, d.size_gib] for d in run.twin.disks]}  # fmt: skip
+                session.check_box(box, target, shape)
+            if plain_qemu:
+                result = session.boot_image(run, built.image, vars_fd, image_format=built.fmt, boot=device,
+                                            accel=accel, timeout=timeout, log=log, echo=echo, force=force,
+                                            box=box)  # fmt: skip
+            else:
+                from oemkit.outputs import open_stream
+                from oemkit.twin import virt
+
+                say(f"oemkit boot: through libvirt at {connect}")
+                logf = open_stream(log, force=force) if log else None
+                try:
+                    done = virt.boot(run, built, device, vars_fd, uri=connect, timeout=timeout, keep=keep, log=logf,
+                                     domain_type="kvm" if accel == "kvm" else "qemu", echo=echo,
+                                     note=lambda text: say(f"oemkit boot: {text}"))  # fmt: skip
+                except virt.TwinError as exc:
+                    fail(exc, as_json=as_json, code=EXIT_INFRA)
+                finally:
+                    if logf:
+                        logf.close()
+                result = done.result
+                via = {"connect": connect, "domain": done.name, "disk_sha256": done.disk_sha256,
+                       "cleaned": done.cleaned, "kept": keep}  # fmt: skip
         else:
             assert core is not None
             result = session.boot(
@@ -127,7 +162,7 @@ def boot_command(
             )
     except (OemkitError, ValueError) as exc:
         fail(exc, as_json=as_json)
-    doc = {**result.to_dict(), "accel": accel, "twin": run.twin.model_id}
+    doc = {**result.to_dict(), "accel": accel, "twin": run.twin.model_id, **via}
     match = None
     if built is not None:
         match = appliance.pcr15_matches(built.pcr15_expected, result.pcr15)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hypervisor_core import bank
-from hypervisor_core.layout import CONFIG_NAME
+from hypervisor_core.layout import CONFIG_NAME, CONFIG_PART_NAME
 from oemkit.catalog.schema import HardwareModel
 from oemkit.errors import OemkitError, UnreadableInput
 from oemkit.image.appliance.fit import GB, state_may_live_on
@@ -23,7 +23,7 @@ from oemkit.inputs import read_input
 from oemkit.twin.spec import BootDisk
 
 FORMATS = ("qcow2", "raw")
-CONFIG_PARTITION = "oemkit-config"  # its GPT name (oemkit/image/appliance/image.py)
+CONFIG_PARTITION = CONFIG_PART_NAME  # its GPT name
 GPT_BYTES = 34 * 512  # protective MBR, header, 128 entries: where the primary GPT ends
 
 

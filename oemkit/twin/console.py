@@ -7,7 +7,6 @@ init (→ agent start) and agent (→ status).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -17,7 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from hypervisor_core.layout import STATUS_LINE
 
@@ -81,18 +80,61 @@ class BootResult:
         }
 
 
-def _lines(proc: subprocess.Popen[bytes], deadline: Callable[[], float]):
+class Machine(Protocol):
+    """What the console follower needs of a running twin: a plain QEMU process here, a libvirt domain in
+    oemkit.twin.virt. `read` returns console bytes, b"" at the console's end, None when nothing came in time."""
+
+    def read(self, timeout: float) -> bytes | None: ...
+
+    def running(self) -> bool: ...
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code (0: the guest powered itself off) once stopped within `timeout`, else None."""
+        ...
+
+    def stop(self) -> None: ...
+
+
+class QemuProcess:
+    """QEMU as a child process, its serial console on stdout."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def read(self, timeout: float) -> bytes | None:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout.fileno()], [], [], timeout)
+        return os.read(self.proc.stdout.fileno(), 65536) if ready else None
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _lines(machine: Machine, deadline: Callable[[], float]):
     """Console lines as they come; stops at EOF or the deadline (which may move) even when the guest is silent."""
-    assert proc.stdout is not None
-    fd, buf = proc.stdout.fileno(), b""
+    buf = b""
     while True:
         left = deadline() - time.monotonic()
         if left <= 0:
             return
-        ready, _, _ = select.select([fd], [], [], min(left, 1.0))
-        if not ready:
+        chunk = machine.read(min(left, 1.0))
+        if chunk is None:
             continue
-        chunk = os.read(fd, 65536)
         if not chunk:
             if buf:
                 yield buf
@@ -101,16 +143,6 @@ def _lines(proc: subprocess.Popen[bytes], deadline: Callable[[], float]):
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             yield line
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def watch(
@@ -123,7 +155,20 @@ def watch(
     """Start `argv` (QEMU), follow its console to the status line (and the init's ready line), then stop it —
     after up to `poweroff_wait` seconds for it to exit by itself when the twin asked the core to power off."""
     started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return follow(QemuProcess(argv), started, timeout, log, echo, poweroff_wait)
+
+
+def follow(
+    machine: Machine,
+    started: float,
+    timeout: float,
+    log: IO[str] | None = None,
+    echo: Callable[[str], None] | None = None,
+    poweroff_wait: float = 0.0,
+    label: str = "QEMU",
+) -> BootResult:
+    """Follow a started twin's console to the status line (and the init's ready line), then stop it; times count
+    from `started` (host monotonic seconds at power-on)."""
     phases: dict[str, float] = {}
     uptime: dict[str, float] = {}
     tail: list[str] = []
@@ -132,7 +177,7 @@ def watch(
     result: BootResult | None = None
     deadline = [started + timeout]  # moved closer once the status line is in
     try:
-        for raw in _lines(proc, lambda: deadline[0]):
+        for raw in _lines(machine, lambda: deadline[0]):
             now = time.monotonic() - started
             line = _ANSI.sub("", raw.decode("utf-8", "replace")).replace("\r", "").rstrip()
             if log:
@@ -184,26 +229,22 @@ def watch(
                 deadline[0] = min(deadline[0], time.monotonic() + SETTLE_SECONDS)
         if result is not None:
             result.tail = tail
-            if poweroff_wait and "ready" in phases:
-                with contextlib.suppress(subprocess.TimeoutExpired):  # still up: stopped below, powered_off stays False
-                    result.powered_off = proc.wait(poweroff_wait) == 0
+            if poweroff_wait and "ready" in phases:  # still up after it: stopped below, powered_off stays False
+                result.powered_off = machine.wait(poweroff_wait) == 0
             return result
         elapsed = time.monotonic() - started
-        if proc.poll() is None and elapsed >= timeout:
+        if machine.running() and elapsed >= timeout:
             last = next((t for t in reversed(tail) if t.strip()), "(nothing)")
             return BootResult(
                 "TIMEOUT", None, None, f"no OEMKIT-STATUS within {timeout:.0f} s; last console line: {last}",
                 elapsed, [], phases, uptime, tail, None, None, max(boots, 1), failures, boot_started,
             )  # fmt: skip
-        try:
-            code = proc.wait(2)  # EOF on the console: QEMU is exiting; "ready" without a status: it stays up
-        except subprocess.TimeoutExpired:
-            code = None
+        code = machine.wait(2)  # EOF on the console: the twin is stopping; "ready" without a status: it stays up
         last = next((t for t in reversed(tail) if t.strip()), "(nothing)")
-        how = f"QEMU exit {code}" if code is not None else "init done"
+        how = f"{label} exit {code}" if code is not None else "init done"
         return BootResult(
             "FAILED", None, None, f"the core ended without a status ({how}); last console line: {last}",
             elapsed, [], phases, uptime, tail, None, None, max(boots, 1), failures, boot_started,
         )  # fmt: skip
     finally:
-        _stop(proc)
+        machine.stop()

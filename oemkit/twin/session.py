@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -150,21 +152,31 @@ def require_qemu() -> None:
 BOX_FILE = "box.json"  # in a --box folder: the built unit it belongs to
 
 
-def check_box(box: Path, unit_dir: Path) -> None:
-    """A --box folder: made if missing; else a folder (not a link) that belongs to this built unit, never another's
-    (its overlays would boot the other image)."""
+def check_box(box: Path, unit_dir: Path, twin: dict) -> None:
+    """A --box folder: made if missing; else a folder (not a link) kept for this very build of this unit on this
+    twin — never another unit's, nor one whose image was rebuilt since (its overlays would sit on changed bytes), nor
+    a twin of another shape (`twin`: the boot bus, the mirror, the disks)."""
     if box.is_symlink() or (box.exists() and not box.is_dir()):
         raise OutputRefused("--box must be a folder (not a link or a file)", file=str(box))
-    box.mkdir(parents=True, exist_ok=True)
-    mine = json.dumps({"unit": str(unit_dir.resolve())}, sort_keys=True) + "\n"
+    manifest = hashlib.sha256(read_input(unit_dir / "manifest.json", "image manifest")).hexdigest()
+    mine = json.dumps({"unit": str(unit_dir.resolve()), "manifest_sha256": manifest, "twin": twin}, sort_keys=True)
     record = box / BOX_FILE
-    if record.exists():
-        if read_input(record, "box record", limit=4096) != mine.encode():
-            raise OutputRefused(f"this box folder belongs to another unit ({record})", file=str(box))
-    elif any(box.iterdir()):
+    if record.is_file() and not record.is_symlink():
+        if read_input(record, "box record", limit=65536) != (mine + "\n").encode():
+            raise OutputRefused(f"this box was kept for another unit, build or twin ({record})", file=str(box))
+    elif box.exists() and any(box.iterdir()):
         raise OutputRefused("--box folder is not empty and not a twin's box", file=str(box))
     else:
-        record.write_text(mine)
+        box.mkdir(parents=True, exist_ok=True)
+        (box / BOX_FILE).write_text(mine + "\n")
+
+
+def _kept(path: Path) -> bool:
+    """A file a kept box holds: there, regular, not a link (a link would carry the twin's writes elsewhere)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _datastore_disks(p: TwinRun, work: Path, again: bool = False) -> list[str]:
@@ -173,7 +185,7 @@ def _datastore_disks(p: TwinRun, work: Path, again: bool = False) -> list[str]:
     paths = []
     for i, disk in enumerate(p.twin.disks):
         paths.append(str(work / f"disk{i}.raw"))
-        if not (again and Path(paths[-1]).is_file()):
+        if not again:
             make_sparse(Path(paths[-1]), disk.size_gib << 30)
     return paths
 
@@ -263,13 +275,18 @@ def boot_image(
     require_qemu()
     with tempfile.TemporaryDirectory(prefix="oemkit-boot-") as tmp:
         work = box or Path(tmp)
-        again = box is not None and (work / "vars.fd").is_file()
+        boot = boot or BootDisk(None, "virtio", False, "")
+        overlays = [work / f"boot{i}.qcow2" for i in range(2 if boot.mirror else 1)]
+        kept = [work / "vars.fd", *overlays, *(work / f"disk{i}.raw" for i in range(len(p.twin.disks)))]
+        again = box is not None and (work / "vars.fd").exists()
+        if again and not all(_kept(f) for f in kept):
+            raise OutputRefused(
+                "the box is incomplete or altered (a file missing, or not a regular file)", file=str(box)
+            )
         paths = _datastore_disks(p, work, again)
         run_vars = work / "vars.fd"
         if not again:
             shutil.copyfile(vars_fd, run_vars)
-        boot = boot or BootDisk(None, "virtio", False, "")
-        overlays = [work / f"boot{i}.qcow2" for i in range(2 if boot.mirror else 1)]
         for overlay in [] if again else overlays:  # the shipped bytes never change: writes land here
             done = subprocess.run(
                 ["qemu-img", "create", "-q", "-f", "qcow2", "-F", image_format, "-b", str(image.resolve()),
@@ -298,7 +315,7 @@ def boot_image(
         try:  # from here every exit (Ctrl-C in the socket wait too) ends the swtpm it started
             if tpm:  # the box's TPM 2.0: swtpm with a fresh state, as a new box's TPM
                 (work / "tpm").mkdir(exist_ok=again)
-                sock = work / "tpm" / "sock"
+                sock = Path(tmp) / "tpm.sock"  # not in the box: short (AF_UNIX) and never one a killed run left
                 swtpm = subprocess.Popen(
                     ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={work / 'tpm'}", "--ctrl",
                      f"type=unixio,path={sock}", "--terminate"],
