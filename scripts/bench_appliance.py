@@ -102,8 +102,9 @@ def render(rows: dict[str, list[dict]], n: int, key: str) -> str:
         f"Median of {n} rounds (min–max), TCG, this machine, the lab unit J30LAB01 (retail-branch, R650 twin, three "
         f"workloads started), the same core (tests' key {key}) both ways, interleaved:",
         "",
-        "| seconds from QEMU start | direct kernel (SeaBIOS, config CD) | appliance image (OVMF Secure Boot, swtpm) |",
-        "|---|---|---|",
+        "| seconds from QEMU start | direct kernel (SeaBIOS, config CD) | min–max | appliance image (OVMF Secure Boot, "
+        "swtpm) | min–max |",
+        "|---|---|---|---|---|",
     ]
     for label, key_ in (("to the init's first line (firmware + loader + kernel)", "kernel"),
                         ("init (to the agent)", "init"), ("agent (to the status line)", "agent"),

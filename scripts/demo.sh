@@ -41,13 +41,16 @@ step "$oemkit" firstboot run "$work/J30ABC12.json" --pubkey "$work/keys/signing.
 # The embedded core: build it from Debian packages with this factory's key (cached: minutes the first time, seconds
 # after) and see what takes the space. Then the appliance: the factory's Secure Boot keys enrolled in the twin's
 # firmware store, the unit's disk image (signed systemd-boot and two banks of the core's signed UKI on the ESP, the
-# sealed config on its own partition), booted as the box boots it — OVMF with Secure Boot, a TPM, the R650's twin —
-# to READY with the PCR 15 the factory predicted; then the same image on an HPE box, which the agent must refuse.
+# sealed config on its own partition), booted as the box boots it — OVMF with Secure Boot, a TPM, the R650's twin as
+# a libvirt domain (printed first) — to READY with the PCR 15 the factory predicted; the order burned in (every unit
+# booted on its twin, a report and JUnit); then the same image on an HPE box, which the agent must refuse.
 step "$oemkit" core build -o "$work/core" --pubkey "$work/keys/signing.pub"
 step "$oemkit" core footprint "$work/core"
 step "$oemkit" keys enroll-vars --dir "$work/keys" -o "$work/keys/VARS.fd"
 step "$oemkit" image build "$work/J30ABC12.json" --core "$work/core" --keys "$work/keys" -o "$work/out"
+step "$oemkit" twin xml "$work/out/J30ABC12" --accel tcg
 step "$oemkit" boot "$work/out/J30ABC12" --vars "$work/keys/VARS.fd" --log "$work/console.txt"
+step "$oemkit" burnin "$work/out" --vars "$work/keys/VARS.fd" --junit "$work/burnin.xml" --force
 step "$oemkit" image verify "$work/out/J30ABC12" --keys "$work/keys"
 step "$oemkit" boot "$work/out/J30ABC12" --vars "$work/keys/VARS.fd" --as-model hpe-proliant-dl360-gen10-plus \
     --json   # exit 1: the identity check refuses it, nothing applied

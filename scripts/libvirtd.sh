@@ -8,7 +8,8 @@ source scripts/lib.sh
 sudo=""
 [[ "$(id -u)" == 0 ]] || sudo="sudo"
 
-packages=(libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils dnsmasq-base iptables)
+packages=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libxml2-utils qemu-system-x86 qemu-utils dnsmasq-base
+          iptables ovmf swtpm swtpm-tools)
 ensure_packages "${packages[@]}"
 
 # QEMU as root: with the default libvirt-qemu user, /dev/kvm (root-only in containers) is usable for the

@@ -39,6 +39,6 @@ if [[ ! -f "$stamp" ]]; then
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
-# The tests define and start real domains on qemu:///system: make sure a libvirtd is there.
-[[ "${1:-}" == "--dev" ]] && bash scripts/libvirtd.sh
+# `oemkit boot` and `oemkit burnin` run twins through libvirt (and the tests define real domains): a local libvirtd.
+bash scripts/libvirtd.sh
 echo "setup: ready ($(.venv/bin/oemkit --version))" >&2
