@@ -311,7 +311,7 @@ class _FakeBoot:
 @pytest.fixture
 def fake_boot(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(burnin_run, "LibvirtBoot", _FakeBoot)  # the scheduler's default boot
-    monkeypatch.setattr(burnin_job, "check_hosts", lambda uris: None)
+    monkeypatch.setattr(burnin_job, "check_hosts", lambda uris, serials=(): {})
     monkeypatch.setattr("oemkit.twin.appliance.require_tools", lambda: None)
 
 

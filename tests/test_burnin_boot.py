@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from oemkit.cli.app import app
-from oemkit.twin import domain, virt
+from oemkit.twin import domain, volumes
 
 from .conftest import REPO
 from .firstboot_kit import compile_to
@@ -44,7 +44,7 @@ def _leftovers(serial: str) -> list[str]:
     try:
         names = [d.name() for d in conn.listAllDomains() if d.name() == domain.domain_name(serial)]
         try:
-            pool = conn.storagePoolLookupByName(virt.POOL)
+            pool = conn.storagePoolLookupByName(volumes.POOL)
             pool.refresh(0)
             names += [v.name() for v in pool.listAllVolumes(0) if v.name().startswith(domain.domain_name(serial) + "-")]
         except libvirt.libvirtError:

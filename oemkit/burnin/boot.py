@@ -94,5 +94,5 @@ class LibvirtBoot:
             phases={k: round(v, 2) for k, v in r.phases.items()}, boots=r.boots, bank=r.bank, pcr15=r.pcr15,
             pcr15_expected=built.pcr15_expected, pcr15_match=appliance.pcr15_matches(built.pcr15_expected, r.pcr15),
             disk_sha256=done.disk_sha256, image=str(built.image), image_sha256=image_sha256, console_log=str(path),
-            cleaned=done.cleaned,
+            cleaned=[*self.job.cleaned.get(unit.serial, []), *done.cleaned],
         )  # fmt: skip

@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import libvirt
@@ -19,7 +19,7 @@ from oemkit.inputs import read_input
 from oemkit.outputs import check_new
 from oemkit.profile.schema import serial_problem
 from oemkit.twin import accel as accel_mod
-from oemkit.twin import appliance, session, virt
+from oemkit.twin import appliance, session, virt, volumes
 
 BURNIN_DIR = ".burnin"  # OUT/.burnin/: never inside a unit's folder, so `image verify` still holds after a burn-in
 REPORT = "report.json"
@@ -50,6 +50,7 @@ class Job:
     force: bool = False
     accel: str = "tcg"
     accel_why: str = "asked for"
+    cleaned: dict[str, list[str]] = field(default_factory=dict)  # by serial: twins an earlier run left, removed
 
     @property
     def logs(self) -> Path:
@@ -146,16 +147,26 @@ def choose_accel(units: Sequence[Unit]) -> tuple[str, str]:
     return "tcg", "no unit's kernel could be read for the KVM probe"
 
 
-def check_hosts(uris: Sequence[str]) -> None:
-    """Each libvirt host reachable and its pool ready, before any twin (TwinError otherwise: the CLI's exit 2). A
-    host down from the start would otherwise fail unit after unit: with no twin running, it is always the host with
-    the fewest. Making the pool here, once, also keeps a fresh host's first twins from racing to define it."""
+def check_hosts(uris: Sequence[str], serials: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Each libvirt host reachable and its pool ready, before any twin (TwinError otherwise: the CLI's exit 2); and
+    the twin of every unit of the order that an earlier, killed run left on any of the hosts removed — a unit may be
+    burned in on another host this time. Returns what was removed, by serial. A host down from the start would
+    otherwise fail unit after unit: with no twin running, it is always the host with the fewest. Making the pool
+    here, once, also keeps a fresh host's first twins from racing to define it."""
+    removed: dict[str, list[str]] = {}
     for uri in uris:
         conn = virt.connect(uri)
         try:
-            virt.ensure_pool(conn)
+            pool = volumes.ensure_pool(conn)
+            for serial in serials:
+                gone, stuck = volumes.clean(conn, pool, serial)
+                if stuck:
+                    raise virt.TwinError(f"libvirt at {uri}: a twin an earlier run left cannot be removed: "
+                                         f"{'; '.join(stuck)}")  # fmt: skip
+                removed.setdefault(serial, []).extend(what if len(uris) == 1 else f"{what} at {uri}" for what in gone)
         except libvirt.libvirtError as exc:
             why = exc.get_error_message()
-            raise virt.TwinError(f"libvirt at {uri}: cannot make the pool {virt.POOL}: {why}") from None
+            raise virt.TwinError(f"libvirt at {uri}: cannot make the pool {volumes.POOL}: {why}") from None
         finally:
             conn.close()
+    return removed

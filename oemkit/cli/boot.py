@@ -2,7 +2,7 @@
 factory's keys, a TPM, on the virtual twin of its hardware under QEMU — and report what the agent inside said,
 checking the PCR 15 it measured against the factory's prediction. `oemkit boot UNIT.json --core COREDIR` is the
 developer mode: the core's kernel booted directly, the config on a CD. Exit 0 READY, 1 FAILED (or a PCR 15 that
-does not match), 2 bad input, 3 timeout."""
+does not match), 2 bad input, 3 timeout, 4 libvirt could not run the twin."""
 
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ def boot_command(
             result = session.boot(
                 run, core, accel=accel, timeout=timeout, log=log, state_disk=state_disk, echo=echo, force=force
             )
-    except (OemkitError, ValueError) as exc:
+    except (OemkitError, ValueError, OSError) as exc:
         fail(exc, as_json=as_json)
     doc = {**result.to_dict(), "accel": accel, "twin": run.twin.model_id, **via}
     match = None

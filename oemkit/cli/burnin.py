@@ -56,6 +56,8 @@ def burnin_command(
     existing output without --force, a host unreachable) — checked before any twin starts; 130/143: stopped by
     Ctrl-C/SIGTERM (every running twin destroyed and cleaned, the rest cancelled; the report holds them all).
     """
+    from dataclasses import replace
+
     from oemkit.burnin import job as burnin_job
     from oemkit.burnin import run as burnin_run
     from oemkit.burnin.report import junit_xml
@@ -68,13 +70,20 @@ def burnin_command(
         appliance.require_tools()
         job = burnin_job.prepare(out, connect or [], parallel=parallel, timeout=timeout, vars_fd=vars_fd,
                                  catalog=catalog, force=force, junit=junit, accel=accel)  # fmt: skip
-        burnin_job.check_hosts(job.uris)
+        cleaned = burnin_job.check_hosts(job.uris, [u.serial for u in job.units if u.problem is None])
+        job = replace(job, cleaned=cleaned)
     except OemkitError as exc:
         fail(exc, as_json=as_json)
     err = console(stderr=True)
     if not as_json:
         err.print(f"oemkit burnin: {len(job.units)} units, {job.parallel} at a time on {', '.join(job.uris)}; "
                   f"{job.accel} ({job.accel_why})", markup=False, highlight=False)  # fmt: skip
+    if cleaned and not as_json:
+        err.print(
+            "oemkit burnin: removed twins an earlier run left: "
+            + "; ".join(f"{serial}: {', '.join(what)}" for serial, what in cleaned.items()),
+            markup=False,
+        )
     board = Board(job.units)
     try:
         with _display(err, board, live=err.is_terminal and not as_json) as show:

@@ -20,6 +20,7 @@ from oemkit.image.appliance.fit import GB, state_may_live_on
 from oemkit.image.appliance.verify import partitions
 from oemkit.image.tools import PATH
 from oemkit.inputs import read_input
+from oemkit.profile.schema import serial_problem
 from oemkit.twin.spec import BootDisk
 
 FORMATS = ("qcow2", "raw")
@@ -85,9 +86,12 @@ def load(folder: Path) -> BuiltUnit:
         manifest = json.loads(read_input(folder / "manifest.json", "image manifest"))
         files = manifest["files"]
         fmt = manifest.get("format") or next(f for f in FORMATS if f"appliance.{f}" in files)
-        str(manifest["serial"])
+        serial = str(manifest["serial"])
     except (ValueError, KeyError, TypeError, StopIteration) as exc:
         raise UnreadableInput(f"not an image manifest: {exc}", file=str(folder / "manifest.json")) from None
+    problem = serial_problem(serial)  # it names the twin's domain, volumes and files: only a well-formed one
+    if problem is not None:
+        raise UnreadableInput(f"not an image manifest: {problem}", file=str(folder / "manifest.json"))
     if fmt not in FORMATS:
         raise UnreadableInput(f"image format {fmt!r} is not one of {', '.join(FORMATS)}", file=str(folder))
     image = folder / f"appliance.{fmt}"

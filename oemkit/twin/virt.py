@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import queue
-import re
-import subprocess
 import tempfile
 import threading
 import time
@@ -33,19 +30,15 @@ from typing import IO, Any
 import libvirt
 
 from oemkit.errors import OemkitError
-from oemkit.image.tools import PATH
-from oemkit.twin import domain
+from oemkit.twin import domain, volumes
 from oemkit.twin.appliance import BuiltUnit
 from oemkit.twin.console import BootResult, follow
 from oemkit.twin.session import TwinRun
 from oemkit.twin.spec import BootDisk
 
-POOL = "oemkit-twins"
-POOL_DIR = domain.TWINS_DIR
-CHUNK = 1 << 20
 POWEROFF_WAIT = 60.0  # after the ready line, for the core to power the twin off as its OEM string asked
-UNDEFINE = (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_TPM
-            | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)  # fmt: skip
+# a fresh NVRAM from the template even if a file of that name survived (libvirt >= 8.1)
+START = libvirt.VIR_DOMAIN_START_PAUSED | getattr(libvirt, "VIR_DOMAIN_START_RESET_NVRAM", 0)
 
 
 def _quiet(_ctx: object, _err: object) -> None:
@@ -71,6 +64,7 @@ class VirtRun:
     disk_sha256: str  # the boot device's bytes the twin booted (the flattened image)
     cleaned: list[str] = field(default_factory=list)  # what an earlier run had left, removed first
     kept: bool = False
+    cleanup_failed: list[str] = field(default_factory=list)  # what could not be removed afterwards, and why
 
 
 def connect(uri: str) -> libvirt.virConnect:
@@ -78,84 +72,6 @@ def connect(uri: str) -> libvirt.virConnect:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:
         raise TwinError(f"cannot connect to {uri}: {exc.get_error_message()}") from None
-
-
-def ensure_pool(conn: libvirt.virConnect) -> libvirt.virStoragePool:
-    try:
-        pool = conn.storagePoolLookupByName(POOL)
-    except libvirt.libvirtError:
-        xml = f"<pool type='dir'><name>{POOL}</name><target><path>{POOL_DIR}</path></target></pool>"
-        pool = conn.storagePoolDefineXML(xml, 0)
-        pool.build(0)
-    if not pool.isActive():
-        pool.create(0)
-    pool.refresh(0)
-    return pool
-
-
-def _ours(serial: str) -> re.Pattern[str]:
-    """Exactly this twin's volumes: a prefix alone would also match another serial's (J30BER01 vs J30BER01-X)."""
-    parts = r"(image\.raw|boot1?\.qcow2|disk\d+\.raw|vars\.fd|console\.log)"
-    return re.compile(re.escape(domain.volume_name(serial, "")) + parts)
-
-
-def clean(conn: libvirt.virConnect, pool: libvirt.virStoragePool, serial: str) -> list[str]:
-    """Remove the twin of `serial` — domain (stopped first), NVRAM, TPM state, volumes — if any of it exists."""
-    name = domain.domain_name(serial)
-    removed = []
-    try:
-        dom = conn.lookupByName(name)
-    except libvirt.libvirtError:
-        dom = None
-    if dom is not None:
-        if dom.isActive():
-            dom.destroy()
-        dom.undefineFlags(UNDEFINE)
-        removed.append(f"domain {name}")
-    pool.refresh(0)
-    for vol in pool.listAllVolumes(0):
-        if _ours(serial).fullmatch(vol.name()):
-            vol.delete(0)
-            removed.append(vol.name())
-    return removed
-
-
-def _volume(pool: libvirt.virStoragePool, name: str, capacity: int, fmt: str, backing: str | None = None) -> Any:
-    back = f"<backingStore><path>{backing}</path><format type='raw'/></backingStore>" if backing else ""
-    xml = (f"<volume><name>{name}</name><capacity unit='bytes'>{capacity}</capacity><allocation>0</allocation>"
-           f"<target><format type='{fmt}'/></target>{back}</volume>")  # fmt: skip
-    return pool.createXML(xml, 0)
-
-
-def _upload(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, path: Path) -> tuple[Any, str]:
-    """A new raw volume holding `path`'s bytes; their sha256."""
-    size = path.stat().st_size
-    vol = _volume(pool, name, size, "raw")
-    digest = hashlib.sha256()
-    stream = conn.newStream(0)
-    vol.upload(stream, 0, size, 0)
-
-    def chunk(_stream: Any, nbytes: int, fh: IO[bytes]) -> bytes:
-        data = fh.read(min(nbytes, CHUNK))
-        digest.update(data)
-        return data
-
-    with path.open("rb") as fh:
-        stream.sendAll(chunk, fh)
-    stream.finish()
-    return vol, digest.hexdigest()
-
-
-def _raw(built: BuiltUnit, work: Path) -> Path:
-    """The unit's image as raw bytes (a qcow2 one through its backing file), read-only."""
-    if built.fmt == "raw":
-        return built.image
-    out = work / "image.raw"
-    argv = ["qemu-img", "convert", "-f", built.fmt, "-O", "raw", str(built.image), str(out)]
-    done = subprocess.run(argv, capture_output=True, text=True, env={"PATH": PATH, "LC_ALL": "C.UTF-8"}, check=False)
-    if done.returncode != 0:
-        raise TwinError(f"cannot read the image: {done.stderr.strip()}", file=str(built.image))
-    return out
 
 
 class Cancelled(Exception):
@@ -207,7 +123,7 @@ class DomainMachine:
     def wait(self, timeout: float) -> int | None:
         end = time.monotonic() + timeout
         while self.running():
-            if time.monotonic() >= end:
+            if time.monotonic() >= end or (self.cancel is not None and self.cancel.is_set()):
                 return None
             time.sleep(0.2)
         try:
@@ -220,7 +136,54 @@ class DomainMachine:
         if self.running():
             with contextlib.suppress(libvirt.libvirtError):
                 self.dom.destroy()
+        with contextlib.suppress(libvirt.libvirtError):
+            self.stream.abort()  # ends a recv that would otherwise wait on a connection gone silent
         self.reader.join(5)
+
+
+def _clean_after(conn: libvirt.virConnect, uri: str, serial: str) -> list[str]:
+    """Remove the twin after its run, on a fresh connection when this one died (a qemu+ssh:// tunnel killed by the
+    same Ctrl-C): what could not be removed, and why."""
+    try:
+        if not conn.isAlive():
+            raise libvirt.libvirtError("the connection is gone")
+        return volumes.clean(conn, volumes.ensure_pool(conn), serial)[1]
+    except libvirt.libvirtError:
+        try:
+            fresh = connect(uri)
+        except TwinError as exc:
+            return [str(exc)]
+        try:
+            return volumes.clean(fresh, volumes.ensure_pool(fresh), serial)[1]
+        except libvirt.libvirtError as exc:
+            return [exc.get_error_message()]
+        finally:
+            fresh.close()
+
+
+def _make(conn: libvirt.virConnect, pool: Any, run: TwinRun, built: BuiltUnit, device: BootDisk, vars_fd: Path,
+          domain_type: str) -> tuple[libvirt.virDomain, str]:  # fmt: skip
+    """The twin's volumes and its domain, defined (not started); the sha256 of the boot device's bytes."""
+    vol = functools.partial(domain.volume_name, built.serial)
+    with tempfile.TemporaryDirectory(prefix="oemkit-twin-") as tmp:
+        image, sha = volumes.upload(conn, pool, vol("image.raw"), volumes.raw_image(built, Path(tmp)))
+    size = max(device.size or 0, image.info()[1])
+    halves = [volumes.volume(pool, vol(f"boot{i or ''}.qcow2"), size, "qcow2", image.path())
+              for i in range(2 if device.mirror else 1)]  # fmt: skip
+    disks = [volumes.volume(pool, vol(f"disk{i}.raw"), d.size_gib << 30, "raw") for i, d in enumerate(run.twin.disks)]
+    template, _ = volumes.upload(conn, pool, vol("vars.fd"), vars_fd)
+    console = volumes.volume(pool, vol("console.log"), 0, "raw")  # libvirt's log appends to it: a known volume
+    paths = domain.DomainPaths(
+        boot=halves[0].path(),
+        boot_mirror=halves[1].path() if device.mirror else None,
+        disks=tuple(d.path() for d in disks),
+        nvram_template=template.path(),
+        nvram=None,
+        console_log=console.path(),
+    )
+    xml = domain.domain_xml(run.twin, device, paths, domain_type=domain_type, memory_mib=run.memory_mib,
+                            oem_strings=run.oem_strings(poweroff=True))  # fmt: skip
+    return conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE), sha
 
 
 def boot(
@@ -238,42 +201,32 @@ def boot(
     note: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> VirtRun:
-    """Boot `built` on its twin at `uri` and follow it to the agent's status; clean up unless `keep`. Setting
-    `cancel` (from another thread) stops it within a second: Cancelled is raised after the twin is cleaned."""
+    """Boot `built` on its twin at `uri` and follow it to the agent's status; clean up unless `keep` (a kept twin
+    is always stopped). Setting `cancel` (from another thread) stops it within a second: Cancelled is raised after
+    the twin is cleaned. TwinError when libvirt cannot run the twin; UnreadableInput for an image it cannot read."""
     conn = connect(uri)
     name = domain.domain_name(built.serial)
+    dom = None
     try:
-        pool = ensure_pool(conn)
-        cleaned = clean(conn, pool, built.serial)
-        if cleaned and note:
-            note(f"cleaned a twin an earlier run left: {', '.join(cleaned)}")
         try:
-            vol = functools.partial(domain.volume_name, built.serial)
-            with tempfile.TemporaryDirectory(prefix="oemkit-twin-") as tmp:
-                image, sha = _upload(conn, pool, vol("image.raw"), _raw(built, Path(tmp)))
-            size = max(device.size or 0, image.info()[1])
-            halves = [_volume(pool, vol(f"boot{i or ''}.qcow2"), size, "qcow2", image.path())
-                      for i in range(2 if device.mirror else 1)]  # fmt: skip
-            disks = [_volume(pool, vol(f"disk{i}.raw"), d.size_gib << 30, "raw") for i, d in enumerate(run.twin.disks)]
-            template, _ = _upload(conn, pool, vol("vars.fd"), vars_fd)
-            paths = domain.DomainPaths(
-                boot=halves[0].path(),
-                boot_mirror=halves[1].path() if device.mirror else None,
-                disks=tuple(d.path() for d in disks),
-                nvram_template=template.path(),
-                nvram=None,
-                console_log=f"{POOL_DIR}/{vol('console.log')}",
-            )
-            xml = domain.domain_xml(run.twin, device, paths, domain_type=domain_type, memory_mib=run.memory_mib,
-                                    oem_strings=run.oem_strings(poweroff=True))  # fmt: skip
-            dom = conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
-            dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)  # the console is open before the first byte
+            pool = volumes.ensure_pool(conn)
+            cleaned, stuck = volumes.clean(conn, pool, built.serial)
+            if stuck:
+                raise TwinError(f"libvirt at {uri}: a twin an earlier run left cannot be removed: {'; '.join(stuck)}")
+            if cleaned and note:
+                note(f"cleaned a twin an earlier run left: {', '.join(cleaned)}")
+            dom, sha = _make(conn, pool, run, built, device, vars_fd, domain_type)
+            dom.createWithFlags(START)  # paused: the console is open before the first byte
             machine = DomainMachine(conn, dom, cancel)
             started = time.monotonic()
             dom.resume()
-        except BaseException as exc:  # a libvirt refusal, or Ctrl-C while uploading: no half-made twin stays
+        except BaseException as exc:  # a libvirt refusal, a bad image, Ctrl-C while uploading: no twin runs on
+            if dom is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    if dom.isActive():
+                        dom.destroy()
             if not keep:
-                clean(conn, pool, built.serial)
+                _clean_after(conn, uri, built.serial)
             if isinstance(exc, libvirt.libvirtError):
                 raise TwinError(f"libvirt at {uri} could not run the twin {name}: {exc.get_error_message()}") from None
             raise
@@ -281,10 +234,10 @@ def boot(
             result = follow(machine, started, timeout, log, echo, POWEROFF_WAIT, label="domain")
         finally:
             machine.stop()
-            if not keep:
-                clean(conn, pool, built.serial)
-        return VirtRun(result, uri, name, sha, cleaned, keep)
-    except libvirt.libvirtError as exc:
-        raise TwinError(f"libvirt at {uri}: {exc.get_error_message()}") from None
+            failed = [] if keep else _clean_after(conn, uri, built.serial)
+            if failed and note:
+                note(f"could not remove all of the twin {name}: {'; '.join(failed)}")
+        return VirtRun(result, uri, name, sha, cleaned, keep, failed)
     finally:
-        conn.close()
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
