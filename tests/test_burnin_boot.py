@@ -136,3 +136,28 @@ def test_an_hpe_and_a_lenovo_unit_burn_in_two_twins_at_a_time(core_dir: Path, fa
     assert got == {"CLV0BRN1": ("READY", "hpe-proliant-dl360-gen10-plus", True),
                    "FEP0BRN1": ("READY", "lenovo-thinksystem-sr650-v2", True)}  # fmt: skip
     assert report["totals"]["ready"] == 2
+
+
+@pytest.mark.heavy
+def test_an_interrupted_burn_in_leaves_no_twin_behind(order: Path, factory, tmp_path: Path) -> None:  # noqa: F811
+    """Ctrl-C (SIGINT) while the twin boots: the twin is destroyed and removed, the report says interrupted, the unit
+    cancelled, exit 130."""
+    _, vars_fd = factory
+    name = domain.domain_name("J30BRN01")
+    run = subprocess.Popen([sys.executable, "-m", "oemkit", "burnin", str(order), "--vars", str(vars_fd), "--accel",
+                            "tcg", "--json", "--force"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        end = time.monotonic() + 180
+        while not _running(name) and time.monotonic() < end and run.poll() is None:
+            time.sleep(0.5)
+        assert _running(name), "the twin never started"
+        time.sleep(5)  # well into the boot
+        run.send_signal(signal.SIGINT)
+        out, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130
+    report = json.loads(out)
+    assert report["interrupted"] is True and [u["status"] for u in report["units"]] == ["cancelled"]
+    assert _leftovers("J30BRN01") == []
