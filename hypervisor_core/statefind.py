@@ -86,26 +86,29 @@ def gpt(device: Path, sector: int) -> tuple[str | None, dict[int, tuple[str, str
 
 
 def scan(root: Path = Path("/")) -> list[Part]:
-    """Every partition of every disk, with what the decision needs."""
+    """Every partition of every disk, and every whole disk (a filesystem may span one, as the developer mode's state
+    disk does), with what the decision needs."""
     out = []
     block = root / "sys/class/block"
     tables: dict[str, tuple[str | None, dict[int, tuple[str, str]]]] = {}
     for entry in sorted(block.iterdir()) if block.is_dir() else []:
         number = _text(entry / "partition")
-        if not number.isdigit():
-            continue
-        real = os.path.realpath(entry)
-        disk = Path(real).parent.name
-        if disk not in tables:
-            sector = int(_text(block / disk / "queue/logical_block_size") or 512)
-            tables[disk] = gpt(root / "dev" / disk, sector)
-        disk_guid, table = tables[disk]
-        partuuid, partname = table.get(int(number), (None, None))
+        real = Path(os.path.realpath(entry))
+        disk_dir = real.parent if number.isdigit() else real
+        disk_guid, partuuid, partname = None, None, None
+        if number.isdigit():
+            if disk_dir.name not in tables:
+                sector = int(_text(block / disk_dir.name / "queue/logical_block_size") or 512)
+                tables[disk_dir.name] = gpt(root / "dev" / disk_dir.name, sector)
+            disk_guid, table = tables[disk_dir.name]
+            partuuid, partname = table.get(int(number), (None, None))
         head = _read(root / "dev" / entry.name, 2048)
         label = head[1144:1160].rstrip(b"\0") if head[1080:1082] == b"\x53\xef" else b""
-        removable = _text(Path(real).parent / "removable") == "1"
-        flash = "USB" if "/usb" in real else "SD/eMMC" if "/mmc" in real else "removable" if removable else None
-        out.append(Part(entry.name, disk, partname, partuuid, disk_guid, flash, label == layout.STATE_LABEL.encode()))
+        removable = _text(disk_dir / "removable") == "1"
+        where = str(real)
+        flash = "USB" if "/usb" in where else "SD/eMMC" if "/mmc" in where else "removable" if removable else None
+        state = label == layout.STATE_LABEL.encode()
+        out.append(Part(entry.name, disk_dir.name, partname, partuuid, disk_guid, flash, state))
     return out
 
 

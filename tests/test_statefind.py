@@ -127,3 +127,22 @@ def test_the_parts_are_read_from_sysfs_and_the_devices(tree: Path, capsys: pytes
     (tree / "sys/class/dmi/id/product_serial").write_text("CZJ8SD0002\n")  # the disk moved into another box
     statefind.main(tree)
     assert capsys.readouterr().out == "none refused /dev/sdb1 (USB)\n"
+
+
+def test_a_filesystem_spanning_a_whole_disk_counts_too(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The developer mode's state disk and a stick formatted whole carry no partition table: they are read too."""
+    head = bytearray(2048)
+    head[1080:1082], head[1144:1156] = b"\x53\xef", b"OEMKIT-STATE"
+    for disk, where in (("vdb", "pci0000:00/0000:00:06.0/virtio3"),
+                        ("sdc", "pci0000:00/0000:00:07.0/usb1/1-2/1-2:1.0/host2/target2:0:0/2:0:0:0")):  # fmt: skip
+        folder = tree / "sys/devices" / where / "block" / disk
+        folder.mkdir(parents=True)
+        (folder / "removable").write_text("0\n")
+        os.symlink(folder, tree / "sys/class/block" / disk)
+        (tree / "dev" / disk).write_bytes(bytes(head))
+    parts = {p.name: p for p in statefind.scan(tree)}
+    assert parts["vdb"] == Part("vdb", "vdb", None, None, None, None, True)
+    assert parts["sdc"] == Part("sdc", "sdc", None, None, None, "USB", True)
+    (tree / "sys/class/dmi/id/product_serial").write_text("OTHER\n")  # the moved state is not this box's
+    statefind.main(tree)
+    assert capsys.readouterr().out.startswith("use /dev/vdb ")  # the one fixed copy; the rest said
