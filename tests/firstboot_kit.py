@@ -33,8 +33,9 @@ def public_key() -> bytes:
     return config.read_public_key(PUB.read_text())
 
 
-def compile_to(profile: Path, site: Path, serial: str, out: Path) -> dict:
-    compiled = compile_unit(profile, site, serial, load_private_key(KEY), load_catalog(REPO / "hardware_catalog"))
+def compile_to(profile: Path, site: Path, serial: str, out: Path, unit: Path | None = None) -> dict:
+    compiled = compile_unit(profile, site, serial, load_private_key(KEY), load_catalog(REPO / "hardware_catalog"),
+                            unit_file=unit)  # fmt: skip
     assert not compiled.problems, [str(p) for p in compiled.problems]
     out.write_text(compiled.text())
     return compiled.document

@@ -29,7 +29,7 @@ from .firstboot_kit import compile_to
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
-SERIALS = {"J30LAB01": "retail-lab", "J30ABC12": "retail-ber01"}
+SERIALS = {"J30LAB01": "retail-muc02", "J30ABC12": "retail-ber01"}
 MB = 10**6
 
 
@@ -295,7 +295,7 @@ def test_units_build_in_parallel_after_prepare_shared(core_dir: Path, sb, tmp_pa
     configs = []
     for serial in serials:
         configs.append(tmp_path / f"{serial}.json")
-        compile_to(REPO / "profiles" / "retail-branch.yaml", REPO / "profiles" / "sites" / "retail-lab.yaml",
+        compile_to(REPO / "profiles" / "retail-branch.yaml", REPO / "profiles" / "sites" / "retail-muc02.yaml",
                    serial, configs[-1])  # fmt: skip
     out = tmp_path / "out"
     image.prepare_shared(core_dir, sb, out)

@@ -16,8 +16,9 @@ from .firstboot_kit import compile_to
 
 pytestmark = pytest.mark.slow
 PROFILE = REPO / "profiles" / "retail-branch.yaml"
-LAB = REPO / "profiles" / "sites" / "retail-lab.yaml"
-SERIAL = "J30LAB01"
+SITE = REPO / "profiles" / "sites" / "retail-ber01.yaml"
+SERIAL = "J30DEV01"
+DEVMODE = REPO / "tests" / "data" / "profiles" / "units" / f"{SERIAL}.yaml"  # no UEFI here: no Secure Boot, no TPM
 
 
 def _boot(unit: Path, core: Path, *extra: str) -> tuple[int, dict]:
@@ -30,7 +31,7 @@ def _boot(unit: Path, core: Path, *extra: str) -> tuple[int, dict]:
 def first_boot(core_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, Path, Path]:
     work = tmp_path_factory.mktemp("boot")
     unit = work / "unit.json"
-    compile_to(PROFILE, LAB, SERIAL, unit)
+    compile_to(PROFILE, SITE, SERIAL, unit, DEVMODE)
     code, doc = _boot(unit, core_dir, "--state-disk", str(work / "state.img"), "--log", str(work / "first.log"))
     return code, doc, work, unit
 
@@ -64,13 +65,13 @@ def test_a_reboot_keeps_the_state_and_reapplies_the_host_config(first_boot, core
     assert (code, doc["status"], doc["reason"]) == (0, "READY", "already done"), console[-3000:]
     assert "state t=" in console and "persistent on /dev/vda" in console
     hostconfig = console.split("hostconfig t=", 1)[1].splitlines()[0]
-    assert "applied, hostname br-lab01-j30lab01" in hostconfig  # the name and network first boot set, restored
+    assert "applied, hostname br-ber01-j30dev01" in hostconfig  # the name and network first boot set, restored
     assert doc["steps"] == []  # nothing applied twice
 
 
 def test_the_same_unit_on_another_vendors_box_fails_on_identity(core_dir: Path, tmp_path: Path) -> None:
     unit = tmp_path / "unit.json"
-    compile_to(PROFILE, LAB, SERIAL, unit)
+    compile_to(PROFILE, SITE, SERIAL, unit, DEVMODE)
     code, doc = _boot(unit, core_dir, "--as-model", "hpe-proliant-dl360-gen10-plus", "--log", str(tmp_path / "c.log"))
     assert (code, doc["status"]) == (1, "FAILED"), (tmp_path / "c.log").read_text()[-3000:]
     assert doc["reason"].startswith("wrong hardware: this config is for dell-poweredge-r650"), doc["reason"]
@@ -80,7 +81,7 @@ def test_the_same_unit_on_another_vendors_box_fails_on_identity(core_dir: Path, 
 
 def test_a_core_that_does_not_report_in_time_is_exit_3(core_dir: Path, tmp_path: Path) -> None:
     unit = tmp_path / "unit.json"
-    compile_to(PROFILE, LAB, SERIAL, unit)
+    compile_to(PROFILE, SITE, SERIAL, unit, DEVMODE)
     result = CliRunner().invoke(app, ["boot", str(unit), "--core", str(core_dir), "--json", "--timeout", "3"])
     assert result.exit_code == 3, result.output
     doc = json.loads(result.stdout)
@@ -93,7 +94,7 @@ def test_a_state_filesystem_on_a_usb_stick_is_refused(core_dir: Path, tmp_path: 
     from oemkit.twin import session
 
     unit = tmp_path / "unit.json"
-    compile_to(PROFILE, LAB, SERIAL, unit)
+    compile_to(PROFILE, SITE, SERIAL, unit, DEVMODE)
     stick = tmp_path / "stick.img"
     session.make_state_disk(stick, 64)
     usb = ("-device", "qemu-xhci,id=xhci,bus=pcie.0,addr=0x7", "-drive", f"if=none,id=stick,format=raw,file={stick}")
@@ -115,7 +116,7 @@ def test_a_state_disk_on_sata_is_found_without_a_fixed_wait(core_dir: Path, tmp_
     from oemkit.twin import session
 
     unit = tmp_path / "unit.json"
-    compile_to(PROFILE, LAB, SERIAL, unit)
+    compile_to(PROFILE, SITE, SERIAL, unit, DEVMODE)
     disk = tmp_path / "state.img"
     session.make_state_disk(disk, 64)
     sata = ("-drive", f"if=none,id=st,format=raw,file={disk}", "-device", "ide-hd,drive=st,bus=ide.4")

@@ -23,7 +23,7 @@ from .conftest import REPO
 from .firstboot_kit import compile_to
 
 PROFILE = REPO / "profiles" / "retail-branch.yaml"
-LAB = REPO / "profiles" / "sites" / "retail-lab.yaml"
+LAB = REPO / "profiles" / "sites" / "retail-ber01.yaml"  # the argv does not depend on the site
 QEMU = shutil.which("qemu-system-x86_64")
 
 
@@ -45,7 +45,7 @@ def test_golden_argv_for_the_lab_unit(unit: Path, catalog, golden) -> None:
         accel="tcg",
         memory_mib=p.memory_mib,
     )
-    golden(REPO / "tests" / "golden" / "boot" / "retail-lab-J30LAB01.argv", "\n".join(argv) + "\n")
+    golden(REPO / "tests" / "golden" / "boot" / "retail-ber01-J30LAB01.argv", "\n".join(argv) + "\n")
     # what the agent's rules need: both LOM ports at the catalog's addresses, two SATA SSDs of at least 400 GiB
     assert [n.pci_address for n in p.twin.nics[:2]] == ["0000:04:00.0", "0000:04:00.1"]
     assert [(d.interface, d.ssd, d.size_gib >= 400) for d in p.twin.disks] == [("sata", True, True)] * 2
