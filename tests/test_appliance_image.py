@@ -151,7 +151,7 @@ def test_a_qcow2_unit_is_the_raw_unit_in_a_few_clusters_over_the_base(built) -> 
         assert manifest["base"]["path"].startswith("../.base/")  # relative: OUT moves as a whole
         assert (overlay.parent / manifest["base"]["path"]).stat().st_size == manifest["base"]["bytes"]
         assert manifest["format"] == "qcow2" and manifest["profile"] == "retail-branch"
-        assert manifest["model"] == "dell-poweredge-r650" and manifest["site"] in ("lab01", "ber01")
+        assert manifest["model"] == "dell-poweredge-r650" and manifest["site"] in ("muc02", "ber01")
         assert manifest["fit"]["checked"] and manifest["fit"]["smallest_device"]["capacity_gb"] == 16
         tools = {"mkfs.fat", "mtools", "sgdisk", "qemu-img", "osslsigncode", "objcopy", "mke2fs"}
         assert set(manifest["tools"]) == tools
