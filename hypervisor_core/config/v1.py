@@ -119,8 +119,9 @@ class Security:
 
 @dataclass(frozen=True)
 class PhoneHome:
-    url: str
+    url: str  # the provisioning service's base URL: the box posts to URL/v1/units/<serial>/enrol and .../reports
     interval_seconds: int = 300
+    ca_pem: str | None = None  # for https: the only CA the box trusts for this URL (pinned); None: the URL is http
 
 
 @dataclass(frozen=True)

@@ -79,3 +79,44 @@ def enroll_vars(
         emit_json({"vars": str(output), "owner": keys.owner, "sha256": prints, "secure_boot": True})
     else:
         sys.stdout.write(f"{output}: PK, KEK, db enrolled (owner {keys.owner}), Secure Boot on\n")
+
+
+@app.command("service-ca")
+def service_ca(
+    folder: Annotated[Path, typer.Option("--dir", help="Where to write service-ca.key (0600) and service-ca.pem.")],
+    organisation: Annotated[str, typer.Option("--org", help="The organisation named in the CA.")] = "oemkit factory",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace an existing CA (boxes pinning the old one stop trusting the service)."),
+    ] = False,
+) -> None:
+    """Create the provisioning service's TLS CA. Its service-ca.pem goes into the profile's
+    management.phone_home.ca_pem: the boxes trust that CA for the service and nothing else."""
+    from oemkit.errors import OemkitError
+    from oemkit.seal.tlsca import init_ca
+
+    try:
+        issued = init_ca(folder, organisation, force=force)
+    except OemkitError as exc:
+        fail(exc, as_json=False)
+    sys.stdout.write(f"{issued.key}\n{issued.cert}\n")
+
+
+@app.command("service-cert")
+def service_cert(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for server.key (0600) and server.pem.")],
+    hosts: Annotated[
+        list[str], typer.Option("--host", help="A DNS name or IP address the boxes reach the service by (repeat).")
+    ],
+    folder: Annotated[Path, typer.Option("--dir", help="The folder holding the service CA.")] = Path("keys"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing server key and certificate.")] = False,
+) -> None:
+    """Issue the service's TLS certificate from the service CA (for `oemkit serve --tls-cert/--tls-key`)."""
+    from oemkit.errors import OemkitError
+    from oemkit.seal.tlsca import issue_server
+
+    try:
+        issued = issue_server(folder, output, hosts, force=force)
+    except OemkitError as exc:
+        fail(exc, as_json=False)
+    sys.stdout.write(f"{issued.key}\n{issued.cert}\n")

@@ -87,7 +87,8 @@ def read_document(path: Path, kind: str = "profile") -> tuple[Document | None, l
 
 
 # A YAML escape ("\e", "\0", "\x85") puts a control character in a value that the file does not show: no value
-# holds one (a console or a file name is where it would land). The banner may span lines; its own rule checks it.
+# holds one (a console or a file name is where it would land). The banner and a PEM span lines; their own rules check
+# them.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -101,7 +102,7 @@ def _control_characters(doc: Document) -> list[Problem]:
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 walk(item, (*path, i))
-        elif isinstance(value, str) and path[-1:] != ("banner",):
+        elif isinstance(value, str) and path[-1:] not in (("banner",), ("ca_pem",)):
             bad = _CONTROL.search(value)
             if bad:
                 line, col = doc.locate(path)

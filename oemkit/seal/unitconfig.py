@@ -133,7 +133,7 @@ def blueprint(p: ApplianceProfile, site: SiteOverlay, model: HardwareModel) -> B
         ),
         workloads=_workloads(p),
         firstboot=unit.FirstBoot(p.firstboot.on_hardware_mismatch, p.firstboot.timeout_seconds),
-        phone_home=unit.PhoneHome(phone.url, phone.interval_seconds) if phone else None,
+        phone_home=unit.PhoneHome(phone.url, phone.interval_seconds, phone.ca_pem) if phone else None,
     )
     return Blueprint(template, p.host)
 

@@ -24,6 +24,7 @@ from oemkit.profile.schema.values import (
     Network,
     Url,
     Vlan,
+    ca_certificates,
     console_text,
     crypt_hash,
     hostname_template,
@@ -244,15 +245,29 @@ class Security(Strict):
 
 
 class PhoneHome(Strict):
-    url: Url
-    interval_seconds: int = Field(300, ge=30, le=86400)
+    url: Url = Field(
+        description="The provisioning service's base URL (`oemkit serve`): the box enrols at "
+        "URL/v1/units/<serial>/enrol "
+        "and reports to URL/v1/units/<serial>/reports."
+    )
+    ca_pem: Annotated[str, AfterValidator(ca_certificates)] = Field(
+        max_length=32768,
+        description="PEM CA certificate(s) the box trusts for `url`, and nothing else (pinned: the core has no CA "
+        "bundle). Sealed into the signed unit config.",
+    )
+    interval_seconds: int = Field(
+        300,
+        ge=30,
+        le=86400,
+        description="Recorded only, not acted on yet: the box reports at the end of first boot and delivers what it "
+        "spooled at every boot; there is no periodic check-in.",
+    )
 
 
 class Management(Strict):
     phone_home: PhoneHome | None = Field(
         None,
-        description="Where the box reports its first boot.",
-        json_schema_extra=_recorded_only("the box reports on its console and in var/lib/oemkit/status.json only", None),
+        description="Where the box enrols and reports its first boot, READY or FAILED (docs/zero-touch.md).",
     )
 
 

@@ -142,6 +142,30 @@ def crypt_hash(value: str) -> str:
     return value
 
 
+_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----")
+
+
+def ca_certificates(value: str) -> str:
+    """One or more PEM CA certificates, each parsed (lazily: only a profile that phones home pays the import)."""
+    blocks = _PEM_CERT.findall(value)
+    if not blocks or _PEM_CERT.sub("", value).strip(" \r\n"):
+        raise ValueError("not PEM certificates: expected only -----BEGIN CERTIFICATE----- blocks")
+    from cryptography import x509
+
+    for n, block in enumerate(blocks, 1):
+        try:
+            cert = x509.load_pem_x509_certificate(block.encode())
+        except ValueError as exc:
+            raise ValueError(f"certificate {n} does not parse: {exc}") from None
+        try:
+            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
+            raise ValueError(f"certificate {n} ({cert.subject.rfc4514_string()}) is not a CA certificate")
+    return value
+
+
 def ssh_key(value: str) -> str:
     if not _SSH_KEY.fullmatch(value):
         raise ValueError(f"not an OpenSSH public key: {value[:30]!r}...")
