@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -25,6 +26,9 @@ from hypervisor_core.fsutil import read_regular
 from hypervisor_core.layout import NETWORK_CONFIG
 
 BOND = "okbond0"
+DHCP_SCRIPT = "/usr/share/oemkit/udhcpc.script"  # in the core (oemkit/image/core/files/udhcpc.script)
+DHCP_PIDS = "/run/oemkit"
+DHCP_TRIES, DHCP_TIMEOUT_S = 5, 2  # ~10 s for a first lease before udhcpc goes on in the background
 
 
 class HostNetError(Exception):
@@ -43,6 +47,11 @@ def _by_mac(links: list[dict[str, Any]], ours: set[str]) -> dict[str, str]:
 def commands(net: dict[str, Any], links: list[dict[str, Any]]) -> list[list[str]]:
     """The `ip` commands (without the leading `ip`) that make the kernel match `net`, given the current links
     (as `ip -j link show` reports them)."""
+    return plan(net, links)[0]
+
+
+def plan(net: dict[str, Any], links: list[dict[str, Any]]) -> tuple[list[list[str]], str]:
+    """commands(), and the interface that carries the management address (what a DHCP client runs on)."""
     present = {link["ifname"] for link in links}
     macs = _by_mac(links, {BOND, *(b["bridge"] for b in net.get("bridges", []))})
     uplinks = []
@@ -88,7 +97,7 @@ def commands(net: dict[str, Any], links: list[dict[str, Any]]) -> list[list[str]
         cmds.append(["address", "replace", net["cidr"], "dev", mgmt])
         if net.get("gateway"):
             cmds.append(["route", "replace", "default", "via", net["gateway"], "dev", mgmt])
-    return cmds
+    return cmds, mgmt
 
 
 _UNSAFE = set(" \t\n\"'\\#")  # characters `ip -batch` would split or quote on; no name or address has them
@@ -98,6 +107,7 @@ class IpRunner:
     """iproute2 for the host (or inside a network namespace: tests): one command, or a batch in one process."""
 
     def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
         self.base = ["ip", *(["-n", netns] if netns else [])]
 
     def __call__(self, args: list[str]) -> str:
@@ -130,13 +140,43 @@ def ip_runner(netns: str | None = None) -> IpRunner:
     return IpRunner(netns)
 
 
-def apply(net: dict[str, Any], run: IpRunner) -> list[str]:
-    """Make the kernel match `net`. Returns what was run; DHCP, when asked for, is left to the init's client."""
+def apply(net: dict[str, Any], run: IpRunner, dhcp_script: str = DHCP_SCRIPT) -> list[str]:
+    """Make the kernel match `net`. Returns what was run; with `address: dhcp`, a DHCP client on the management
+    interface too (busybox udhcpc, `dhcp_script` applying its lease)."""
     links = json.loads(run(["-j", "link", "show"]) or "[]")
-    cmds = commands(net, links)
+    cmds, mgmt = plan(net, links)
     if cmds:
         run.batch(cmds)
-    return ["ip " + " ".join(args) for args in cmds]
+    done = ["ip " + " ".join(args) for args in cmds]
+    if net.get("address") == "dhcp":
+        done.append(dhcp(mgmt, run, dhcp_script))
+    return done
+
+
+def dhcp(iface: str, run: IpRunner, script: str = DHCP_SCRIPT) -> str:
+    """A DHCP client on `iface` that keeps renewing its lease: busybox udhcpc, which waits (bounded: DHCP_TRIES
+    discovers DHCP_TIMEOUT_S apart) for a first lease and then goes to the background either way, so a box whose
+    DHCP server answers late still gets its address. One client per interface: a rerun leaves a live one be."""
+    pidfile = Path(DHCP_PIDS) / f"udhcpc.{iface}.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+        return f"udhcpc -i {iface}: already running (pid {pid})"
+    except (OSError, ValueError):
+        pass  # none yet, or a stale pidfile from a client that is gone
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    argv = ["udhcpc", "-i", iface, "-s", script, "-b", "-t", str(DHCP_TRIES), "-T", str(DHCP_TIMEOUT_S),
+            "-A", "10", "-p", str(pidfile)]  # fmt: skip
+    prefix = ["ip", "netns", "exec", run.netns] if run.netns else []
+    try:
+        done = subprocess.run([*prefix, *argv], capture_output=True, text=True, check=False,
+                              timeout=DHCP_TRIES * DHCP_TIMEOUT_S + 10)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise HostNetError(f"udhcpc on {iface}: {exc}") from None
+    lease = re.search(r"lease of (\S+) obtained", done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise HostNetError(f"udhcpc on {iface}: {_first_line(done.stderr or done.stdout)}")
+    return f"udhcpc -i {iface}: " + (f"lease {lease.group(1)}" if lease else "no lease yet, keeps asking")
 
 
 LINK_WAIT_S = 6.0  # a real port autonegotiates in 1-3 s; one without a cable never comes up: bounded

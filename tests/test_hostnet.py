@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from hypervisor_core import hostnet
+
+from .conftest import REPO
 
 NET = {
     "uplinks": [
@@ -169,3 +175,61 @@ def test_ports_are_brought_up_and_their_links_read_bounded(netns: str) -> None:
     assert state == {"ocp1p1": True, "ocp1p2": False}
     assert {link["ifname"]: link["operstate"] for link in _ip(netns, "link", "show")}["ocp1p1"] == "UP"
     assert hostnet.bring_up([], run) == {}
+
+
+@pytest.fixture
+def dhcp_server(netns: str, tmp_path: Path) -> Iterator[str]:
+    """A second namespace with dnsmasq serving DHCP over a veth to the box's port (enp4s0f0) in `netns`."""
+    if shutil.which("dnsmasq") is None or shutil.which("busybox") is None:
+        (pytest.fail if os.environ.get("OEMKIT_REQUIRE_CORE") == "1" else pytest.skip)(
+            "dnsmasq and busybox (udhcpc) are needed: bash scripts/setup.sh --dev installs them"
+        )
+    server = f"oks-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", server], check=True)
+    dnsmasq = None
+    try:
+        veth = ["link", "add", "enp4s0f0", "address", "02:aa:00:00:00:01", "type", "veth", "peer", "name", "lan0"]
+        subprocess.run(["ip", "-n", netns, *veth], check=True)
+        subprocess.run(["ip", "-n", netns, "link", "set", "lan0", "netns", server], check=True)
+        for args in (["addr", "add", "10.88.0.1/24", "dev", "lan0"], ["link", "set", "lan0", "up"]):
+            subprocess.run(["ip", "-n", server, *args], check=True)
+        dnsmasq = subprocess.Popen(
+            ["ip", "netns", "exec", server, "dnsmasq", "--no-daemon", "--port=0", "--interface=lan0",
+             "--bind-interfaces", "--dhcp-range=10.88.0.50,10.88.0.60,255.255.255.0,1h",
+             "--dhcp-option=3,10.88.0.1", f"--dhcp-leasefile={tmp_path / 'leases'}", "--conf-file=/dev/null",
+             f"--pid-file={tmp_path / 'dnsmasq.pid'}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        yield server
+    finally:
+        if dnsmasq is not None:
+            dnsmasq.terminate()
+            dnsmasq.wait(10)
+        subprocess.run(["ip", "netns", "del", server], check=False)
+
+
+def test_dhcp_takes_a_lease_and_keeps_renewing_it(
+    netns: str, dhcp_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`address: dhcp` on a real kernel: busybox's udhcpc (as the core runs it) against dnsmasq, the lease applied
+    by the core's own hook script; a second apply (the next boot's init) starts no second client."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "udhcpc").symlink_to(shutil.which("busybox"))  # the core has busybox's applets as links
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setattr(hostnet, "DHCP_PIDS", str(tmp_path / "run"))
+    script = str(REPO / "oemkit" / "image" / "core" / "files" / "udhcpc.script")
+    net = {"uplinks": NET["uplinks"][:1], "bond": None, "vlan": None, "address": "dhcp", "cidr": None,
+           "gateway": None, "bridges": []}  # fmt: skip
+    pidfile = tmp_path / "run" / "udhcpc.enp4s0f0.pid"
+    try:
+        done = hostnet.apply(net, hostnet.ip_runner(netns), dhcp_script=script)
+        assert re.fullmatch(r"udhcpc -i enp4s0f0: lease 10\.88\.0\.(5\d|60)", done[-1]), done
+        addrs = {a["ifname"]: [i["local"] for i in a.get("addr_info", [])] for a in _ip(netns, "-4", "addr", "show")}
+        assert addrs["enp4s0f0"] == [done[-1].rsplit(" ", 1)[1]]
+        assert _ip(netns, "route", "show", "default")[0]["gateway"] == "10.88.0.1"
+        again = hostnet.apply(net, hostnet.ip_runner(netns), dhcp_script=script)
+        assert again[-1].startswith("udhcpc -i enp4s0f0: already running (pid ")
+    finally:
+        if pidfile.exists():  # the client we started (it forked into the background)
+            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)

@@ -166,6 +166,8 @@ def _own_files(image: Initramfs, kernel: Kernel, packages: tuple[str, ...], init
     for name in ("qemu.conf", "libvirtd.conf"):
         image.put(f"/etc/libvirt/{name}", Inode.file(FILES / name, 0o644), "rest", replace=True)
     image.put("/etc/libvirt/virtlogd.conf", Inode.blob(b""), "rest", replace=True)
+    # the DHCP client's hook (a management network with `address: dhcp`, hypervisor_core/hostnet.py)
+    image.put("/usr/share/oemkit/udhcpc.script", Inode.file(FILES / "udhcpc.script", 0o755), "rest", replace=True)
     text = {
         "/etc/passwd": PASSWD,
         "/etc/group": GROUP,
