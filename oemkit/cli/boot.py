@@ -61,6 +61,14 @@ def boot_command(
             "missing); a later boot with the same folder powers the same box on again.",
         ),
     ] = None,
+    service: Annotated[
+        int | None,
+        typer.Option(
+            "--service",
+            help="Forward the unit's phone-home address to this port on 127.0.0.1 (a provisioning service: `oemkit "
+            "serve`); plain QEMU twin (--qemu) only. The URL's host must be in 10.0.2.0/24 (docs/zero-touch.md).",
+        ),
+    ] = None,
     log: Annotated[Path | None, typer.Option("--log", help="Write the console, with host timestamps, here.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --log file.")] = False,
     as_json: JsonOpt = False,
@@ -78,6 +86,7 @@ def boot_command(
         fail(OemkitError(f"--accel must be auto, kvm or tcg, not {accel!r}"), as_json=as_json)
     catalog = load_catalog_or_fail(ctx, as_json)
     built = None
+    forward: str | None = None
     via: dict = {}
     try:
         if log is not None:
@@ -89,6 +98,9 @@ def boot_command(
                 raise OemkitError("--state-disk is for UNIT.json with --core (developer mode), not a built unit")
             if box is not None and not plain_qemu:
                 raise OemkitError("--box is for the plain QEMU twin (--qemu); through libvirt, --keep keeps it")
+            if service is not None and not plain_qemu:
+                raise OemkitError("--service needs the plain QEMU twin (--qemu): libvirt's QEMU sandbox forbids the "
+                                  "per-connection forwarder")  # fmt: skip
             appliance.require_tools()
             built = appliance.load(target)
             if not vars_fd.is_file():
@@ -98,7 +110,15 @@ def boot_command(
             run = session.prepare_config(cfg, built.config, str(built.image), catalog, as_model, disks,
                                          session.host_memory_mib(), box=made_for)  # fmt: skip
             kernel = None
+            if service is not None:
+                if cfg.phone_home is None:
+                    raise OemkitError("--service: this unit's profile has no management.phone_home to forward")
+                from oemkit.twin.service import guestfwd
+
+                forward = guestfwd(cfg.phone_home.url, service)
         else:
+            if service is not None:
+                raise OemkitError("--service is for a built unit (OUT/<serial>)")
             if core is None:
                 raise OemkitError("a UNIT.json boots with --core COREDIR; a built unit is its OUT/<serial> folder")
             if box is not None:
@@ -136,7 +156,7 @@ def boot_command(
             if plain_qemu:
                 result = session.boot_image(run, built.image, vars_fd, image_format=built.fmt, boot=device,
                                             accel=accel, timeout=timeout, log=log, echo=echo, force=force,
-                                            box=box)  # fmt: skip
+                                            box=box, guestfwd=forward)  # fmt: skip
             else:
                 from oemkit.outputs import open_stream
                 from oemkit.twin import virt

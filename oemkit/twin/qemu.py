@@ -80,7 +80,7 @@ def placement(nic_list: tuple[TwinNic, ...]) -> tuple[list[list[int]], list[Plac
     return _runs([b for b in by_bus if b != 0]), placed
 
 
-def nic_args(nic_list: tuple[TwinNic, ...]) -> list[str]:
+def nic_args(nic_list: tuple[TwinNic, ...], guestfwd: str | None = None) -> list[str]:
     """-device arguments that put each NIC at its PCI address. Bus 0 slots the twin uses itself: 0x03 (SAS HBA),
     0x04-0x05 (boot disks), 0x06 (state disk), 0x07 (xHCI), 0x08-0x0f (expander bridges), 0x10+ (NVMe), 0x1c+
     (root ports for bus 1), 0x1f (chipset)."""
@@ -99,7 +99,8 @@ def nic_args(nic_list: tuple[TwinNic, ...]) -> list[str]:
     for p in placed:
         bus, dev, fn, i, nic = p.bus, p.device, p.function, p.index, p.nic
         multi = ",multifunction=on" if p.multifunction else ""
-        args += ["-netdev", f"user,id=net{i},restrict=on"]
+        fwd = f",guestfwd={opt(guestfwd)}" if guestfwd else ""  # every port: any of them may carry the management
+        args += ["-netdev", f"user,id=net{i},restrict=on{fwd}"]
         args += [
             "-device",
             f"virtio-net-pci,netdev=net{i},bus={parent[bus]},addr={dev:#x}.{fn:#x}{multi},"
@@ -157,6 +158,7 @@ def qemu_argv(
     boot_mirror: str | None = None,
     machine: str = "q35",
     oem_strings: tuple[str, ...] = (),
+    guestfwd: str | None = None,
 ) -> list[str]:
     """The whole QEMU command line, console on stdio: direct kernel boot of the core (the developer mode), or, with
     `firmware` (oemkit.twin.uefi) and `boot_disk`, the appliance image booted by the firmware as a box boots it."""
@@ -202,7 +204,7 @@ def qemu_argv(
     argv += smbios_args(tw.smbios)
     for text in oem_strings:  # SMBIOS type 11: what a twin tells the core (hypervisor_core/smbios.py)
         argv += ["-smbios", f"type=11,value={opt(text)}"]
-    argv += nic_args(tw.nics)
+    argv += nic_args(tw.nics, guestfwd)
     argv += disk_args(tw.disks, disk_paths)
     if config_iso:
         argv += ["-drive", f"if=none,id=cfg,format=raw,readonly=on,media=cdrom,file={opt(config_iso)}"]

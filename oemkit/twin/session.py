@@ -264,6 +264,7 @@ def boot_image(
     force: bool = False,
     tpm: bool = True,
     box: Path | None = None,
+    guestfwd: str | None = None,
 ) -> BootResult:
     """Boot an appliance image on the unit's twin as the box boots it: OVMF with Secure Boot and the factory's
     enrolled store (a copy: the firmware writes it), the image on the embedded boot device, no config CD — the
@@ -310,6 +311,7 @@ def boot_image(
             boot_mirror=str(overlays[1]) if boot.mirror else None,
             machine=uefi.MACHINE,
             oem_strings=p.oem_strings(poweroff=True),  # power off after the ready line, not idle as a box does
+            guestfwd=guestfwd,
         )
         swtpm = None
         try:  # from here every exit (Ctrl-C in the socket wait too) ends the swtpm it started
