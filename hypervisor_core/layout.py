@@ -20,6 +20,16 @@ IDENTITY = f"{STATE_DIR}/identity.json"  # the machine-id and SSH host key this 
 DISK_IMAGES = f"{STATE_DIR}/images"  # workloads' disk images by SHA-256
 VOLUMES = f"{STATE_DIR}/volumes"  # <pool>/<volume>.done: a volume filled from its image completely
 POOLS = f"{STATE_DIR}/pools"  # <pool>/: the libvirt storage pools' folders
+# Zero-touch phone home (docs/zero-touch.md, hypervisor_core/phonehome.py): all under STATE_DIR, so it persists.
+UNIT_KEY = f"{STATE_DIR}/unit.key"  # the unit key's 32-byte Ed25519 seed (0600), made once on the box
+ENROL_TOKEN_NAME = "enrol.token"  # the enrolment token's name on the config partition, beside CONFIG_NAME
+ENROL_TOKEN = f"{STATE_DIR}/{ENROL_TOKEN_NAME}"  # copied there on first boot; removed once enrolment succeeded
+PHONEHOME = f"{STATE_DIR}/phonehome"
+PHONEHOME_SEQ = f"{PHONEHOME}/seq"  # the last report sequence number used (decimal)
+PHONEHOME_ENROLLED = f"{PHONEHOME}/enrolled"  # present once the service bound the unit key
+PHONEHOME_LAST_REPORT = f"{PHONEHOME}/last-report"  # the SHA-256 of the report.json spooled last: once, not per boot
+PHONEHOME_SPOOL = f"{PHONEHOME}/spool"  # <ns-time>-<id>.json: reports not yet delivered
+PHONEHOME_REJECTED = f"{PHONEHOME_SPOOL}/rejected"  # entries set aside (malformed, refused), each with a .reason
 
 # The host files first boot writes (docs/host-config.md); the init restores them at every boot.
 MACHINE_ID = "etc/machine-id"
@@ -91,6 +101,38 @@ class Layout:
     @property
     def factory_key(self) -> Path:
         return self.root / FACTORY_KEY
+
+    @property
+    def unit_key(self) -> Path:
+        return self.root / UNIT_KEY
+
+    @property
+    def enrol_token(self) -> Path:
+        return self.root / ENROL_TOKEN
+
+    @property
+    def phonehome(self) -> Path:
+        return self.root / PHONEHOME
+
+    @property
+    def phonehome_seq(self) -> Path:
+        return self.root / PHONEHOME_SEQ
+
+    @property
+    def phonehome_enrolled(self) -> Path:
+        return self.root / PHONEHOME_ENROLLED
+
+    @property
+    def phonehome_last_report(self) -> Path:
+        return self.root / PHONEHOME_LAST_REPORT
+
+    @property
+    def spool(self) -> Path:
+        return self.root / PHONEHOME_SPOOL
+
+    @property
+    def spool_rejected(self) -> Path:
+        return self.root / PHONEHOME_REJECTED
 
     def host_config(self, name: str) -> Path:
         return self.root / HOST_CONFIG / f"{name}.json"
