@@ -24,7 +24,7 @@ SYSTEMD_BOOT = Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
 CMDLINE = "console=tty0 console=ttyS0,115200 panic=-1 quiet"
 STUB_END = 0x20000  # the stub's own sections end below this (objdump -h of the 252 stub: .sdmagic at 0x19100)
 ALIGN = 0x100000
-FORMAT = 2  # what a UKI holds beyond the core (os-release, command line): part of the shared cache's key
+FORMAT = 3  # what a UKI holds beyond the core (os-release, command line): part of the shared cache's key
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,12 @@ def os_release(core: dict) -> str:
     )
 
 
+def command_line(core: dict) -> str:
+    """CMDLINE plus the core's id: inside the signed UKI, so the running core knows which core it is (its reports
+    name it) from a value Secure Boot vouches for — the id hashes the initrd, so the initrd cannot carry it."""
+    return f"{CMDLINE} oemkit.core={core['core_id']}"
+
+
 def build(coredir: Path, work: Path, keys: SecureBootKeys) -> Path:
     """work/oemkit-<core id>.efi: the signed UKI of the core in `coredir` (checked with sbverify against db)."""
     core = json.loads((coredir / "core.json").read_text())
@@ -61,7 +67,7 @@ def build(coredir: Path, work: Path, keys: SecureBootKeys) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     osrel, cmdline = work / "os-release", work / "cmdline"
     osrel.write_text(os_release(core))
-    cmdline.write_text(CMDLINE)
+    cmdline.write_text(command_line(core))
     unsigned, signed = work / "unsigned.efi", work / f"oemkit-{core['core_id']}.efi"
     cmd = ["objcopy"]
     for s in layout(osrel, cmdline, coredir / "vmlinuz", coredir / "initrd.img"):

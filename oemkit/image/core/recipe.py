@@ -200,8 +200,10 @@ HARDWARE_MODULES = (
 # what `python3 -m` itself needs, and the codecs the agent names (looked up by name at run time, so no import scan
 # sees them: tests/test_core_units.py checks every codec named in hypervisor_core is here) — UTF-16LE is how
 # systemd-boot's EFI variables hold the booted bank.
+# encodings.idna: socket.getaddrinfo and ssl encode a str host name with it (even "127.0.0.1"); codecs are looked up
+# by name at run time, so the import scan cannot see it (a workload's https:// disk image failed without it)
 PY_SEEDS = ("runpy", "encodings.utf_8", "encodings.ascii", "encodings.latin_1", "encodings.utf_16_le",
-            "encodings.aliases")  # fmt: skip
+            "encodings.aliases", "encodings.idna")  # fmt: skip
 # Imports inside stdlib functions are followed too (argparse imports textwrap only when it prints help or an
 # error), except into these: debuggers, test runners, help and GUI tools that some modules reach only from a
 # debugging helper, and the interactive prompt's readline (site loads it only for an interactive session).
