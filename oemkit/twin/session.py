@@ -186,7 +186,13 @@ def _datastore_disks(p: TwinRun, work: Path, again: bool = False) -> list[str]:
     for i, disk in enumerate(p.twin.disks):
         paths.append(str(work / f"disk{i}.raw"))
         if not again:
-            make_sparse(Path(paths[-1]), disk.size_gib << 30)
+            try:
+                make_sparse(Path(paths[-1]), disk.size_gib << 30)
+            except OSError as exc:  # e.g. a rule asking for more than this filesystem's largest file (EFBIG)
+                raise OemkitError(
+                    f"cannot make the twin's {disk.size_gib} GiB {disk.interface} disk: {exc.strerror or exc}",
+                    file=paths[-1], hint="give the twin smaller disks with --disks, e.g. sata:ssd:960x2",
+                ) from None
     return paths
 
 

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from hypervisor_core import bank
 from oemkit.errors import OemkitError
-from oemkit.image.appliance import disk, layout, manifest, qcow2, shared, verify
-from oemkit.image.tools import PATH, BuildError
+from oemkit.image.appliance import disk, edit, layout, manifest, shared, verify
+from oemkit.image.tools import PATH
 from oemkit.seal.secureboot import SecureBootKeys
-
-WINDOW = 4 << 20  # the disk is compared in windows of this many bytes (a multiple of every cluster size)
 
 
 class UpgradeRefused(OemkitError):
@@ -58,16 +54,6 @@ def plan(banks: dict[str, dict], core_id: str, where: str | None = None) -> tupl
     return target, bank.new_entry(generation, target, counting=True)
 
 
-def _runs_over_base(guest: Path, base: Path, cluster: int) -> list[qcow2.Run]:
-    """Every cluster of the guest view that differs from the base, window by window."""
-    runs: list[qcow2.Run] = []
-    with guest.open("rb") as new, base.open("rb") as old:
-        for at in range(0, layout.DISK_BYTES, WINDOW):
-            size = min(WINDOW, layout.DISK_BYTES - at)
-            runs += qcow2.changed(os.pread(new.fileno(), size, at), os.pread(old.fileno(), size, at), at, cluster)
-    return runs
-
-
 def _edit(image: Path, old: str, new: str, efi: Path, epoch: int) -> None:
     disk.fat_delete(image, layout.ESP.start, layout.uki_path(old), epoch)
     disk.fat_put(image, layout.ESP.start, efi, layout.uki_path(new), epoch)
@@ -86,31 +72,13 @@ def upgrade(unit_dir: Path, coredir: Path, keys: SecureBootKeys) -> dict:
         raise UpgradeRefused(f"the UKI of core {cid} is not signed by this factory's db key (sbverify)", file=str(efi))
     target, entry = plan(m["banks"], cid, str(unit_dir))
     old = m["banks"][target]["name"]
-    name = manifest.image_name(m["format"])
-    staging = Path(tempfile.mkdtemp(prefix=f".upgrade-{m['serial']}-", dir=out))  # beside the unit: same depth
-    try:
-        staged = staging / name
-        if m["format"] == "raw":
-            disk.sparse_copy(unit_dir / name, staged)
-            _edit(staged, old, entry.name, efi, epoch)
-        else:  # a new overlay of what now differs from the base: an old bank's clusters do not linger in it
-            guest = qcow2.guest_raw(unit_dir / name, staging / "guest.raw")
-            _edit(guest, old, entry.name, efi, epoch)
-            runs = _runs_over_base(guest, unit_dir / m["base"]["path"], m["cluster_size"])
-            guest.unlink()
-            qcow2.create(staged, m["base"]["path"], layout.DISK_BYTES, m["cluster_size"])
-            (staging / "runs").mkdir()
-            qcow2.write(staged, runs, staging / "runs")
-        new = _manifest(m, target, entry, cid, efi, staged)
-        manifest.write(staging, new)
-        _, left = verify.verify(staging, keys)
-        if left:
-            raise BuildError("the upgraded image does not verify: " + "; ".join(left))
-        os.replace(staged, unit_dir / name)
-        os.replace(staging / manifest.NAME, unit_dir / manifest.NAME)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return new
+
+    def change(disk_view: Path) -> None:
+        _edit(disk_view, old, entry.name, efi, epoch)
+
+    return edit.rewrite(
+        unit_dir, m, change, lambda staged: _manifest(m, target, entry, cid, efi, staged), keys, "upgrade"
+    )
 
 
 def _manifest(m: dict, target: str, entry: bank.Entry, cid: str, efi: Path, staged: Path) -> dict:

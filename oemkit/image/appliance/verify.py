@@ -102,6 +102,8 @@ def _what(part: str, path: str, m: dict) -> str:
             return f"bank {b.upper()}'s UKI {e['name']}"
     if path == "/EFI/BOOT/BOOTX64.EFI":
         return "systemd-boot (BOOTX64.EFI)"
+    if path == "/enrol.token":
+        return "the enrolment token (oemkit register)"
     return "the unit config" if path == "/unit.json" else f"{path} on the {part} partition"
 
 
@@ -116,6 +118,9 @@ def _consistent(m: dict) -> list[str]:
         out.append("manifest: systemd-boot's sha256 is not the ESP's BOOTX64.EFI it lists")
     if cfg.get("/unit.json", {}).get("sha256") != m["unit_config"]["sha256"]:
         out.append("manifest: the unit config's sha256 is not the config partition's unit.json it lists")
+    token = m.get("enrolment", {}).get("token_file_sha256")
+    if token is not None and cfg.get("/enrol.token", {}).get("sha256") != token:
+        out.append("manifest: the enrolment token's sha256 is not the config partition's enrol.token it lists")
     return out
 
 
