@@ -38,6 +38,20 @@ def line_command(
     force: Annotated[
         bool, typer.Option("--force", help="Rebuild units built from another config or core; replace --junit.")
     ] = False,
+    register: Annotated[
+        str | None,
+        typer.Option(
+            "--register",
+            help="Last: register each built unit with this provisioning service URL and write its enrolment token "
+            "(after burn-in: rerun the line with it). 'config' uses each unit's own phone_home URL and CA.",
+        ),
+    ] = None,
+    register_ca: Annotated[
+        Path | None, typer.Option("--register-ca", help="PEM CA for an https --register URL (default: the system's).")
+    ] = None,
+    admin_token_env: Annotated[
+        str, typer.Option("--admin-token-env", help="With --register: the variable holding the admin token.")
+    ] = "OEMKIT_ADMIN_TOKEN",
     as_json: JsonOpt = False,
 ) -> None:
     """Seal every row of ORDERS and build its image into OUT/<serial>/ (unit.json, appliance.<format>,
@@ -53,6 +67,15 @@ def line_command(
     from oemkit.outputs import check_new, write_output
     from oemkit.problems import ProblemsError
 
+    admin = ca_pem = None
+    if register is not None:
+        from oemkit.cli.register import admin_token
+
+        admin = admin_token(admin_token_env, as_json)  # before any work, as every other input
+        try:
+            ca_pem = register_ca.read_text() if register_ca is not None else None
+        except OSError as exc:
+            fail(OemkitError(f"cannot read the CA: {exc.strerror}", file=str(register_ca)), as_json=as_json)
     try:
         if junit is not None:
             check_new(junit, force)  # before any work: a JUnit file that would be refused at the end
@@ -68,6 +91,11 @@ def line_command(
         fail(exc, as_json=as_json)
     except OSError as exc:
         fail(OemkitError(f"cannot write: {exc.strerror}", file=str(exc.filename or output)), as_json=as_json)
+    if register is not None and admin is not None and report.stop_code is None:
+        from oemkit.line.register import register_units
+
+        server = None if register == "config" else register
+        register_units(report, output, admin, server, ca_pem, workers or line_run.default_workers())
     document = report.to_dict()
     try:
         write_output(output / line_run.REPORT, json.dumps(document, indent=2, ensure_ascii=False) + "\n", force=True)

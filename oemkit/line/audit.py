@@ -16,7 +16,7 @@ from typing import Any
 from hypervisor_core.fsutil import append_line
 
 LOG = "line.log"
-EVENTS = ("sealed", "built", "skipped", "failed")
+EVENTS = ("sealed", "built", "skipped", "failed", "registered")
 
 
 def now() -> str:

@@ -26,6 +26,7 @@ class UnitResult:
     image: str | None = None
     sha256: str | None = None
     bytes: int | None = None
+    registered: bool | None = None  # with --register: whether the provisioning service took it (None: not asked)
 
     def __post_init__(self) -> None:
         assert self.status in STATUSES, self.status
