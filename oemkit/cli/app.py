@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from oemkit import __version__
-from oemkit.cli import boot, burnin, catalog, core, firstboot, image, keys, line, profile, seal, twin
+from oemkit.cli import boot, burnin, catalog, core, firstboot, image, keys, line, profile, register, seal, serve, twin
 from oemkit.cli.common import AppState
 
 app = typer.Typer(
@@ -30,6 +30,8 @@ app.command("boot")(boot.boot_command)
 app.command("line")(line.line_command)
 app.add_typer(twin.app, name="twin")
 app.command("burnin")(burnin.burnin_command)
+app.command("serve")(serve.serve_command)
+app.command("register")(register.register_command)
 
 
 def _version(value: bool) -> None:

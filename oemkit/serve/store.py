@@ -1,0 +1,191 @@
+"""What each box or factory request does to the database: register, enrol, store a report. Each is one transaction.
+
+Races are settled by the database, not by reading first: a report is inserted and the unit's sequence moved forward
+only if it is still below the report's (`UPDATE … WHERE last_seq < seq`); a duplicate id or sequence number fails on
+its unique constraint (IntegrityError), and is then told apart by reading what is there. So two copies of one
+report sent at once store one row and answer the other 409, on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from oemkit.serve.db import Database
+from oemkit.serve.errors import ApiError
+from oemkit.serve.models import Report, Unit, utcnow
+from oemkit.serve.schemas import Enrolment, Registration, b64decode
+from oemkit.serve.schemas import Report as ReportIn
+
+_NO_TOKEN = bytes(32)  # compared against when there is no token, so an unknown serial costs the same work
+
+
+def _bad_token() -> ApiError:
+    # one answer for a wrong token, another unit's token and an unknown serial: serials cannot be probed
+    return ApiError(403, "bad_token", "the enrolment token is not valid for this unit")
+
+
+def _already_enrolled() -> ApiError:
+    return ApiError(409, "already_enrolled", "the unit is enrolled with another key")
+
+
+def token_matches(stored: bytes | None, token: str) -> bool:
+    """Constant-time: the token's SHA-256 against the stored one. The contract leaves open whether the factory hashed
+    the 43-character token or the 32 bytes it encodes; both are accepted (both are hashes of the same secret)."""
+    reference = stored or _NO_TOKEN
+    as_text = hmac.compare_digest(hashlib.sha256(token.encode("ascii")).digest(), reference)
+    as_bytes = hmac.compare_digest(hashlib.sha256(b64decode(token)).digest(), reference)
+    return (as_text | as_bytes) and stored is not None
+
+
+# --------------------------------------------------------------------------------------------- register
+
+
+def register(db: Database, reg: Registration) -> tuple[Unit, bool]:
+    """The unit registered (True) or, while it has not enrolled, registered again (False); 409 once enrolled."""
+    now = utcnow()
+    values = {
+        "model": reg.model,
+        "site": reg.site,
+        "profile": reg.profile,
+        "content_id": reg.content_id,
+        "core_id": reg.core_id,
+        "pcr15_expected": reg.pcr15_expected,
+        "oem_name": reg.branding.oem_name,
+        "product": reg.branding.product,
+        "support_url": reg.branding.support_url,
+        "token_sha256": bytes.fromhex(reg.token_sha256),
+        "registered_at": now,
+    }
+    for _attempt in range(2):  # a second try when another registration of the serial won the insert
+        try:
+            with db.write() as session:
+                unit = session.scalar(select(Unit).where(Unit.serial == reg.serial))
+                if unit is None:
+                    unit = Unit(serial=reg.serial, state="registered", last_seq=0, **values)
+                    session.add(unit)
+                    session.flush()
+                    return unit, True
+                if unit.public_key is not None:
+                    raise ApiError(409, "already_enrolled", "the unit has enrolled: it cannot be registered again")
+                replaced = session.execute(
+                    update(Unit).where(Unit.id == unit.id, Unit.public_key.is_(None)).values(**values)
+                )
+                if replaced.rowcount != 1:  # type: ignore[attr-defined]
+                    raise ApiError(409, "already_enrolled", "the unit has enrolled: it cannot be registered again")
+                session.refresh(unit)
+                return unit, False
+        except IntegrityError:
+            continue
+    raise ApiError(409, "conflict", "the unit was registered by another request at the same time; try again")
+
+
+# --------------------------------------------------------------------------------------------- enrol
+
+
+def enrol(db: Database, serial: str, body: Enrolment) -> bool:
+    """Bind the unit key and burn the token (True); the same key again: nothing changes (False)."""
+    key = b64decode(body.public_key)
+    with db.write() as session:
+        unit = session.scalar(select(Unit).where(Unit.serial == serial))
+        if unit is None:
+            token_matches(None, body.token)  # the same work as for a known serial
+            raise _bad_token()
+        if unit.public_key is None:
+            if not token_matches(unit.token_sha256, body.token):
+                raise _bad_token()
+            now = utcnow()
+            bound = session.execute(
+                update(Unit)
+                .where(Unit.id == unit.id, Unit.public_key.is_(None), Unit.token_sha256 == unit.token_sha256)
+                .values(
+                    public_key=key,
+                    token_sha256=None,
+                    burned_token_sha256=unit.token_sha256,
+                    enrolled_at=now,
+                    last_seen_at=now,
+                    state="enrolled",
+                )
+            )
+            if bound.rowcount == 1:  # type: ignore[attr-defined]
+                return True
+            session.refresh(unit)  # another enrolment of this unit won: judge this one against it
+        if not token_matches(unit.burned_token_sha256, body.token):
+            raise _bad_token()
+        if unit.public_key == key:
+            return False
+        raise _already_enrolled()
+
+
+# --------------------------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    unit_id: int
+    public_key: bytes
+
+
+def enrolled(db: Database, serial: str) -> Enrolled | None:
+    """The unit's key, or None when the serial is unknown or has not enrolled (403 not_enrolled, either way)."""
+    with db.read() as session:
+        row = session.execute(select(Unit.id, Unit.public_key).where(Unit.serial == serial)).first()
+    if row is None or row.public_key is None:
+        return None
+    return Enrolled(row.id, row.public_key)
+
+
+class _Replay(Exception):
+    pass
+
+
+def submit(db: Database, unit_id: int, report: ReportIn) -> int:
+    """Store a verified report and make its status the unit's; 409 duplicate or replay, and nothing stored."""
+    now = utcnow()
+    try:
+        with db.write() as session:
+            session.add(
+                Report(
+                    unit_id=unit_id,
+                    seq=report.seq,
+                    report_id=report.id,
+                    status=report.status,
+                    reason=report.reason,
+                    fault=report.fault,
+                    failed_step=report.failed_step,
+                    steps=[step.model_dump() for step in report.steps],
+                    bank=report.bank,
+                    pcr15=report.pcr15,
+                    core_id=report.core_id,
+                    content_id=report.content_id,
+                    agent=report.agent,
+                    origin=report.origin,
+                    made_at=report.made_at,
+                    received_at=now,
+                )
+            )
+            session.flush()  # a duplicate id, or a sequence number already stored, fails here
+            moved = session.execute(
+                update(Unit)
+                .where(Unit.id == unit_id, Unit.last_seq < report.seq)
+                .values(last_seq=report.seq, state=report.status, last_seen_at=now)
+            )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                raise _Replay
+    except (IntegrityError, _Replay):
+        pass
+    else:
+        return report.seq
+    # Refused: was it this very report again (the box retrying after a lost answer), or an old sequence number?
+    with db.read() as session:
+        seen = session.scalar(select(Report.id).where(Report.unit_id == unit_id, Report.report_id == report.id))
+        last_seq = session.scalar(select(Unit.last_seq).where(Unit.id == unit_id)) or 0
+    if seen is not None:
+        raise ApiError(409, "duplicate", "this report was already received; it counts as delivered")
+    raise ApiError(
+        409, "replay", f"sequence {report.seq} is not above the unit's last ({last_seq})", extra={"last_seq": last_seq}
+    )
