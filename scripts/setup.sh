@@ -23,6 +23,12 @@ packages+=(qemu-system-x86 e2fsprogs)
 packages+=(ovmf systemd-boot-efi binutils osslsigncode sbsigntool mtools dosfstools gdisk)
 # The appliance's twin: its TPM 2.0 (swtpm), the image behind a throwaway overlay (qemu-img).
 packages+=(swtpm swtpm-tools qemu-utils)
+# The provisioning service's tests (--dev) run on PostgreSQL too: pg_virtualenv (postgresql-common) starts a
+# throw-away cluster of the server (postgresql-15) for the test session.
+[[ "$lock" == requirements-dev.lock ]] && packages+=(postgresql-common postgresql-15)
+# The tests' other real parts (--dev): a real browser reads the fleet page (chromium); busybox's udhcpc leases an
+# address from dnsmasq across two network namespaces (the core's DHCP client, tested on this machine).
+[[ "$lock" == requirements-dev.lock ]] && packages+=(chromium busybox dnsmasq-base)
 python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
 python3 - <<'PY' 2>/dev/null || packages+=(python3-dev)
 import os, sys, sysconfig

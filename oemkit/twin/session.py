@@ -191,7 +191,8 @@ def _datastore_disks(p: TwinRun, work: Path, again: bool = False) -> list[str]:
             except OSError as exc:  # e.g. a rule asking for more than this filesystem's largest file (EFBIG)
                 raise OemkitError(
                     f"cannot make the twin's {disk.size_gib} GiB {disk.interface} disk: {exc.strerror or exc}",
-                    file=paths[-1], hint="give the twin smaller disks with --disks, e.g. sata:ssd:960x2",
+                    file=paths[-1],
+                    hint="give the twin smaller disks with --disks, e.g. sata:ssd:960x2",
                 ) from None
     return paths
 
