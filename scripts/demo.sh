@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 oemkit=".venv/bin/oemkit"
 samples="tests/data/dmi"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+serve_pid=""
+trap '[ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null; rm -rf "$work"' EXIT
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; echo "(exit $?)"; }
 
@@ -54,3 +55,38 @@ step "$oemkit" burnin "$work/out" --vars "$work/keys/VARS.fd" --junit "$work/bur
 step "$oemkit" image verify "$work/out/J30ABC12" --keys "$work/keys"
 step "$oemkit" boot "$work/out/J30ABC12" --vars "$work/keys/VARS.fd" --as-model hpe-proliant-dl360-gen10-plus \
     --json   # exit 1: the identity check refuses it, nothing applied
+
+# Zero-touch (docs/zero-touch.md): the provisioning service on this machine (SQLite, HTTPS with a certificate from
+# the tests' service CA, the CA the lab branch profile pins), a two-unit order built and then registered by the line
+# (each unit's enrolment token written beside its signed config), one box booted as the branch boots it — its
+# management port reaching the service through the address its config names — which enrols and reports READY; the
+# fleet as the central team's scripts read it. The fleet page is at the same URL in a browser (user any, password
+# the admin token).
+step "$oemkit" keys service-cert --dir tests/data/keys -o "$work/tls" --host 10.0.2.100 --host 127.0.0.1
+OEMKIT_ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+export OEMKIT_ADMIN_TOKEN
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$oemkit" serve --db "sqlite:///$work/fleet.db" --port "$port" --tls-cert "$work/tls/server.pem" \
+    --tls-key "$work/tls/server.key" > "$work/serve.log" 2>&1 &
+serve_pid=$!
+fleet() {  # GET with the admin token, through the pinned CA (as `curl --cacert ... -H "Authorization: Bearer ..."`)
+    python3 - "https://127.0.0.1:$port$1" <<'PY'
+import json, os, ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile="tests/data/keys/service-ca.pem")
+req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + os.environ["OEMKIT_ADMIN_TOKEN"]})
+print(json.dumps(json.load(urllib.request.urlopen(req, context=ctx, timeout=10)), indent=1))
+PY
+}
+for _ in $(seq 100); do fleet /healthz > /dev/null 2>&1 && break; sleep 0.2; done
+head -n 1 "$work/serve.log"
+zt="$PWD/tests/data/profiles/zero-touch"  # the order's paths: relative to the CSV, so absolute here
+printf 'serial,profile,site\nJ30ZTR01,%s\nJ30ZTR02,%s\n' "$zt/zt-branch.yaml,$zt/sites/zt-lab.yaml" \
+    "$zt/zt-branch.yaml,$zt/sites/zt-lab.yaml" > "$work/zt-order.csv"
+line=("$oemkit" line "$work/zt-order.csv" --core "$work/core" --key "$work/keys/signing.key" --keys "$work/keys"
+    -o "$work/zt-out")
+step "${line[@]}"   # built (a burn-in would run here: no rehearsal ever sees a token)
+step "${line[@]}" --register "https://127.0.0.1:$port" --register-ca tests/data/keys/service-ca.pem
+step "$oemkit" boot "$work/zt-out/J30ZTR01" --vars "$work/keys/VARS.fd" --qemu --service "$port" \
+    --log "$work/zt-console.txt"
+grep -E "oemkit-core: (config|phonehome)" "$work/zt-console.txt" | cut -c1-160
+step fleet /v1/fleet

@@ -175,8 +175,6 @@ RECORDED_ONLY: list[tuple[tuple[str, str], Any, bool, tuple[tuple[str, str], ...
     (("security", "ssh"), True, True, ()),
     (("security", "ssh"), False, False, ()),
     (("security", "ssh"), ABSENT, False, ()),  # the default (true) is not the author asking for it
-    (("firstboot", "on_hardware_mismatch"), "report", True, ()),
-    (("firstboot", "on_hardware_mismatch"), "halt", False, ()),
 ]
 
 
@@ -261,7 +259,7 @@ def test_every_recorded_only_field_has_rows_in_the_table() -> None:
     # a newly marked field must get its rows above (one that warns, one that does not)
     exported = json_schema("profile")
     marked = _marked(exported, exported["$defs"])
-    assert len(marked) >= 4  # phone_home left the set when the box began to act on it (issue 14)
+    assert len(marked) >= 3  # phone_home and on_hardware_mismatch left the set when the box began to act on them
     assert marked == {f for f, _, warns, _ in RECORDED_ONLY if warns}
     assert marked == {f for f, _, warns, _ in RECORDED_ONLY if not warns}
 

@@ -321,8 +321,7 @@ class Workloads(Strict):
 class FirstBoot(Strict):
     on_hardware_mismatch: Literal["halt", "report"] = Field(
         "halt",
-        description="halt: refuse and stop; report: refuse, phone home, stop.",
-        json_schema_extra=_recorded_only("a wrong box is refused and halts; it does not phone home", "halt"),
+        description="halt: refuse and stop, silently; report: refuse, phone home (FAILED, the reason), stop.",
     )
     timeout_seconds: int = Field(900, ge=60, le=86400)
 
