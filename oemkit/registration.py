@@ -7,15 +7,18 @@ the image does not carry yet, which registering again mends (the service replace
 
 The service is the one the unit's signed config names (`management.phone_home.url`), reached through the CA that
 config pins, so the factory checks the very chain the box will. Another `--server` is for a factory-side address
-of the same service (a different host name, a proxy) and needs its own `--ca`."""
+of the same service (a different host name, a proxy), checked with its own `--ca` or else the system's CAs. The
+admin token goes only over https (or http to this machine's loopback), and never follows a redirect."""
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import ssl
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from oemkit.image.appliance import disk, enrolment, layout, manifest, qcow2
 
 TIMEOUT_S = 30
 MAX_ANSWER = 64 << 10
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class ServiceError(OemkitError):
@@ -63,13 +67,23 @@ def unit_config(unit_dir: Path, m: dict) -> config.UnitConfig:
         raise UnreadableInput(f"the unit config: {exc}", file=str(image)) from None
 
 
-def _context(url: str, ca_pem: str | None) -> ssl.SSLContext | None:
-    if not url.startswith("https://"):
-        return None
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error here: urllib would follow it as a GET and carry the admin token to wherever it points."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        raise urllib.error.HTTPError(req.full_url, code, f"redirected to {newurl}: not followed", headers, fp)
+
+
+def _opener(url: str, ca_pem: str | None) -> urllib.request.OpenerDirector:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ServiceError(f"{url}: not an http(s) URL")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        raise ServiceError(f"{url}: the admin token never crosses a network in clear (https://, or http:// to this "
+                           "machine's loopback only)")  # fmt: skip
+    # only the pinned CA when one is given, as on the box (create_default_context(cadata=) adds no system CAs)
     ctx = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
-    if ca_pem:  # only the pinned CA, as on the box: create_default_context(cadata=) adds no system CAs
-        ctx.check_hostname = True
-    return ctx
+    return urllib.request.build_opener(_NoRedirects(), urllib.request.HTTPSHandler(context=ctx))
 
 
 def post(server: str, path: str, body: dict[str, Any], admin_token: str, ca_pem: str | None) -> tuple[int, dict]:
@@ -82,12 +96,15 @@ def post(server: str, path: str, body: dict[str, Any], admin_token: str, ca_pem:
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S, context=_context(url, ca_pem)) as answer:
+        with _opener(url, ca_pem).open(request, timeout=TIMEOUT_S) as answer:
             status, raw = answer.status, answer.read(MAX_ANSWER)
     except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read(MAX_ANSWER)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
+        status, raw = exc.code, exc.read(MAX_ANSWER) if exc.fp is not None else b""
+        if 300 <= status < 400:
+            raise ServiceError(f"the provisioning service at {url} answered a redirect ({status}): not followed, "
+                               "so the admin token stays here; give the service's own URL") from None  # fmt: skip
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         raise ServiceError(f"cannot reach the provisioning service at {url}: {reason}") from None
     try:
         doc = json.loads(raw) if raw else {}
@@ -128,6 +145,9 @@ def register(unit_dir: Path, admin_token: str, server: str | None = None, ca_pem
     if status not in (200, 201):
         detail = answer.get("detail", "")
         raise ServiceRefused(f"the provisioning service refused {cfg.serial} (HTTP {status}): {detail}",
+                           file=str(unit_dir))  # fmt: skip
+    if answer.get("serial") != cfg.serial:  # a 200 from something that is not the service: no token on the image
+        raise ServiceError(f"{url} answered {status} without naming {cfg.serial}: not the provisioning service?",
                            file=str(unit_dir))  # fmt: skip
     new = enrolment.write_token(unit_dir, m, token, url)
     return Registered(cfg.serial, url, status == 200, new["enrolment"]["token_file_sha256"])

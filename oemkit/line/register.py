@@ -33,8 +33,9 @@ def register_units(
         unit_dir = out / result.serial
         try:
             done = registration.register(unit_dir, admin_token, server, ca_pem)
-        except OemkitError as exc:
-            result.status, result.reason, result.registered = "failed", f"registration: {exc.message}", False
+        except Exception as exc:  # any unit's failure is that unit's: the run goes on and its report is written
+            why = exc.message if isinstance(exc, OemkitError) else f"{type(exc).__name__}: {exc}"
+            result.status, result.reason, result.registered = "failed", f"registration: {why}", False
             audit.record(unit_dir, "failed", result.line, {"reason": result.reason})
         else:
             result.registered = True
