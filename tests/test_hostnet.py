@@ -196,7 +196,7 @@ def dhcp_server(netns: str, tmp_path: Path) -> Iterator[str]:
         dnsmasq = subprocess.Popen(
             ["ip", "netns", "exec", server, "dnsmasq", "--no-daemon", "--port=0", "--interface=lan0",
              "--bind-interfaces", "--dhcp-range=10.88.0.50,10.88.0.60,255.255.255.0,1h",
-             "--dhcp-option=3,10.88.0.1", f"--dhcp-leasefile={tmp_path / 'leases'}", "--conf-file=/dev/null",
+             "--dhcp-option=3,10.88.0.1", "--dhcp-option=6,10.88.0.53", f"--dhcp-leasefile={tmp_path / 'leases'}", "--conf-file=/dev/null",
              f"--pid-file={tmp_path / 'dnsmasq.pid'}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -218,6 +218,9 @@ def test_dhcp_takes_a_lease_and_keeps_renewing_it(
     (bindir / "udhcpc").symlink_to(shutil.which("busybox"))  # the core has busybox's applets as links
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     monkeypatch.setattr(hostnet, "DHCP_PIDS", str(tmp_path / "run"))
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("")  # a profile that names no DNS server: the lease's goes in
+    monkeypatch.setenv("OEMKIT_RESOLV_CONF", str(resolv))
     script = str(REPO / "oemkit" / "image" / "core" / "files" / "udhcpc.script")
     net = {"uplinks": NET["uplinks"][:1], "bond": None, "vlan": None, "address": "dhcp", "cidr": None,
            "gateway": None, "bridges": []}  # fmt: skip
@@ -228,6 +231,7 @@ def test_dhcp_takes_a_lease_and_keeps_renewing_it(
         addrs = {a["ifname"]: [i["local"] for i in a.get("addr_info", [])] for a in _ip(netns, "-4", "addr", "show")}
         assert addrs["enp4s0f0"] == [done[-1].rsplit(" ", 1)[1]]
         assert _ip(netns, "route", "show", "default")[0]["gateway"] == "10.88.0.1"
+        assert resolv.read_text() == "nameserver 10.88.0.53\n"
         again = hostnet.apply(net, hostnet.ip_runner(netns), dhcp_script=script)
         assert again[-1].startswith("udhcpc -i enp4s0f0: already running (pid ")
     finally:

@@ -22,6 +22,9 @@ from oemkit.outputs import write_output
 
 CA_CERT, CA_KEY = "service-ca.pem", "service-ca.key"
 CA_YEARS, SERVER_DAYS = 10, 825  # 825 days: the longest server certificate lifetime browsers still accept
+# Valid from two days before issue: a box whose clock runs behind (an RTC kept in local time west of UTC, a drifted
+# one) must not find a certificate made today "not yet valid" and keep its first-boot report to itself.
+BACKDATE = dt.timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ def init_ca(folder: Path, organisation: str, *, force: bool = False) -> Issued:
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + dt.timedelta(days=365 * CA_YEARS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
@@ -110,7 +113,7 @@ def issue_server(ca_folder: Path, out: Path, hosts: list[str], *, force: bool = 
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(min(now + dt.timedelta(days=SERVER_DAYS), ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
