@@ -196,8 +196,8 @@ def dhcp_server(netns: str, tmp_path: Path) -> Iterator[str]:
         dnsmasq = subprocess.Popen(
             ["ip", "netns", "exec", server, "dnsmasq", "--no-daemon", "--port=0", "--interface=lan0",
              "--bind-interfaces", "--dhcp-range=10.88.0.50,10.88.0.60,255.255.255.0,1h",
-             "--dhcp-option=3,10.88.0.1", "--dhcp-option=6,10.88.0.53", f"--dhcp-leasefile={tmp_path / 'leases'}", "--conf-file=/dev/null",
-             f"--pid-file={tmp_path / 'dnsmasq.pid'}"],
+             "--dhcp-option=3,10.88.0.1", "--dhcp-option=6,10.88.0.53", f"--dhcp-leasefile={tmp_path / 'leases'}",
+             "--conf-file=/dev/null", f"--pid-file={tmp_path / 'dnsmasq.pid'}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         yield server
