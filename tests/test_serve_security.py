@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -372,22 +373,41 @@ def test_the_page_takes_basic_with_the_token_as_password(service: Service) -> No
 
 def test_rate_limit_per_unit_not_per_address(db_url: str) -> None:
     with running(db_url, enrol_rate="3/minute", report_rate="3/minute") as service:
-        service.enrol("J30BRN01")  # one enrolment of J30BRN01 counted
-        for _ in range(2):
-            wrong = {"token": "A" * 43, "public_key": public_b64(Ed25519PrivateKey.generate())}
-            assert service.client.post("/v1/units/J30BRN01/enrol", json=wrong).status_code == 403
-        before = service.snapshot()
-        limited = service.client.post("/v1/units/J30BRN01/enrol", json=wrong)
-        _shape(limited, 429, "rate_limited")
-        assert 1 <= int(limited.headers["Retry-After"]) <= 60
-        assert service.snapshot() == before
-
-        service.enrol("J30BRN02")  # same client address, another unit: unaffected
+        service.enrol("J30BRN02")  # the same client address, another unit: its budget is its own
+        service.enrol("J30BRN01")
         for seq in (1, 2, 3):
             assert service.report("J30BRN01", seq).status_code == 201
+        before = service.snapshot()
         _shape(service.report("J30BRN01", 4), 429, "rate_limited")
-        assert service.count(Report) == 3
+        assert service.snapshot() == before
         assert service.report("J30BRN02", 1).status_code == 201
+
+
+def test_nobody_spends_a_units_budget_for_it(db_url: str) -> None:
+    """Wrong tokens and unsigned reports for a serial count against the sender's address, never the unit's own
+    allowance: a flood from elsewhere neither stops the box enrolling nor its reports arriving."""
+    with running(db_url, enrol_rate="3/minute", report_rate="3/minute") as service:
+        token = service.register("J30BRN01")
+        with TestClient(service.client.app, raise_server_exceptions=False, client=("203.0.113.9", 4444)) as attacker:
+            for _ in range(3):
+                wrong = {"token": "A" * 43, "public_key": public_b64(Ed25519PrivateKey.generate())}
+                assert attacker.post("/v1/units/J30BRN01/enrol", json=wrong).status_code == 403
+            limited = attacker.post("/v1/units/J30BRN01/enrol", json=wrong)
+            _shape(limited, 429, "rate_limited")
+            assert 1 <= int(limited.headers["Retry-After"]) <= 60
+            key = Ed25519PrivateKey.generate()  # the box, from its own address: enrols
+            mine = {"token": token, "public_key": public_b64(key)}
+            assert service.client.post("/v1/units/J30BRN01/enrol", json=mine).status_code == 200
+            service.keys["J30BRN01"] = key
+            junk = json.dumps({"serial": "J30BRN01"}).encode()
+            for _ in range(5):
+                answer = attacker.post("/v1/units/J30BRN01/reports", content=junk,
+                                       headers={"Content-Type": "application/json"})  # fmt: skip
+                assert answer.status_code in (401, 429)
+        before = service.count(Report)
+        for seq in (1, 2, 3):
+            assert service.report("J30BRN01", seq).status_code == 201  # the unit's whole budget is still its own
+        assert service.count(Report) == before + 3
 
 
 # --------------------------------------------------------------------------------------------- anything at all

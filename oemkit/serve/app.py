@@ -86,12 +86,8 @@ def admin_page(request: Request) -> None:
     _state(request).auth.require(request, basic=True)
 
 
-def enrol_limit(serial: SerialPath, request: Request) -> None:
-    _state(request).limits.hit("enrol", serial)
-
-
-def report_limit(serial: SerialPath, request: Request) -> None:
-    _state(request).limits.hit("report", serial)
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "-"
 
 
 async def raw_body(request: Request) -> bytes:
@@ -174,19 +170,25 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     @app.post(
         UNIT + "/enrol",
         response_model=Enrolled,
-        dependencies=[Depends(enrol_limit)],
         responses=_errors(403, 409, 413, 422, 429),
         summary="Bind the unit key (the box, once, with its enrolment token)",
     )
-    def enrol(serial: SerialPath, body: Enrolment, db: DB) -> Enrolled:
-        store.enrol(db, serial, body)
+    def enrol(serial: SerialPath, body: Enrolment, db: DB, request: Request) -> Enrolled:
+        limits, client = _state(request).limits, _client(request)
+        limits.refused_before("enrol", serial, client)
+        try:
+            store.enrol(db, serial, body)
+        except ApiError as exc:
+            if exc.status in (403, 409):  # a wrong token or key: this address's budget, never the unit's
+                limits.refused("enrol", serial, client)
+            raise
+        limits.hit("enrol", serial)  # the token holder's retries (same key: 200) are the unit's own
         return Enrolled(serial=serial, enrolled=True)
 
     @app.post(
         UNIT + "/reports",
         status_code=201,
         response_model=Stored,
-        dependencies=[Depends(report_limit)],
         responses={**_errors(401, 403, 413, 422, 429), 409: {"model": Replay, "description": "duplicate or replay"}},
         openapi_extra=_report_body(),
         summary="One signed first-boot report (the box)",
@@ -195,14 +197,20 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         serial: SerialPath,
         body: Annotated[bytes, Depends(raw_body)],
         db: DB,
+        request: Request,
         x_oemkit_signature: Annotated[str | None, Header(description="ed25519=<base64 signature>")] = None,
     ) -> Stored:
+        limits, client = _state(request).limits, _client(request)
+        limits.refused_before("report", serial, client)
         unit = store.enrolled(db, serial)
         if unit is None:
+            limits.refused("report", serial, client)
             raise ApiError(403, "not_enrolled", "the unit has not enrolled")
         signature = signing.signature(x_oemkit_signature)
         if signature is None or not signing.verify(unit.public_key, signature, body):
+            limits.refused("report", serial, client)
             raise ApiError(401, "bad_signature", f"{signing.HEADER} is missing or does not verify with the unit key")
+        limits.hit("report", serial)  # signed by the unit: its own budget
         parsed = _parse_report(body)
         if parsed.serial != serial:
             raise ApiError(422, "serial_mismatch", "the report's serial is not the one in the path")
