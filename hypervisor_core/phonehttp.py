@@ -3,8 +3,9 @@
 http.client, not urllib.request: no proxy, redirect or cookie machinery a box needs none of. HTTPS trusts exactly
 the CA the signed unit config pins (no system CAs: the core has none), with the host name checked; an https URL
 without a pinned CA, or a pinned CA with an http URL, is refused before anything is sent. Every request is bounded:
-a timeout per socket operation and a watchdog over the whole exchange (a server dripping a byte at a time cannot
-hold the box), and the answer is read up to MAX_ANSWER_BYTES.
+an absolute deadline, each socket operation (connect, TLS handshake, every send and read) given only the time left
+until it (a server dripping a byte at a time cannot hold the box past it), and the answer is read up to
+MAX_ANSWER_BYTES. Only the name lookup cannot be interrupted: a connection made after the deadline is closed unused.
 
 Host names go to socket and ssl as bytes: given a str, both encode it with the idna codec, which the core's
 Python does not carry (codecs are looked up by name, so the import scan that picks the core's modules never sees
@@ -13,11 +14,11 @@ it), and every connection would fail with "unknown encoding: idna".
 
 from __future__ import annotations
 
-import contextlib
+import io
 import json
 import re
 import socket
-import threading
+import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -113,27 +114,26 @@ def post(ep: Endpoint, path: str, body: bytes, headers: Mapping[str, str], timeo
         except (ssl.SSLError, ValueError) as exc:
             raise TransportError(f"the pinned CA does not load: {exc}", permanent=True) from None
 
+    deadline = time.monotonic() + timeout
+    opened: list[socket.socket] = []  # closed when the request ends, whatever http.client did with them
+
     class Connection(http.client.HTTPConnection):
         def connect(self) -> None:
             host = self.host.encode("ascii")  # bytes: no idna codec on the core (module docstring)
-            self.sock = socket.create_connection((host, self.port), self.timeout)  # type: ignore[arg-type]
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if context is not None:
-                self.sock = context.wrap_socket(self.sock, server_hostname=host)
+            sock = socket.create_connection((host, self.port), _left(deadline))  # type: ignore[arg-type]
+            try:
+                _left(deadline)  # the name lookup, or one address after another, may have used it all up
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if context is not None:
+                    sock.settimeout(_left(deadline))  # the handshake: one operation as ssl sees it
+                    sock = context.wrap_socket(sock, server_hostname=host)
+            except BaseException:
+                sock.close()
+                raise
+            opened.append(sock)
+            self.sock = _Bounded(sock, deadline)  # type: ignore[assignment]  # what http.client uses of a socket
 
     conn = Connection(ep.host, ep.port, timeout=timeout)
-    fired = threading.Event()
-
-    def watchdog() -> None:
-        fired.set()
-        sock = conn.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):  # the plain socket's shutdown, also under TLS: it wakes the reader
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-    timer = threading.Timer(timeout, watchdog)
-    timer.daemon = True
-    timer.start()
     try:
         sent = {"Content-Type": "application/json", "Accept": "application/json", "Connection": "close"}
         conn.request("POST", ep.prefix + path, body, {**sent, "User-Agent": f"oemkit-core/{__version__}", **headers})
@@ -144,12 +144,56 @@ def post(ep: Endpoint, path: str, body: bytes, headers: Mapping[str, str], timeo
     except ssl.SSLCertVerificationError as exc:
         raise TransportError(f"TLS: {exc.verify_message or exc}", permanent=True) from None
     except (OSError, http.client.HTTPException) as exc:
-        why = f"no answer within {timeout:.0f} s" if fired.is_set() else describe(exc, ep.host)
-        raise TransportError(why) from None
+        late = isinstance(exc, TimeoutError) or time.monotonic() >= deadline
+        raise TransportError(f"no answer within {timeout:.0f} s" if late else describe(exc, ep.host)) from None
     finally:
-        timer.cancel()
         conn.close()
+        for sock in opened:
+            sock.close()
     return Answer(status, _json_object(raw), _seconds(retry_after))
+
+
+def _left(deadline: float) -> float:
+    """The seconds left until `deadline`; TimeoutError once there are none."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the request's deadline passed")
+    return left
+
+
+class _Bounded:
+    """A connected socket, plain or TLS, as http.client uses it (sendall, makefile, close), every operation on it
+    given only the time left until the request's deadline: a per-operation timeout alone restarts at each byte."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock, self.deadline = sock, deadline
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data).cast("B")
+        while view:  # send, not sendall: an SSL socket's sendall gives each of its sends the whole timeout
+            self.sock.settimeout(_left(self.deadline))
+            view = view[self.sock.send(view) :]
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0) -> int:
+        self.sock.settimeout(_left(self.deadline))
+        return self.sock.recv_into(buffer, nbytes)
+
+    def makefile(self, mode: str = "rb", *args: object, **kwargs: object) -> io.BufferedReader:
+        return io.BufferedReader(_Reader(self))
+
+    def close(self) -> None:
+        pass  # http.client closes a `Connection: close` connection before its answer is read: post() closes it
+
+
+class _Reader(io.RawIOBase):
+    def __init__(self, sock: _Bounded) -> None:
+        self.sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        return self.sock.recv_into(buffer)
 
 
 def describe(exc: BaseException, host: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from hypervisor_core import __version__
 from hypervisor_core.fsutil import read_regular, write_atomic
 from hypervisor_core.layout import Layout
-from hypervisor_core.spool import MAX_BODY_BYTES, Spool
+from hypervisor_core.spool import MAX_BODY_BYTES
 
 REASON_MAX = 2000
 STEPS_MAX = 200
@@ -130,6 +130,12 @@ class AgentReport:
     made_at: float  # when the agent finished it
     digest: str  # of report.json's bytes: the same report is spooled once, whatever the boots
 
+    @property
+    def id(self) -> str:
+        """Its idempotency key, from its digest: spooled twice (a crash before the digest was kept), it is still
+        one entry in the spool and one report at the service (409 duplicate)."""
+        return hashlib.sha256(b"oemkit-report-id\n" + self.digest.encode()).hexdigest()[:32]
+
 
 def read_agent_report(state: Layout, core_id: str | None, say: Callable[[str], None]) -> AgentReport | None:
     """The agent's last report.json, or None (none yet, unreadable, not a first-boot report: said why)."""
@@ -151,12 +157,15 @@ def read_agent_report(state: Layout, core_id: str | None, say: Callable[[str], N
     return AgentReport(report_record(doc, core_id), _epoch(doc.get("finished")), digest)
 
 
-def spool_once(state: Layout, spool: Spool, report: AgentReport) -> None:
-    """Spool the report unless this very report was spooled before."""
+def spooled_before(state: Layout, report: AgentReport) -> bool:
+    """Whether this very report was spooled (or sent) by an earlier run. A digest file that cannot be read counts
+    as no: spooling it again is harmless, its id being the same."""
     try:
-        if read_regular(state.phonehome_last_report, 128).decode(errors="replace").strip() == report.digest:
-            return
-    except FileNotFoundError:
-        pass
-    spool.add(report.record, report.made_at)  # before the digest: a crash between spools it twice, never not at all
+        return read_regular(state.phonehome_last_report, 128).decode(errors="replace").strip() == report.digest
+    except OSError:
+        return False
+
+
+def remember(state: Layout, report: AgentReport) -> None:
+    """Keep the report's digest: later runs spool it no more. Raises OSError."""
     write_atomic(state.phonehome_last_report, report.digest + "\n", 0o644, mkdir=True)

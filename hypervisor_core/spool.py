@@ -1,11 +1,12 @@
 """The phone-home spool: reports waiting to be delivered, one JSON file each, oldest first (docs/zero-touch.md).
 
-An entry is `STATE/phonehome/spool/<ns-time>-<id>.json`. It is written unsigned, with its idempotency key (`id`);
-when it is first sent it gets the next sequence number (STATE/phonehome/seq, written and fsync'd before the entry
-carries it, so no number is ever used twice) and its exact signed body and signature are written back into it, so
-every retry, in this boot or a later one, sends the same bytes. The spool is bounded; anything in it that is not
-an entry of ours (not JSON, too big, a link, a FIFO, a folder) is moved aside to `spool/rejected/` with a
-`.reason` file, never opened if it is not a regular file, never a traceback.
+An entry is `STATE/phonehome/spool/<ns-time>-<id>.json`. It is written unsigned, with its idempotency key (`id`;
+the same report spooled twice is one entry); when it is first sent it gets the next sequence number
+(STATE/phonehome/seq, written and fsync'd before the entry carries it, so no number is ever used twice) and its
+exact signed body and signature are written back into it, so every retry, in this boot or a later one, sends the
+same bytes (numbered and signed again, same id, only when the service has seen its number). The spool is
+bounded; anything in it that is not an entry of ours (not JSON, too big, a link, a FIFO, a folder) is moved aside
+to `spool/rejected/` with a `.reason` file, never opened if it is not a regular file, never a traceback.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ MAX_REJECTED = 64  # entries set aside, kept for a look, the oldest removed
 MAX_BODY_BYTES = 64 << 10  # the contract's bound on a request body
 MAX_ENTRY_BYTES = 256 << 10  # the report and its signed body, escaped: well below
 _NAME = re.compile(r"(?P<ns>[0-9]{20})-(?P<id>[0-9a-f]{32})\.json")
+_KEY = re.compile(r"[0-9a-f]{32}")
 _SEQ = re.compile(rb"\s*([0-9]{1,18})\s*")
 _B64_SIG = re.compile(r"[A-Za-z0-9+/]{86}==")  # 64 bytes
 
@@ -47,6 +49,7 @@ class Entry:
     seq: int | None = None
     body: str | None = None  # the signed body, ASCII JSON: its bytes are what was signed and what is sent
     signature: str | None = None  # base64
+    in_memory: bool = False  # it could not be spooled (a full disk): sent from memory by this run, or not at all
 
     @property
     def name(self) -> str:
@@ -107,7 +110,8 @@ class Spool:
     # ------------------------------------------------------------------------------------------------ entries
     def entries(self) -> list[Entry]:
         """The entries, oldest first. What is not one is moved aside on the way."""
-        self._folder(self.folder)
+        if not self._folder(self.folder, make=False):
+            return []  # nothing spooled yet; not made here: a full disk may not have room for a folder
         found = []
         for name in sorted(os.listdir(self.folder)):
             path = self.folder / name
@@ -137,14 +141,16 @@ class Spool:
             found.append(entry)
         return found
 
-    def add(self, report: dict[str, Any], made_at: float) -> Entry:
-        """Spool a report, unsigned, with a fresh idempotency key; then keep the spool within MAX_ENTRIES,
-        dropping the oldest entries that are not FAILED first (a failure is what the central team must see)."""
+    def add(self, report: dict[str, Any], made_at: float, key: str | None = None) -> Entry:
+        """Spool a report, unsigned, with its idempotency key (`key`, or a fresh one); the entry already spooled with
+        that key if there is one. Then keep the spool within MAX_ENTRIES, dropping the oldest entries that are not
+        FAILED first (a failure is what the central team must see)."""
         existing = self.entries()
-        newest = max((int(e.name[:20]) for e in existing), default=0)
-        ns = max(time.time_ns(), newest + 1)  # names keep the order even when the clock went back
-        key = secrets.token_hex(16)
-        entry = Entry(self.folder / f"{ns:020d}-{key}.json", key, made_at, report)
+        same = next((e for e in existing if e.id == key), None)
+        if same is not None:  # spooled before (a crash came before it was remembered): one report, one entry
+            self.say(f"phone home: {same.name} holds this report already: not spooled again")
+            return same
+        entry = self.entry(report, made_at, key, existing)
         self.save(entry)
         excess = len(existing) + 1 - MAX_ENTRIES
         if excess > 0:
@@ -155,6 +161,17 @@ class Spool:
                 self.dropped.append(old.name)
                 self.say(f"phone home: spool full ({MAX_ENTRIES}): dropped the oldest {status} report {old.name}")
         return entry
+
+    def entry(
+        self, report: dict[str, Any], made_at: float, key: str | None = None, existing: list[Entry] | None = None
+    ) -> Entry:
+        """A new entry, not yet written: named after the newest one (`existing`, when known) and its key."""
+        newest = max((int(e.name[:20]) for e in existing or []), default=0)
+        ns = max(time.time_ns(), newest + 1)  # names keep the order even when the clock went back
+        key = key or secrets.token_hex(16)
+        if not _KEY.fullmatch(key):
+            raise ValueError(f"an idempotency key is 32 hex digits, not {key!r}")
+        return Entry(self.folder / f"{ns:020d}-{key}.json", key, made_at, report)
 
     def save(self, entry: Entry) -> None:
         write_atomic(entry.path, entry.to_json(), 0o600, mkdir=True)
@@ -189,9 +206,10 @@ class Spool:
             raise SpoolError(f"{self.seq_path} holds no sequence number: reports cannot be numbered")
         return int(m[1])
 
-    def next_seq(self) -> int:
-        """The next sequence number, written durably before anyone uses it."""
-        seq = self.last_seq() + 1
+    def next_seq(self, above: int = 0) -> int:
+        """The next sequence number (above `above` too: one the service has seen), written durably before anyone
+        uses it."""
+        seq = max(self.last_seq(), above) + 1
         self.set_seq(seq)
         return seq
 
@@ -199,14 +217,17 @@ class Spool:
         write_atomic(self.seq_path, f"{seq}\n", 0o600, mkdir=True)
 
     # ------------------------------------------------------------------------------------------------ helpers
-    def _folder(self, path: Path) -> None:
+    def _folder(self, path: Path, make: bool = True) -> bool:
+        """Whether `path` is a folder (made when it is missing and `make`); SpoolError when it is something else."""
         try:
             mode = os.lstat(path).st_mode
         except FileNotFoundError:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            return
+            if make:
+                path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return make
         if not stat.S_ISDIR(mode):
             raise SpoolError(f"{path} is {kind_of(mode)}, not a folder: refused")
+        return True
 
     def _prune_rejected(self) -> None:
         try:

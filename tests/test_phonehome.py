@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hypervisor_core import config, phonehome, phonehttp, phonereport, spool, unitkey
+from hypervisor_core import config, phonehome, phonehttp, phonereport, phonerun, spool, unitkey
 from hypervisor_core.facts import probe
 from hypervisor_core.layout import Layout
 from hypervisor_core.match import Refusal, match
@@ -188,6 +188,14 @@ class Box:
             self.layout.report.write_text(json.dumps(report, indent=2))
         self.said: list[str] = []
         self.slept: list[float] = []
+        self.now = 0.0  # the runs' clock: it moves only when they sleep, so a retry loop cannot spin in real time
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
 
     def spool(self) -> spool.Spool:
         return spool.Spool(self.layout.spool, self.layout.spool_rejected, self.layout.phonehome_seq, self.said.append)
@@ -195,12 +203,19 @@ class Box:
     def seed(self) -> bytes:
         return unitkey.load_or_create(self.layout.unit_key)
 
-    def phonehome(self, url: str, **kw: Any) -> phonehome.PhoneHome:
-        kw.setdefault("sleep", self.slept.append)
+    def phonehome(self, url: str, **kw: Any) -> phonerun.PhoneHome:
+        kw.setdefault("sleep", self.sleep)
+        kw.setdefault("clock", self.clock)
         ep = phonehttp.endpoint(url, kw.pop("ca_pem", None))
-        return phonehome.PhoneHome(self.layout, SERIAL, ep, self.seed(), self.spool(), say=self.said.append, **kw)
+        return phonerun.PhoneHome(self.layout, SERIAL, ep, self.seed(), self.spool(), say=self.said.append, **kw)
 
-    def run(self, url: str, **kw: Any) -> phonehome.Outcome:
+    def mark_enrolled(self, serial: str = SERIAL, seed: bytes | None = None) -> None:
+        """The marker an enrolment of `serial` with `seed` (this box's unit key by default) leaves."""
+        marker = {"serial": serial, "public_key": unitkey.public_b64(seed or self.seed())}
+        self.layout.phonehome.mkdir(exist_ok=True)
+        self.layout.phonehome_enrolled.write_text(json.dumps(marker) + "\n")
+
+    def run(self, url: str, **kw: Any) -> phonerun.Outcome:
         return self.phonehome(url, **kw).run()
 
     def add(self, status: str = "FAILED", n: int = 1) -> list[spool.Entry]:
@@ -218,7 +233,7 @@ class Box:
         unit = self.root / "unit-under-test.json"
         unit.write_bytes(cfg)
         argv = ["--root", str(self.root), "--config", str(unit), "--pubkey", str(PUB), *args]
-        code = phonehome.main(argv, sleep=self.slept.append)
+        code = phonehome.main(argv, sleep=self.sleep, clock=self.clock)
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -460,20 +475,57 @@ def test_an_enrolment_whose_answer_was_lost_is_retried_and_counts(tmp_path: Path
 
 def test_a_token_left_beside_the_enrolled_marker_is_removed(tmp_path: Path, service: Service) -> None:
     box = Box(tmp_path)
-    box.layout.phonehome.mkdir()
-    box.layout.phonehome_enrolled.write_text("{}\n")
+    box.mark_enrolled()
     box.run(service.url)
     assert not box.layout.enrol_token.exists() and service.requests == []
+
+
+@pytest.mark.parametrize("marker", ["other-key", "other-serial", "plain-text", "folder"])
+def test_a_marker_that_is_not_for_this_serial_and_key_means_not_enrolled(
+    tmp_path: Path, service: Service, marker: str
+) -> None:
+    """unit.key vanished (a new key was made), the config names another serial, or the marker is not ours: the box
+    enrols again with the token it holds, and without one says it needs re-registration, its reports kept."""
+    box = Box(tmp_path, token=False)
+    box.add()
+    {
+        "other-key": lambda: box.mark_enrolled(seed=bytes(32)),
+        "other-serial": lambda: box.mark_enrolled(serial="J30OLD99"),
+        "plain-text": lambda: box.layout.phonehome_enrolled.write_text("enrolled\n"),
+        "folder": lambda: box.layout.phonehome_enrolled.mkdir(),
+    }[marker]()
+    why = {
+        "other-key": f"enrolled as {SERIAL} with another key",
+        "other-serial": f"enrolled as J30OLD99, not as {SERIAL}",
+        "plain-text": f"{box.layout.phonehome_enrolled} names no serial and unit key",
+        "folder": f"{box.layout.phonehome_enrolled} names no serial and unit key",
+    }[marker]
+    line = box.run(service.url).line()
+    needs = "needs re-registration (no enrolment token on this box); the reports are kept"
+    assert line == f"phone home: delivered 0, spooled 1 ({why}: {needs})"
+    assert service.requests == []
+    if marker == "folder":
+        return
+    box.layout.enrol_token.write_text(TOKEN + "\n")  # the new serial's token, or the old one copied again
+    assert box.run(service.url).line() == "phone home: enrolled, delivered 1, spooled 0"
+    assert json.loads(box.layout.phonehome_enrolled.read_text()) == {
+        "serial": SERIAL,
+        "public_key": unitkey.public_b64(box.seed()),
+    }
+    assert not box.layout.enrol_token.exists() and any(why in said for said in box.said)
 
 
 # ----------------------------------------------------------------------------------------------------- delivery
 def _enrolled(tmp_path: Path, service: Service, n: int = 1) -> Box:
     box = Box(tmp_path)
     service.keys[SERIAL] = unitkey.public_key(box.seed())
-    box.layout.phonehome.mkdir()
-    box.layout.phonehome_enrolled.write_text("{}\n")
+    box.mark_enrolled()
     box.add(n=n)
     return box
+
+
+def _until_the_deadline(box: Box, why: str) -> str:
+    return f"{why}; {len(box.slept) + 1} tries until the deadline"
 
 
 def test_the_sequence_is_written_before_the_report_is_sent(tmp_path: Path, service: Service) -> None:
@@ -488,19 +540,23 @@ def test_the_sequence_is_written_before_the_report_is_sent(tmp_path: Path, servi
 
 def test_a_retry_sends_the_same_bytes_in_this_boot_and_the_next(tmp_path: Path, service: Service) -> None:
     box = _enrolled(tmp_path, service)
-    service.script = ["drop", "store-drop"] + [(503, {}, {})] * 2  # this boot: never a definite answer
+    service.script = ["drop", "store-drop"] + [(503, {}, {})] * 30  # this boot: never a definite answer
     line = box.run(service.url).line()
-    assert line == "phone home: delivered 0, spooled 1 (HTTP 503 from the service)"
+    assert line == f"phone home: delivered 0, spooled 1 ({_until_the_deadline(box, 'HTTP 503 from the service')})"
+    tries, service.script = len(service.reports()), []
     entry = box.entries()[0]
     assert entry.seq == 1 and entry.body is not None  # numbered and signed at its first send, kept so
     assert box.run(service.url).line() == "phone home: delivered 1, spooled 0"  # next boot: 409 duplicate
     bodies = {(raw, headers["X-Oemkit-Signature"]) for _, headers, raw in service.reports()}
     assert (
-        len(service.reports()) == 5
+        len(service.reports()) == tries + 1
         and len(bodies) == 1
         and bodies == {(entry.body.encode(), f"ed25519={entry.signature}")}
     )
     assert len(service.stored) == 1 and int(box.layout.phonehome_seq.read_text()) == 1
+
+
+ANOTHER_KEY = f"the service knows another key for {SERIAL}: the unit needs re-registration; the reports are kept"
 
 
 @pytest.mark.parametrize(
@@ -508,13 +564,12 @@ def test_a_retry_sends_the_same_bytes_in_this_boot_and_the_next(tmp_path: Path, 
     [
         ((201, {"stored": True}, {}), "phone home: delivered 1, spooled 0", None),
         ((409, {"code": "duplicate", "detail": "seen"}, {}), "phone home: delivered 1, spooled 0", None),
-        ((409, {"code": "replay", "detail": "old", "last_seq": 7}, {}),
-         "phone home: delivered 0, rejected 1, spooled 0", "replay: the service has seen sequence 7; this report is 1"),
+        ((409, {"code": "replay", "detail": "old", "last_seq": 7}, {}), "phone home: delivered 1, spooled 0", None),
         ((422, {"code": "bad_report", "detail": "serial is not the path's"}, {}),
          "phone home: delivered 0, rejected 1, spooled 0", "422 bad_report: serial is not the path's"),
         ((413, {}, {}), "phone home: delivered 0, rejected 1, spooled 0", "413: HTTP 413"),
         ((401, {"code": "bad_signature", "detail": "bad signature"}, {}),
-         "phone home: delivered 0, spooled 1 (401 bad_signature: bad signature)", None),
+         f"phone home: delivered 0, spooled 1 (401 bad_signature: {ANOTHER_KEY})", None),
         ((403, {"code": "not_enrolled", "detail": "unit not enrolled"}, {}),
          "phone home: delivered 0, spooled 1 (403 not_enrolled: unit not enrolled)", None),
         ((302, {}, {"Location": "http://elsewhere/"}),
@@ -530,19 +585,43 @@ def test_each_answer_to_a_report(
     assert box.run(service.url).line() == line
     assert box.rejected() == ({name: rejected} if rejected else {})
     assert box.slept == []
-    if "replay" in line:
-        assert box.layout.phonehome_seq.read_text() == "7\n"  # never a number the service has seen again
+
+
+def test_a_replayed_report_is_numbered_above_the_services_signed_again_and_delivered(
+    tmp_path: Path, service: Service
+) -> None:
+    """409 replay: the id is new to the service, its number is not (the state was restored from an older copy)."""
+    box = _enrolled(tmp_path, service)
+    entry = box.entries()[0]
+    service.script = [(409, {"code": "replay", "detail": "old", "last_seq": 7}, {})]
+    on_disk: list[int] = []  # the entry's number when each request arrives: the new one kept before it is sent
+    service.on_request = lambda path, body: on_disk.append(json.loads(entry.path.read_text())["seq"])
+    assert box.run(service.url).line() == "phone home: delivered 1, spooled 0"
+    (_, _, first), (_, headers, second) = service.reports()
+    assert (json.loads(first)["seq"], json.loads(second)["seq"]) == (1, 8) and on_disk == [1, 8]
+    assert json.loads(first)["id"] == json.loads(second)["id"] == entry.id  # the same report, numbered again
+    assert verifies(unitkey.public_key(box.seed()), second, headers["X-Oemkit-Signature"].removeprefix("ed25519="))
+    assert box.layout.phonehome_seq.read_text() == "8\n" and [d["seq"] for d in service.stored] == [8]
+
+
+def test_a_report_replayed_again_after_catching_up_is_set_aside(tmp_path: Path, service: Service) -> None:
+    box = _enrolled(tmp_path, service, 2)
+    name = box.entries()[0].name
+    service.script = [(409, {"code": "replay", "detail": "old", "last_seq": n}, {}) for n in (7, 9)]
+    assert box.run(service.url).line() == "phone home: delivered 1, rejected 1, spooled 0"
+    assert box.rejected() == {name: "replay: the service has seen sequence 9; this report is 8"}
+    assert [d["seq"] for d in service.stored] == [9] and len(service.reports()) == 3  # once again, not more
 
 
 def test_delivery_stops_at_the_first_report_it_cannot_deliver_keeping_the_order(
     tmp_path: Path, service: Service
 ) -> None:
     box = _enrolled(tmp_path, service, 3)
-    service.script = [(201, {}, {}), "drop", "drop", "drop", "drop"]
-    assert (
-        box.run(service.url).line()
-        == "phone home: delivered 1, spooled 2 (the connection was closed without an answer)"
-    )
+    service.script = [(201, {}, {})] + ["drop"] * 30
+    line = box.run(service.url).line()
+    closed = _until_the_deadline(box, "the connection was closed without an answer")
+    assert line == f"phone home: delivered 1, spooled 2 ({closed})"
+    service.script = []
     left = box.entries()
     assert left[0].seq == 2 and left[1].seq is None  # the third was never numbered: it waits behind the second
     assert box.run(service.url).line() == "phone home: delivered 2, spooled 0"
@@ -551,8 +630,9 @@ def test_delivery_stops_at_the_first_report_it_cannot_deliver_keeping_the_order(
 
 def test_a_report_whose_entry_was_tampered_with_is_set_aside_unsent(tmp_path: Path, service: Service) -> None:
     box = _enrolled(tmp_path, service)
-    service.script = ["drop"] * 4
+    service.script = ["drop"] * 30
     box.run(service.url)
+    service.script = []
     entry = box.entries()[0]
     assert entry.body is not None
     entry.body = entry.body.replace('"FAILED"', '"READY"')
@@ -562,27 +642,36 @@ def test_a_report_whose_entry_was_tampered_with_is_set_aside_unsent(tmp_path: Pa
     assert "does not verify" in box.rejected()[entry.name] and len(service.requests) == sent
 
 
-def test_backoff_is_bounded_1_2_4_seconds_with_jitter(tmp_path: Path, service: Service) -> None:
+def test_backoff_doubles_to_8_seconds_with_jitter_and_goes_on_until_the_deadline(
+    tmp_path: Path, service: Service
+) -> None:
     box = _enrolled(tmp_path, service)
-    service.script = [(500, {}, {})] * 10
-    assert box.run(service.url).line() == "phone home: delivered 0, spooled 1 (HTTP 500 from the service)"
-    assert len(service.reports()) == 1 + phonehome.RETRIES
-    assert [int(w) for w in box.slept] == [1, 2, 4]
-    assert all(base <= w <= base * 1.25 for base, w in zip((1, 2, 4), box.slept, strict=True))
+    service.script = [(500, {}, {})] * 30
+    line = box.run(service.url).line()
+    assert line == f"phone home: delivered 0, spooled 1 ({_until_the_deadline(box, 'HTTP 500 from the service')})"
+    assert len(service.reports()) == len(box.slept) + 1 and len(service.script) > 0
+    bases = [1, 2, 4] + [8] * (len(box.slept) - 3)
+    assert all(base <= w <= base * 1.25 for base, w in zip(bases[:-1], box.slept[:-1], strict=True))
+    assert 0 < box.slept[-1] <= 10  # the last wait shortened: the last try 1 s before the deadline
+    assert box.now == pytest.approx(phonerun.DEADLINE_S - phonerun.MIN_TRY_S)
 
 
 def test_the_deadline_bounds_the_retries(tmp_path: Path, service: Service) -> None:
     box = _enrolled(tmp_path, service)
-    now = [0.0]
-
-    def sleep(s: float) -> None:
-        box.slept.append(s)
-        now[0] += s
-
     service.script = [(503, {}, {})] * 10
-    outcome = box.run(service.url, deadline_s=5, sleep=sleep, clock=lambda: now[0])
-    assert outcome.why is not None and "would pass the deadline" in outcome.why
-    assert len(box.slept) == 2 and sum(box.slept) < 5
+    outcome = box.run(service.url, deadline_s=5)
+    assert outcome.why == _until_the_deadline(box, "HTTP 503 from the service") and len(service.reports()) == 4
+    assert box.now == pytest.approx(4) and box.slept[-1] == pytest.approx(4 - sum(box.slept[:-1]))
+
+
+def test_a_service_reachable_only_after_spanning_tree_opened_the_port_still_gets_the_report(
+    tmp_path: Path, service: Service
+) -> None:
+    """The init raises the link and DHCP just before phone home; classic spanning tree holds a port ~30 s."""
+    box = _enrolled(tmp_path, service)
+    service.on_request = lambda path, body: service.script.append("drop") if box.now < 30 else None
+    assert box.run(service.url).line() == "phone home: delivered 1, spooled 0"
+    assert 30 <= box.now < 45 and len(service.reports()) == len(box.slept) + 1
 
 
 def test_429_waits_what_retry_after_says_within_the_deadline(tmp_path: Path, service: Service) -> None:
@@ -596,19 +685,19 @@ def test_429_waits_what_retry_after_says_within_the_deadline(tmp_path: Path, ser
     assert (
         line == "phone home: delivered 0, spooled 1 (rate limited (429); retrying after 3600 s would pass the deadline)"
     )
+    assert box.slept == [3.0] and len(service.reports()) == 3  # this boot stops there
 
 
-def test_connection_refused_leaves_the_reports_spooled(tmp_path: Path) -> None:
+def test_connection_refused_is_retried_until_the_deadline_and_leaves_the_reports_spooled(tmp_path: Path) -> None:
     box = Box(tmp_path)
-    box.layout.phonehome.mkdir()
-    box.layout.phonehome_enrolled.write_text("{}\n")
+    box.mark_enrolled()
     box.add(n=2)
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     port = server.server_address[1]
     server.server_close()  # a port nobody listens on
     line = box.run(f"http://127.0.0.1:{port}").line()
-    assert line == "phone home: delivered 0, spooled 2 (connection refused)"
-    assert len(box.slept) == 3
+    assert line == f"phone home: delivered 0, spooled 2 ({_until_the_deadline(box, 'connection refused')})"
+    assert len(box.slept) >= 9 and box.now == pytest.approx(phonerun.DEADLINE_S - phonerun.MIN_TRY_S)
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI
@@ -645,10 +734,44 @@ def test_the_cli_records_an_init_failure_with_any_reason(
     )
 
 
+def test_a_report_spooled_again_after_a_crash_is_one_entry_and_one_report(
+    tmp_path: Path, service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A crash after report.json was spooled and before its digest was kept: the next run spools it again. Its id
+    comes from its digest, so the spool holds it once (and the service would answer 409 duplicate)."""
+    box = Box(tmp_path)
+    report = phonereport.read_agent_report(box.layout, None, box.said.append)
+    assert report is not None
+    first = box.spool().add(report.record, report.made_at, report.id)  # what the crashed run left
+    assert box.cli(capsys, seal(service.url), "--spool-only")[:2] == (
+        0,
+        "phone home: spooled 1 (not sent: --spool-only)\n",
+    )
+    assert [e.id for e in box.entries()] == [first.id] and len(first.id) == 32
+    assert box.cli(capsys, seal(service.url))[:2] == (0, "phone home: enrolled, delivered 1, spooled 0\n")
+    assert [d["id"] for d in service.stored] == [first.id]
+
+
+def test_spool_only_spools_this_boots_records_and_sends_nothing(
+    tmp_path: Path, service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The init spools its failure record so before it reboots into the other bank: no network, no key made."""
+    box = Box(tmp_path)
+    code, out, _ = box.cli(capsys, seal(service.url), "--init-failure", "core on trial (b) failed", "--spool-only")
+    assert (code, out) == (0, "phone home: spooled 2 (not sent: --spool-only)\n")
+    assert service.requests == [] and not box.layout.unit_key.exists() and box.slept == []
+    assert box.cli(capsys, seal(service.url))[:2] == (0, "phone home: enrolled, delivered 2, spooled 0\n")
+    assert [(d["origin"], d["reason"]) for d in service.stored] == [
+        ("agent", AGENT_REPORT["reason"]),
+        ("init", "core on trial (b) failed"),
+    ]
+
+
 def test_the_cli_keeps_reports_when_the_service_is_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     box = Box(tmp_path)
     code, out, _ = box.cli(capsys, seal("http://127.0.0.1:9"), "--deadline", "5")
-    assert (code, out) == (0, "phone home: delivered 0, spooled 1 (enrolment: connection refused)\n")
+    assert (code, out) == (0, "phone home: delivered 0, spooled 1 (enrolment: connection refused; 4 tries until the "
+                              "deadline)\n")  # fmt: skip
     assert box.layout.enrol_token.exists() and len(box.entries()) == 1
 
 

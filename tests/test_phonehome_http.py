@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -25,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from hypervisor_core import phonehttp
 
+from .bounded import alarm
 from .conftest import REPO
 from .firstboot_kit import PUB
 from .test_phonehome import AGENT_REPORT, SERIAL, Box, Service, seal
@@ -204,7 +206,8 @@ def test_an_unusable_base_url_is_refused(url: str, ca: str | None, says: str) ->
 # ---------------------------------------------------------------------------------------------------- bounds
 @pytest.fixture
 def raw_server() -> Iterator[tuple[int, list[str]]]:
-    """A TCP server whose behaviour the test sets: 'drip' (a byte every 0.2 s), 'silent', 'huge'."""
+    """A TCP server whose behaviour the test sets: 'drip' (a byte every 0.2 s), 'trickle' (every 0.5 s), 'silent',
+    'huge'."""
     mode: list[str] = ["silent"]
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
@@ -226,9 +229,9 @@ def raw_server() -> Iterator[tuple[int, list[str]]]:
                     conn.sendall(head + body)
                     continue
                 for byte in b"HTTP/1.1 201 Created\r\n" * 100:
-                    if stop.wait(0.2):
+                    if stop.wait(0.5 if mode[0] == "trickle" else 0.2):
                         break
-                    if mode[0] == "drip":
+                    if mode[0] in ("drip", "trickle"):
                         try:
                             conn.send(bytes([byte]))
                         except OSError:
@@ -254,6 +257,31 @@ def test_a_server_that_never_finishes_its_answer_cannot_hold_the_box(
         phonehttp.post(ep, "/v1/units/X/reports", b"{}", {}, 1.0)
     assert time.monotonic() - started < 3
     assert str(exc.value) in ("no answer within 1 s", "timed out") and not exc.value.permanent
+
+
+@pytest.mark.parametrize("lookup_s", [0.0, 1.0, 2.5])
+def test_a_slow_name_lookup_then_a_trickling_server_cannot_hold_the_box_past_its_budget(
+    raw_server: tuple[int, list[str]], monkeypatch: pytest.MonkeyPatch, lookup_s: float
+) -> None:
+    """The budget is one absolute deadline: a lookup or connect that used most of it leaves the reads only the rest,
+    and one that used all of it ends the request. The server is real; a slow name lookup cannot be had on cue from
+    a local resolver, so it is simulated (the lookup itself cannot be interrupted: the bound is max(budget, it))."""
+    port, behaviour = raw_server
+    behaviour[0] = "trickle"  # a byte every 0.5 s: each read alone is well within any per-read timeout
+    real = socket.getaddrinfo
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(lookup_s)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    ep = phonehttp.endpoint(f"http://localhost:{port}", None)
+    started = time.monotonic()
+    with alarm(15), pytest.raises(phonehttp.TransportError) as exc:
+        phonehttp.post(ep, "/v1/units/X/reports", b"{}", {}, 2.0)
+    took = time.monotonic() - started
+    assert max(2.0, lookup_s) <= took + 0.05 and took < max(2.0, lookup_s) + 0.6, took
+    assert str(exc.value) == "no answer within 2 s" and not exc.value.permanent
 
 
 def test_an_answer_is_read_with_a_bound(raw_server: tuple[int, list[str]]) -> None:
