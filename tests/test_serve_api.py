@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hypervisor_core import ed25519
@@ -265,3 +266,16 @@ def test_unknown_paths_and_methods_answer_in_the_error_shape(service: Service) -
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
     wrong = service.client.put("/v1/fleet", json={}, headers=ADMIN)
     assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed"
+
+
+def test_a_unit_keeps_its_last_reports_only(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An enrolled key cannot grow the reports table without end: the oldest are pruned as new ones arrive."""
+    from oemkit.serve import store
+
+    monkeypatch.setattr(store, "KEEP_REPORTS", 5)
+    monkeypatch.setattr(store, "PRUNE_EVERY", 10)
+    service.enrol("J30BRN01")
+    for seq in range(1, 11):
+        assert service.report("J30BRN01", seq).status_code == 201
+    assert service.count(Report) == 5
+    assert service.report("J30BRN01", 11).status_code == 201  # and the unit goes on reporting

@@ -118,9 +118,13 @@ def _parse_report(body: bytes) -> ReportIn:
         data = json.loads(body)
     except RecursionError:
         raise errors.invalid([{"loc": ["body"], "msg": "JSON nested too deeply", "type": "json_invalid"}]) from None
-    except ValueError as exc:  # not JSON, or not UTF-8
-        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        msg = f"Invalid JSON: {exc.msg}{where}" if isinstance(exc, json.JSONDecodeError) else "the body is not UTF-8"
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer past Python's digit limit
+        if isinstance(exc, json.JSONDecodeError):
+            msg = f"Invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        elif isinstance(exc, UnicodeDecodeError):
+            msg = "the body is not UTF-8"
+        else:
+            msg = f"Invalid JSON: {exc}"
         raise errors.invalid([{"loc": ["body"], "msg": msg, "type": "json_invalid"}]) from None
     try:
         return ReportIn.model_validate(data)

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from oemkit.serve.db import Database
@@ -22,6 +22,10 @@ from oemkit.serve.schemas import Enrolment, Registration, b64decode
 from oemkit.serve.schemas import Report as ReportIn
 
 _NO_TOKEN = bytes(32)  # compared against when there is no token, so an unknown serial costs the same work
+
+# A unit keeps its last KEEP_REPORTS reports (pruned every PRUNE_EVERY): far more than any box retries or the fleet
+# shows, and a bound on what one enrolled key can make the service store.
+KEEP_REPORTS, PRUNE_EVERY = 1000, 100
 
 
 def _bad_token() -> ApiError:
@@ -176,6 +180,10 @@ def submit(db: Database, unit_id: int, report: ReportIn) -> int:
             )
             if moved.rowcount != 1:  # type: ignore[attr-defined]
                 raise _Replay
+            if report.seq % PRUNE_EVERY == 0:  # bounded: an enrolled key cannot grow the table without end
+                session.execute(
+                    delete(Report).where(Report.unit_id == unit_id, Report.seq <= report.seq - KEEP_REPORTS)
+                )
     except (IntegrityError, _Replay):
         pass
     else:
