@@ -3,15 +3,26 @@
 SQLite gets WAL (readers never wait for the writer), a busy timeout and foreign keys on every connection — they
 are per-connection settings, so a pooled connection without them would silently skip the checks. A write on SQLite
 takes the write lock when it begins (BEGIN IMMEDIATE): two writers then queue on the busy timeout, where a
-deferred transaction that read first would fail when it tries to upgrade its lock. PostgreSQL keeps READ COMMITTED;
-there the unique constraints and conditional updates in store.py decide races.
+deferred transaction that read first would fail when it tries to upgrade its lock. Within one process the writers
+also take turns on a lock of ours first: SQLite's busy handler polls with sleeps of up to 100 ms, so threads that
+queued on it were served out of order, seconds late, and past the busy timeout (503) under load; a Python lock wakes
+the next writer as the last one commits; processes sharing the file (--workers N) take turns on a file lock beside it
+(_Writers). The busy timeout still settles anything else that writes to the file.
+PostgreSQL keeps READ COMMITTED; there the unique constraints and conditional updates in store.py decide races.
+
+The hot paths (store.py: a report, an enrolment) use SQLAlchemy Core on connection(); the admin side uses ORM
+sessions, read() and write(). The pool keeps as many connections as the service runs threads at once, so a busy
+service reuses connections instead of opening one per request (PostgreSQL: a new server process each).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, ClassVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
@@ -21,6 +32,8 @@ from sqlalchemy.orm import Session, sessionmaker
 BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for another before "database is locked"
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: a database that does not answer fails /healthz quickly instead of hanging it
 WRITE = "oemkit_write"  # execution option: this transaction writes (SQLite: BEGIN IMMEDIATE)
+POOL_SIZE = 8  # connections kept per worker process, one per thread it runs requests on (app.THREADS)
+POOL_OVERFLOW = 10  # more, opened for a burst and closed after it (SQLAlchemy's default): a thread holds one at a time
 
 
 class DatabaseUrlError(ValueError):
@@ -70,14 +83,64 @@ def make_engine(url: str, **options: Any) -> Engine:
     return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **options)
 
 
+class _Writers:
+    """SQLite: one writer at a time, in line (the module's docstring says why). Threads of this process wait on a
+    lock, one per database file whichever Database opened it; processes sharing the file (--workers N) on an
+    flock(2) of `<database>-writer` beside it, taken for each write, which the kernel hands on as it is released,
+    where SQLite's busy handler polls. Reentrant: a write nested in another (none is today) would wait on SQLite's
+    busy timeout, not deadlock here. When that file cannot be opened (no such folder, read-only) processes queue on
+    SQLite's busy timeout alone, as they did, and SQLite says what is wrong."""
+
+    _by_path: ClassVar[dict[str, _Writers]] = {}
+    _made = threading.Lock()
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    @classmethod
+    def of(cls, database: str) -> _Writers:
+        path = os.path.abspath(database) + "-writer"
+        with cls._made:
+            return cls._by_path.setdefault(path, cls(path))
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        self._depth += 1
+        if self._depth > 1:
+            return
+        try:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            if self._depth == 1 and self._fd is not None:
+                fd, self._fd = self._fd, None
+                os.close(fd)  # releases the flock
+        finally:
+            self._depth -= 1
+            self._lock.release()
+
+
 class Database:
     """The engine and two kinds of transaction: read() and write(). Each commits at the end of its block, or rolls
     back when the block raises."""
 
     def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+        self._write_engine = self.engine.execution_options(**{WRITE: True})
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
-        self._writes = sessionmaker(self.engine.execution_options(**{WRITE: True}), expire_on_commit=False)
+        self._writes = sessionmaker(self._write_engine, expire_on_commit=False)
+        self._writer = _Writers.of(self.engine.url.database or "") if self.backend == "sqlite" else None
 
     @property
     def backend(self) -> str:
@@ -90,8 +153,21 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self._writes() as session, session.begin():
+        with self._turn(), self._writes() as session, session.begin():
             yield session
+
+    @contextmanager
+    def connection(self, *, write: bool = False) -> Iterator[Connection]:
+        """A Core connection in one transaction (a write one when `write`), committed at the end of the block."""
+        if write:
+            with self._turn(), self._write_engine.begin() as connection:
+                yield connection
+        else:
+            with self.engine.begin() as connection:
+                yield connection
+
+    def _turn(self) -> AbstractContextManager[Any]:
+        return self._writer if self._writer is not None else nullcontext()
 
     def ping(self) -> None:
         """Raises when the database does not answer."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
@@ -29,9 +30,14 @@ def _storable(value: str) -> str:
     return value
 
 
+# one pass of the regex engine each, not a Python loop per character: they run on every field of every report
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates
+
+
 def _one_line(value: str) -> str:
     _storable(value)
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+    if _CONTROL.search(value):
         raise ValueError("control characters are not allowed")
     return value
 
@@ -42,7 +48,7 @@ def _salvaged(value: object) -> object:
     # refuses a lone surrogate outright; anything but a str is left for that check to refuse.
     if not isinstance(value, str):
         return value
-    return "".join("\ufffd" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in value)
+    return _UNSTORABLE.sub("\ufffd", value)
 
 
 def _lower(value: str) -> str:
