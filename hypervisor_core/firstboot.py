@@ -24,6 +24,7 @@ from hypervisor_core.apply import Journal, StepResult, apply_plan
 from hypervisor_core.backends import Backends
 from hypervisor_core.backends.host import HostFiles
 from hypervisor_core.backends.libvirt import LibvirtConnection, connect
+from hypervisor_core.config import files
 from hypervisor_core.facts import Facts, FactsError, boot_state, load_facts, probe
 from hypervisor_core.fsutil import link_on_the_way, read_regular, write_atomic
 from hypervisor_core.layout import Layout
@@ -33,7 +34,6 @@ from hypervisor_core.plan import make_plan
 POWERED_BY = f"powered by oemkit core {__version__}"
 STATUS_PREFIX = f"{layout.STATUS_LINE} "
 LIBVIRTD_WAIT_S = 60  # at boot, libvirtd may still be starting
-MAX_KEY_BYTES = 64 << 10  # a PEM Ed25519 public key is 113 bytes
 MAX_MARKER_BYTES = 4 << 10  # the done marker holds one content id
 TRIAL_CHECK_S = 90  # libvirtd starts autostart domains as it comes up: how long a configured box may take
 # Whose a FAILED status is (its "fault"): the box or its config (a refusal: nothing applied, never the core's doing),
@@ -52,15 +52,9 @@ def read_inputs(config_path: Path, key_path: Path, facts_path: Path | None) -> t
     facts when a file or folder is given. Each file is opened once, read with a bound, and only if it is a
     regular file: a FIFO, a device or a folder given as input is refused at once, never waited on."""
     try:
-        raw = read_regular(config_path, config.MAX_BYTES)
-    except OSError as exc:
-        raise InputError(f"cannot read the unit config {config_path}: {exc.strerror or exc}") from None
-    try:
-        public = config.read_public_key(read_regular(key_path, MAX_KEY_BYTES).decode(errors="replace"))
-    except OSError as exc:
-        raise InputError(f"cannot read the factory key {key_path}: {exc.strerror or exc}") from None
-    except config.ConfigError as exc:
-        raise InputError(f"{key_path}: {exc}") from None
+        raw, public = files.read_config(config_path), files.read_key(key_path)
+    except files.InputError as exc:
+        raise InputError(str(exc)) from None
     try:
         facts = load_facts(facts_path) if facts_path is not None else None
     except OSError as exc:

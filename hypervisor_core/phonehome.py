@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from hypervisor_core import config, facts, layout, phonehttp, unitkey
-from hypervisor_core.fsutil import link_on_the_way, read_regular
+from hypervisor_core.config import files
+from hypervisor_core.fsutil import link_on_the_way
 from hypervisor_core.layout import Layout
 from hypervisor_core.phonereport import (
     AgentReport,
@@ -35,29 +36,17 @@ from hypervisor_core.phonereport import (
 from hypervisor_core.phonerun import DEADLINE_S, SERIAL, PhoneHome, Post, oserror
 from hypervisor_core.spool import Entry, Spool, SpoolError
 
-MAX_KEY_BYTES = 64 << 10
-
 
 class Unusable(Exception):
     """An input the run cannot go on without; `str()` says which and why."""
 
 
 def _read_config(config_path: Path, key_path: Path) -> config.UnitConfig:
-    """The unit config, verified exactly as the agent verifies it (firstboot.read_inputs, config.load)."""
+    """The unit config, verified exactly as the agent verifies it."""
     try:
-        raw = read_regular(config_path, config.MAX_BYTES)
-    except OSError as exc:
-        raise Unusable(f"cannot read the unit config {config_path}: {exc.strerror or exc}") from None
-    try:
-        public = config.read_public_key(read_regular(key_path, MAX_KEY_BYTES).decode(errors="replace"))
-    except OSError as exc:
-        raise Unusable(f"cannot read the factory key {key_path}: {exc.strerror or exc}") from None
-    except config.ConfigError as exc:
-        raise Unusable(f"{key_path}: {exc}") from None
-    try:
-        return config.load(raw, public)
-    except config.ConfigError as exc:
-        raise Unusable(f"unit config refused: {exc}") from None
+        return files.load_verified(config_path, key_path)
+    except files.InputError as exc:
+        raise Unusable(str(exc)) from None
 
 
 def _spool_this_boot(

@@ -16,14 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hypervisor_core import config, hostnet, layout
-from hypervisor_core.config import UnitConfig
+from hypervisor_core import hostnet, layout
+from hypervisor_core.config import UnitConfig, files
 from hypervisor_core.facts import Facts, probe
-from hypervisor_core.fsutil import read_regular, write_atomic
+from hypervisor_core.fsutil import write_atomic
 from hypervisor_core.layout import Layout
 from hypervisor_core.match import Refusal, check_identity, resolve_uplinks
-
-MAX_KEY_BYTES = 64 << 10
 
 
 def network(cfg: UnitConfig, facts: Facts) -> dict[str, Any]:
@@ -51,11 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     state = Layout(args.root.resolve())
     try:
-        raw = read_regular(state.unit_config, config.MAX_BYTES)
-        key = config.read_public_key(read_regular(state.factory_key, MAX_KEY_BYTES).decode(errors="replace"))
-        cfg = config.load(raw, key)
-    except (OSError, config.ConfigError) as exc:
-        print(f"report network: none (the unit config: {getattr(exc, 'strerror', None) or exc})")
+        cfg = files.load_verified(state.unit_config, state.factory_key)
+    except files.InputError as exc:
+        print(f"report network: none ({exc})")
         return 1
     if (state.root / layout.NETWORK_CONFIG).exists():
         print("report network: first boot configured the management network")
