@@ -19,17 +19,17 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI, Header, Path, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.convertors import Convertor, register_url_convertor
 
 from oemkit import __version__
 from oemkit.profile.schema.rules import SERIAL_PATTERN
-from oemkit.serve import errors, page, queries, signing, store
+from oemkit.serve import errors, page, queries, store
 from oemkit.serve.auth import AdminAuth
 from oemkit.serve.bodies import BodyLimit
 from oemkit.serve.db import POOL_SIZE, Database
 from oemkit.serve.errors import ApiError
+from oemkit.serve.intake import Incoming, ReportIntake
 from oemkit.serve.ratelimit import UnitLimits
 from oemkit.serve.schemas import (
     Enrolled,
@@ -51,6 +51,7 @@ from oemkit.serve.settings import LAST_REPORTS, MAX_BODY, Settings
 # as many connections (db.POOL_SIZE), and more threads only queue for the GIL. With 40 threads and a pool of 5 a
 # report cost 1.86 ms of CPU against 1.47 ms (docs/benchmarks.md, "Provisioning service").
 THREADS = POOL_SIZE
+JSON = "application/json"
 DESCRIPTION = "Zero-touch enrolment and first-boot reports of oemkit appliances, and the fleet they make up."
 
 
@@ -104,10 +105,6 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "-"
 
 
-async def raw_body(request: Request) -> bytes:
-    return await request.body()  # at most MAX_BODY: BodyLimit has read and bounded it
-
-
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     models: dict[int, type[Problem]] = {409: Problem, 422: Invalid}
     return {status: {"model": models.get(status, Problem)} for status in statuses}
@@ -124,28 +121,6 @@ def _report_body() -> dict[str, Any]:
     }
 
 
-def _parse_report(body: bytes) -> ReportIn:
-    """A verified body as a Report. Python's JSON parser keeps a lone surrogate escape (a box's error message may carry
-    one, from an undecodable file name), which the schema then salvages; pydantic's own parser would refuse the whole
-    report for it."""
-    try:
-        data = json.loads(body)
-    except RecursionError:
-        raise errors.invalid([{"loc": ["body"], "msg": "JSON nested too deeply", "type": "json_invalid"}]) from None
-    except ValueError as exc:  # not JSON, not UTF-8, or an integer past Python's digit limit
-        if isinstance(exc, json.JSONDecodeError):
-            msg = f"Invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        elif isinstance(exc, UnicodeDecodeError):
-            msg = "the body is not UTF-8"
-        else:
-            msg = f"Invalid JSON: {exc}"
-        raise errors.invalid([{"loc": ["body"], "msg": msg, "type": "json_invalid"}]) from None
-    try:
-        return ReportIn.model_validate(data)
-    except ValidationError as exc:
-        raise errors.invalid_body(exc) from None
-
-
 def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     database_ = db or Database(settings.db_url)
 
@@ -153,6 +128,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         yield
+        reports.close()  # what is queued is written first
         database_.dispose()
 
     app = FastAPI(
@@ -167,6 +143,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.auth = AdminAuth(settings.admin_token_sha256)
     app.state.limits = UnitLimits(enrol=settings.enrol_rate, report=settings.report_rate)
+    reports = ReportIntake(database_, app.state.limits)
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY)
 
@@ -212,33 +189,16 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         openapi_extra=_report_body(),
         summary="One signed first-boot report (the box)",
     )
-    def report(
+    async def report(
         serial: SerialPath,
-        body: Annotated[bytes, Depends(raw_body)],
-        db: DB,
         request: Request,
         x_oemkit_signature: Annotated[str | None, Header(description="ed25519=<base64 signature>")] = None,
-    ) -> Stored:
-        limits, client = _state(request).limits, _client(request)
-        limits.refused_before("report", serial, client)
-
-        def accept(unit: store.Enrolled | None) -> ReportIn:  # the unit's key, read by store.receive
-            if unit is None:
-                limits.refused("report", serial, client)
-                raise ApiError(403, "not_enrolled", "the unit has not enrolled")
-            signature = signing.signature(x_oemkit_signature)
-            if signature is None or not signing.verify(unit.public_key, signature, body):
-                limits.refused("report", serial, client)
-                raise ApiError(
-                    401, "bad_signature", f"{signing.HEADER} is missing or does not verify with the unit key"
-                )
-            limits.hit("report", serial)  # signed by the unit: its own budget
-            parsed = _parse_report(body)
-            if parsed.serial != serial:
-                raise ApiError(422, "serial_mismatch", "the report's serial is not the one in the path")
-            return parsed
-
-        return Stored(stored=True, seq=store.receive(db, serial, accept))
+    ) -> Response:
+        # a coroutine: the report waits for its batch (intake.py, batch.py), not for a thread of its own; its body is
+        # read raw (the signature covers the bytes; BodyLimit has bounded it)
+        incoming = Incoming(serial, await request.body(), x_oemkit_signature, _client(request))
+        seq = await reports.submit(incoming)
+        return Response(Stored(stored=True, seq=seq).model_dump_json(), status_code=201, media_type=JSON)
 
     @app.get(
         UNIT,

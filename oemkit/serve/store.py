@@ -1,4 +1,5 @@
-"""What each box or factory request does to the database: register, enrol, store a report. Each is one transaction.
+"""What each box or factory request does to the database: register, enrol, store reports. Each is one transaction; a
+transaction of reports holds a batch of them (batch.py), which goes in whole or, if any is refused, one by one.
 
 Races are settled by the database, not by reading first: a report is inserted and the unit's sequence moved forward
 only if it is still below the report's (`UPDATE … WHERE last_seq < seq`); a duplicate id or sequence number fails on
@@ -11,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, cast
 
@@ -30,7 +31,9 @@ _NO_TOKEN = bytes(32)  # compared against when there is no token, so an unknown 
 # cost the service 2.5-3.7 ms of CPU against 1.5 (docs/benchmarks.md, "Provisioning service"). The admin side keeps
 # the ORM.
 UNITS, REPORTS = cast(Table, Unit.__table__), cast(Table, Report.__table__)
-_UNIT_KEY = select(UNITS.c.id, UNITS.c.public_key).where(UNITS.c.serial == bindparam("serial"))
+_UNIT_KEYS = select(UNITS.c.id, UNITS.c.serial, UNITS.c.public_key).where(
+    UNITS.c.serial.in_(bindparam("serials", expanding=True))
+)
 _UNIT_TOKENS = select(UNITS.c.id, UNITS.c.token_sha256, UNITS.c.burned_token_sha256, UNITS.c.public_key).where(
     UNITS.c.serial == bindparam("serial")
 )
@@ -156,13 +159,13 @@ class Enrolled:
     public_key: bytes
 
 
-def enrolled(db: Database, serial: str) -> Enrolled | None:
-    """The unit's key, or None when the serial is unknown or has not enrolled (403 not_enrolled, either way)."""
+def unit_keys(db: Database, serials: Collection[str]) -> dict[str, Enrolled]:
+    """The keys of those of `serials` that have enrolled (one query for a whole batch of reports); a serial that is
+    unknown or has not enrolled is absent (403 not_enrolled, either way). A bound key never changes: reading it
+    before the write transaction is as good as reading it inside."""
     with db.connection() as connection:
-        row = connection.execute(_UNIT_KEY, {"serial": serial}).first()
-    if row is None or row.public_key is None:
-        return None
-    return Enrolled(row.id, row.public_key)
+        rows = connection.execute(_UNIT_KEYS, {"serials": list(serials)}).all()
+    return {row.serial: Enrolled(row.id, row.public_key) for row in rows if row.public_key is not None}
 
 
 class _Replay(Exception):
@@ -174,38 +177,35 @@ def submit(db: Database, unit_id: int, report: ReportIn) -> int:
     now = utcnow()
     try:
         with db.connection(write=True) as connection:
-            _store(connection, unit_id, report, now)
+            _store(connection, [(unit_id, report)], now)
     except (IntegrityError, _Replay):
         return _refused(db, unit_id, report)
     return report.seq
 
 
-def receive(db: Database, serial: str, accept: Callable[[Enrolled | None], ReportIn]) -> int:
-    """A report for `serial`: `accept` gets the unit's key (None: not enrolled) and returns the report it verified
-    and parsed, or raises; then submit(). On PostgreSQL all of it is one transaction (a connection, a ping and a
-    commit fewer than enrolled() and submit()); on SQLite the key is read and the report checked before the write
-    lock is taken, which is then held only for the writes."""
-    if db.backend == "sqlite":
-        unit = enrolled(db, serial)
-        report = accept(unit)
-        assert unit is not None  # accept() refuses a unit that has not enrolled
-        return submit(db, unit.unit_id, report)
-    now = utcnow()
+def submit_many(db: Database, reports: Sequence[tuple[int, ReportIn]]) -> list[int | ApiError]:
+    """Verified reports (unit id, report), stored in one transaction: each one's sequence number, or the 409 it gets.
+    Retries and replays are rare, so the batch is written whole first; when any of it is refused (a duplicate, a
+    sequence not above the unit's) that transaction rolls back and each report is submitted on its own, in order,
+    exactly as if they had come one by one."""
+    if not reports:
+        return []
     try:
         with db.connection(write=True) as connection:
-            row = connection.execute(_UNIT_KEY, {"serial": serial}).first()
-            unit = None if row is None or row.public_key is None else Enrolled(row.id, row.public_key)
-            report = accept(unit)  # raises when it refuses: nothing was written, the transaction rolls back
-            assert unit is not None
-            _store(connection, unit.unit_id, report, now)
+            _store(connection, reports, utcnow())
     except (IntegrityError, _Replay):
-        assert unit is not None
-        return _refused(db, unit.unit_id, report)
-    return report.seq
+        outcomes: list[int | ApiError] = []
+        for unit_id, report in reports:
+            try:
+                outcomes.append(submit(db, unit_id, report))
+            except ApiError as exc:
+                outcomes.append(exc)
+        return outcomes
+    return [report.seq for _unit_id, report in reports]
 
 
-def _store(connection: Connection, unit_id: int, report: ReportIn, now: dt.datetime) -> None:
-    row = {
+def _row(unit_id: int, report: ReportIn, now: dt.datetime) -> dict[str, object]:
+    return {
         "unit_id": unit_id,
         "seq": report.seq,
         "report_id": report.id,
@@ -223,14 +223,21 @@ def _store(connection: Connection, unit_id: int, report: ReportIn, now: dt.datet
         "made_at": report.made_at,
         "received_at": now,
     }
-    connection.execute(_INSERT_REPORT, row)  # a duplicate id, or a sequence number already stored, fails here
-    moved = connection.execute(_MOVE_UNIT, {"unit": unit_id, "seq": report.seq, "status": report.status, "now": now})
-    if moved.rowcount != 1:
+
+
+def _store(connection: Connection, reports: Sequence[tuple[int, ReportIn]], now: dt.datetime) -> None:
+    # one INSERT and one UPDATE for the lot (executemany); a duplicate id, or a sequence number already stored, fails
+    # the INSERT; a unit whose last sequence is not below a report's moves one row fewer than there are reports
+    connection.execute(_INSERT_REPORT, [_row(unit_id, report, now) for unit_id, report in reports])
+    moves = [{"unit": unit_id, "seq": r.seq, "status": r.status, "now": now} for unit_id, r in reports]
+    moved = connection.execute(_MOVE_UNIT, moves)
+    if moved.rowcount != len(moves):
         raise _Replay
-    if report.seq % PRUNE_EVERY == 0:  # bounded: an enrolled key cannot grow the table without end
-        connection.execute(
-            delete(REPORTS).where(REPORTS.c.unit_id == unit_id, REPORTS.c.seq <= report.seq - KEEP_REPORTS)
-        )
+    for unit_id, report in reports:
+        if report.seq % PRUNE_EVERY == 0:  # bounded: an enrolled key cannot grow the table without end
+            connection.execute(
+                delete(REPORTS).where(REPORTS.c.unit_id == unit_id, REPORTS.c.seq <= report.seq - KEEP_REPORTS)
+            )
 
 
 def _refused(db: Database, unit_id: int, report: ReportIn) -> NoReturn:

@@ -1,0 +1,98 @@
+"""A report's way in: the unit's key, the signature over the raw bytes, the unit's rate, the parsed body, then the
+database. The route hands each report to a Batcher (batch.py); its thread runs `ReportIntake.process` over a batch: the
+keys of the whole batch in one query, each report checked on its own (a refusal is that report's answer alone), the
+accepted ones stored in one transaction (store.submit_many)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from oemkit.serve import errors, signing, store
+from oemkit.serve.batch import Batcher
+from oemkit.serve.db import Database
+from oemkit.serve.errors import ApiError
+from oemkit.serve.ratelimit import UnitLimits
+from oemkit.serve.schemas import Report
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A report as it arrived: the serial in its path, the raw body, the signature header, the client's address."""
+
+    serial: str
+    body: bytes
+    signature: str | None
+    client: str
+
+
+def parse_report(body: bytes) -> Report:
+    """A verified body as a Report. Python's JSON parser keeps a lone surrogate escape (a box's error message may carry
+    one, from an undecodable file name), which the schema then salvages; pydantic's own parser would refuse the whole
+    report for it."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise errors.invalid([{"loc": ["body"], "msg": "JSON nested too deeply", "type": "json_invalid"}]) from None
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer past Python's digit limit
+        if isinstance(exc, json.JSONDecodeError):
+            msg = f"Invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        elif isinstance(exc, UnicodeDecodeError):
+            msg = "the body is not UTF-8"
+        else:
+            msg = f"Invalid JSON: {exc}"
+        raise errors.invalid([{"loc": ["body"], "msg": msg, "type": "json_invalid"}]) from None
+    try:
+        return Report.model_validate(data)
+    except ValidationError as exc:
+        raise errors.invalid_body(exc) from None
+
+
+class ReportIntake:
+    def __init__(self, db: Database, limits: UnitLimits) -> None:
+        self._db = db
+        self._limits = limits
+        self._batcher: Batcher[Incoming, int] = Batcher(self.process, "oemkit-reports")
+
+    async def submit(self, incoming: Incoming) -> int:
+        """The stored report's sequence number; raises the ApiError the contract answers otherwise."""
+        self._limits.refused_before("report", incoming.serial, incoming.client)  # before any work for a prober
+        return await self._batcher.submit(incoming)
+
+    def close(self) -> None:
+        self._batcher.close()
+
+    def process(self, batch: list[Incoming]) -> list[int | BaseException]:
+        keys = store.unit_keys(self._db, {incoming.serial for incoming in batch})
+        outcomes: list[int | BaseException | None] = [None] * len(batch)
+        accepted: list[tuple[int, int, Report]] = []  # (position in batch, unit id, report)
+        for at, incoming in enumerate(batch):
+            try:
+                unit = keys.get(incoming.serial)
+                accepted.append((at, unit.unit_id if unit else 0, self.accept(incoming, unit)))
+            except ApiError as exc:
+                outcomes[at] = exc
+        stored = store.submit_many(self._db, [(unit_id, report) for _at, unit_id, report in accepted])
+        for (at, _unit_id, _report), outcome in zip(accepted, stored, strict=True):
+            outcomes[at] = outcome
+        return [outcome if outcome is not None else RuntimeError("no outcome") for outcome in outcomes]
+
+    def accept(self, incoming: Incoming, unit: store.Enrolled | None) -> Report:
+        """The report, verified and parsed, or the refusal: 403 not enrolled, 401 bad signature, 429 over the unit's
+        rate, 422 not a report or not this unit's. Only a verified report counts against the unit's rate; the
+        refusals before it count against the sender's address (ratelimit.py)."""
+        serial, client, limits = incoming.serial, incoming.client, self._limits
+        if unit is None:
+            limits.refused("report", serial, client)
+            raise ApiError(403, "not_enrolled", "the unit has not enrolled")
+        signature = signing.signature(incoming.signature)
+        if signature is None or not signing.verify(unit.public_key, signature, incoming.body):
+            limits.refused("report", serial, client)
+            raise ApiError(401, "bad_signature", f"{signing.HEADER} is missing or does not verify with the unit key")
+        limits.hit("report", serial)  # signed by the unit: its own budget
+        report = parse_report(incoming.body)
+        if report.serial != serial:
+            raise ApiError(422, "serial_mismatch", "the report's serial is not the one in the path")
+        return report
