@@ -7,18 +7,22 @@ as it is when reports come one by one. Then the Batcher's own contract, and many
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import event
 
+from oemkit.serve import store
 from oemkit.serve.batch import Batcher
 from oemkit.serve.errors import ApiError
 from oemkit.serve.intake import Incoming, ReportIntake
 from oemkit.serve.models import Report
 from oemkit.serve.ratelimit import UnitLimits
-from tests.serve_support import GENEROUS, Service, encode, report_body, sign
+from oemkit.serve.schemas import Enrolment
+from tests.serve_support import GENEROUS, Service, encode, public_b64, report_body, sign
 
 pytest_plugins = ["tests.serve_fixtures"]
 
@@ -33,7 +37,7 @@ def _signed(service: Service, path: str, seq: int, *, signer: str | None = None,
     return Incoming(path, raw, sign(service.keys[signer or path], raw), "127.0.0.1")
 
 
-def _answers(outcomes: list[int | BaseException]) -> list[int | str]:
+def _answers(outcomes: list[int | BaseException]) -> list[int | bool | str]:
     return [o.code if isinstance(o, ApiError) else o for o in outcomes]  # type: ignore[misc]
 
 
@@ -122,6 +126,26 @@ def test_a_report_when_the_database_is_gone_is_503(tmp_path) -> None:
     assert answer.status_code == 503 and answer.json()["code"] == "db_unavailable"
 
 
+def test_enrolments_in_one_batch_each_get_their_answer_and_a_refusal_undoes_only_itself(service: Service) -> None:
+    tokens = {serial: service.register(serial) for serial in ("J30BAT01", "J30BAT02", "J30BAT03")}
+    keys = [public_b64(Ed25519PrivateKey.generate()) for _ in range(3)]
+    batch = [
+        ("J30BAT01", Enrolment(token=tokens["J30BAT01"], public_key=keys[0])),
+        ("J30BAT02", Enrolment(token=tokens["J30BAT03"], public_key=keys[1])),  # another unit's token
+        ("J30BAT01", Enrolment(token=tokens["J30BAT01"], public_key=keys[0])),  # the box's retry: nothing changes
+        ("J30BAT01", Enrolment(token=tokens["J30BAT01"], public_key=keys[2])),  # the same token, another key
+        ("J30BATXX", Enrolment(token=tokens["J30BAT01"], public_key=keys[2])),  # no such unit
+        ("J30BAT03", Enrolment(token=tokens["J30BAT03"], public_key=keys[1])),
+    ]
+    before = service.unit("J30BAT02")
+    outcomes = store.enrol_many(service.db, batch)
+    assert _answers(outcomes) == [True, "bad_token", False, "already_enrolled", "bad_token", True]  # type: ignore[arg-type]
+    assert service.unit("J30BAT01").public_key == base64.b64decode(keys[0])
+    assert service.unit("J30BAT03").public_key == base64.b64decode(keys[1])
+    after = service.unit("J30BAT02")
+    assert (after.public_key, after.token_sha256, after.state) == (None, before.token_sha256, "registered")
+
+
 # --------------------------------------------------------------------------------------------- the Batcher
 
 
@@ -178,7 +202,7 @@ def test_batcher_a_waiter_that_went_away_does_not_stop_the_others() -> None:
     gate = threading.Event()
     written: list[str] = []
 
-    def process(items: list[str]) -> list[str | BaseException]:
+    def process(items: list[str]) -> list[str]:
         gate.wait(5)
         written.extend(items)
         return items
@@ -203,7 +227,12 @@ def test_batcher_a_waiter_that_went_away_does_not_stop_the_others() -> None:
 
 def test_batcher_close_writes_what_is_queued_first() -> None:
     written: list[int] = []
-    batcher: Batcher[int, int] = Batcher(lambda items: (written.extend(items), items)[1], "test")  # type: ignore[arg-type, return-value]
+
+    def process(items: list[int]) -> list[int]:
+        written.extend(items)
+        return items
+
+    batcher: Batcher[int, int] = Batcher(process, "test")
 
     async def main() -> None:
         tasks = [asyncio.ensure_future(batcher.submit(i)) for i in range(5)]

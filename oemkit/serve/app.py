@@ -29,7 +29,7 @@ from oemkit.serve.auth import AdminAuth
 from oemkit.serve.bodies import BodyLimit
 from oemkit.serve.db import POOL_SIZE, Database
 from oemkit.serve.errors import ApiError
-from oemkit.serve.intake import Incoming, ReportIntake
+from oemkit.serve.intake import EnrolIntake, Incoming, ReportIntake
 from oemkit.serve.ratelimit import UnitLimits
 from oemkit.serve.schemas import (
     Enrolled,
@@ -129,6 +129,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         yield
         reports.close()  # what is queued is written first
+        enrolments.close()
         database_.dispose()
 
     app = FastAPI(
@@ -144,6 +145,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.state.auth = AdminAuth(settings.admin_token_sha256)
     app.state.limits = UnitLimits(enrol=settings.enrol_rate, report=settings.report_rate)
     reports = ReportIntake(database_, app.state.limits)
+    enrolments = EnrolIntake(database_, app.state.limits)
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY)
 
@@ -169,17 +171,9 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         responses=_errors(403, 409, 413, 422, 429),
         summary="Bind the unit key (the box, once, with its enrolment token)",
     )
-    def enrol(serial: SerialPath, body: Enrolment, db: DB, request: Request) -> Enrolled:
-        limits, client = _state(request).limits, _client(request)
-        limits.refused_before("enrol", serial, client)
-        try:
-            store.enrol(db, serial, body)
-        except ApiError as exc:
-            if exc.status in (403, 409):  # a wrong token or key: this address's budget, never the unit's
-                limits.refused("enrol", serial, client)
-            raise
-        limits.hit("enrol", serial)  # the token holder's retries (same key: 200) are the unit's own
-        return Enrolled(serial=serial, enrolled=True)
+    async def enrol(serial: SerialPath, body: Enrolment, request: Request) -> Response:
+        await enrolments.submit(serial, body, _client(request))  # True or False (the same key again): both 200
+        return Response(Enrolled(serial=serial, enrolled=True).model_dump_json(), media_type=JSON)
 
     @app.post(
         UNIT + "/reports",

@@ -49,7 +49,7 @@ def _settle(done: Sequence[tuple[asyncio.Future[R], R | BaseException]]) -> None
 class Batcher(Generic[T, R]):
     """One writer thread, started at the first item and stopped by close(). Thread-safe; any event loop."""
 
-    def __init__(self, process: Callable[[list[T]], list[R | BaseException]], name: str) -> None:
+    def __init__(self, process: Callable[[list[T]], Sequence[R | BaseException]], name: str) -> None:
         self._process = process
         self._name = name
         self._queue: queue.SimpleQueue[_Pending[T, R] | object] = queue.SimpleQueue()

@@ -1,11 +1,14 @@
-"""A report's way in: the unit's key, the signature over the raw bytes, the unit's rate, the parsed body, then the
-database. The route hands each report to a Batcher (batch.py); its thread runs `ReportIntake.process` over a batch: the
-keys of the whole batch in one query, each report checked on its own (a refusal is that report's answer alone), the
-accepted ones stored in one transaction (store.submit_many)."""
+"""The box's two requests' way in, each through a Batcher (batch.py) of its own.
+
+A report: the unit's key, the signature over the raw bytes, the unit's rate, the parsed body, then the database. The
+batch thread runs `ReportIntake.process`: the keys of the whole batch in one query, each report checked on its own
+(a refusal is that report's answer alone), the accepted ones stored in one transaction (store.submit_many).
+An enrolment: its batch in one transaction, each in a savepoint (store.enrol_many); the rate limits on the loop."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -15,7 +18,7 @@ from oemkit.serve.batch import Batcher
 from oemkit.serve.db import Database
 from oemkit.serve.errors import ApiError
 from oemkit.serve.ratelimit import UnitLimits
-from oemkit.serve.schemas import Report
+from oemkit.serve.schemas import Enrolment, Report
 
 
 @dataclass(frozen=True)
@@ -96,3 +99,31 @@ class ReportIntake:
         if report.serial != serial:
             raise ApiError(422, "serial_mismatch", "the report's serial is not the one in the path")
         return report
+
+
+class EnrolIntake:
+    def __init__(self, db: Database, limits: UnitLimits) -> None:
+        self._db = db
+        self._limits = limits
+        self._batcher: Batcher[tuple[str, Enrolment], bool] = Batcher(self.process, "oemkit-enrolments")
+
+    async def submit(self, serial: str, body: Enrolment, client: str) -> bool:
+        """True: the key is bound now; False: it was already (the same key again). Raises the contract's refusal:
+        a wrong token or another key (403, 409) counts against the sender's address, never the unit's rate; the
+        token holder's retries (the same key) are the unit's own."""
+        limits = self._limits
+        limits.refused_before("enrol", serial, client)
+        try:
+            bound = await self._batcher.submit((serial, body))
+        except ApiError as exc:
+            if exc.status in (403, 409):
+                limits.refused("enrol", serial, client)
+            raise
+        limits.hit("enrol", serial)
+        return bound
+
+    def close(self) -> None:
+        self._batcher.close()
+
+    def process(self, batch: list[tuple[str, Enrolment]]) -> Sequence[bool | BaseException]:
+        return store.enrol_many(self._db, batch)

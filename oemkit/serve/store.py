@@ -116,38 +116,56 @@ def register(db: Database, reg: Registration) -> tuple[Unit, bool]:
 
 def enrol(db: Database, serial: str, body: Enrolment) -> bool:
     """Bind the unit key and burn the token (True); the same key again: nothing changes (False)."""
-    key = b64decode(body.public_key)
     with db.connection(write=True) as connection:
-        unit = connection.execute(_UNIT_TOKENS, {"serial": serial}).first()
-        if unit is None:
-            token_matches(None, body.token)  # the same work as for a known serial
+        return _enrol(connection, serial, body)
+
+
+def enrol_many(db: Database, enrolments: Sequence[tuple[str, Enrolment]]) -> list[bool | ApiError]:
+    """Enrolments (serial, body) in one transaction, each in a savepoint of its own: each one's answer, a refusal
+    (403, 409) undoing nothing but itself. In order, so a second enrolment of a serial in the batch sees the first."""
+    outcomes: list[bool | ApiError] = []
+    with db.connection(write=True) as connection:
+        for serial, body in enrolments:
+            try:
+                with connection.begin_nested():
+                    outcomes.append(_enrol(connection, serial, body))
+            except ApiError as exc:
+                outcomes.append(exc)
+    return outcomes
+
+
+def _enrol(connection: Connection, serial: str, body: Enrolment) -> bool:
+    key = b64decode(body.public_key)
+    unit = connection.execute(_UNIT_TOKENS, {"serial": serial}).first()
+    if unit is None:
+        token_matches(None, body.token)  # the same work as for a known serial
+        raise _bad_token()
+    if unit.public_key is None:
+        if not token_matches(unit.token_sha256, body.token):
             raise _bad_token()
-        if unit.public_key is None:
-            if not token_matches(unit.token_sha256, body.token):
-                raise _bad_token()
-            now = utcnow()
-            bound = connection.execute(
-                update(UNITS)
-                .where(UNITS.c.id == unit.id, UNITS.c.public_key.is_(None), UNITS.c.token_sha256 == unit.token_sha256)
-                .values(
-                    public_key=key,
-                    token_sha256=None,
-                    burned_token_sha256=unit.token_sha256,
-                    enrolled_at=now,
-                    last_seen_at=now,
-                    state="enrolled",
-                )
+        now = utcnow()
+        bound = connection.execute(
+            update(UNITS)
+            .where(UNITS.c.id == unit.id, UNITS.c.public_key.is_(None), UNITS.c.token_sha256 == unit.token_sha256)
+            .values(
+                public_key=key,
+                token_sha256=None,
+                burned_token_sha256=unit.token_sha256,
+                enrolled_at=now,
+                last_seen_at=now,
+                state="enrolled",
             )
-            if bound.rowcount == 1:
-                return True
-            unit = connection.execute(_UNIT_TOKENS, {"serial": serial}).first()  # another enrolment won: judge
-            if unit is None:  # this one against it (the row cannot go away: there is no endpoint that deletes)
-                raise _bad_token()
-        if not token_matches(unit.burned_token_sha256, body.token):
+        )
+        if bound.rowcount == 1:
+            return True
+        unit = connection.execute(_UNIT_TOKENS, {"serial": serial}).first()  # another enrolment won: judge
+        if unit is None:  # this one against it (the row cannot go away: there is no endpoint that deletes)
             raise _bad_token()
-        if unit.public_key == key:
-            return False
-        raise _already_enrolled()
+    if not token_matches(unit.burned_token_sha256, body.token):
+        raise _bad_token()
+    if unit.public_key == key:
+        return False
+    raise _already_enrolled()
 
 
 # --------------------------------------------------------------------------------------------- reports
