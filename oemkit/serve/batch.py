@@ -47,7 +47,12 @@ def _settle(done: Sequence[tuple[asyncio.Future[R], R | BaseException]]) -> None
 
 
 class Batcher(Generic[T, R]):
-    """One writer thread, started at the first item and stopped by close(). Thread-safe; any event loop."""
+    """One writer thread, started at the first item and stopped by close(). Thread-safe; any event loop.
+
+    One, on PostgreSQL too, measured: a batch there waits ~1 ms on round trips and the commit's WAL flush, and four
+    threads a process overlapped those waits but split the queue into smaller batches, each paying the fixed cost,
+    and one core was the limit (PostgreSQL, 1 worker, 32 connections: 1,900 reports/s, 0.44 ms of CPU each, against
+    2,040-2,130/s, 0.41 ms with one thread)."""
 
     def __init__(self, process: Callable[[list[T]], Sequence[R | BaseException]], name: str) -> None:
         self._process = process

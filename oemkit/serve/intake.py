@@ -2,7 +2,7 @@
 
 A report: the unit's key, the signature over the raw bytes, the unit's rate, the parsed body, then the database. The
 batch thread runs `ReportIntake.process`: the keys of the whole batch in one query, each report checked on its own
-(a refusal is that report's answer alone), the accepted ones stored in one transaction (store.submit_many).
+(a refusal is that report's answer alone), the accepted ones stored in one transaction (store.receive_many).
 An enrolment: its batch in one transaction, each in a savepoint (store.enrol_many); the rate limits on the loop."""
 
 from __future__ import annotations
@@ -68,17 +68,26 @@ class ReportIntake:
         self._batcher.close()
 
     def process(self, batch: list[Incoming]) -> list[int | BaseException]:
-        keys = store.unit_keys(self._db, {incoming.serial for incoming in batch})
         outcomes: list[int | BaseException | None] = [None] * len(batch)
-        accepted: list[tuple[int, int, Report]] = []  # (position in batch, unit id, report)
-        for at, incoming in enumerate(batch):
-            try:
+        positions: list[int] = []  # where in the batch each accepted report is
+
+        def accept_all(keys: dict[str, store.Enrolled]) -> list[tuple[int, Report]]:
+            accepted = []
+            positions.clear()  # (called once; cleared so a second call could not misplace answers)
+            for at, incoming in enumerate(batch):
                 unit = keys.get(incoming.serial)
-                accepted.append((at, unit.unit_id if unit else 0, self.accept(incoming, unit)))
-            except ApiError as exc:
-                outcomes[at] = exc
-        stored = store.submit_many(self._db, [(unit_id, report) for _at, unit_id, report in accepted])
-        for (at, _unit_id, _report), outcome in zip(accepted, stored, strict=True):
+                try:
+                    report = self.accept(incoming, unit)
+                except ApiError as exc:
+                    outcomes[at] = exc
+                    continue
+                assert unit is not None  # accept() refuses a unit that has not enrolled
+                accepted.append((unit.unit_id, report))
+                positions.append(at)
+            return accepted
+
+        stored = store.receive_many(self._db, {incoming.serial for incoming in batch}, accept_all)
+        for at, outcome in zip(positions, stored, strict=True):
             outcomes[at] = outcome
         return [outcome if outcome is not None else RuntimeError("no outcome") for outcome in outcomes]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, cast
 
@@ -122,16 +122,18 @@ def enrol(db: Database, serial: str, body: Enrolment) -> bool:
 
 def enrol_many(db: Database, enrolments: Sequence[tuple[str, Enrolment]]) -> list[bool | ApiError]:
     """Enrolments (serial, body) in one transaction, each in a savepoint of its own: each one's answer, a refusal
-    (403, 409) undoing nothing but itself. In order, so a second enrolment of a serial in the batch sees the first."""
-    outcomes: list[bool | ApiError] = []
+    (403, 409) undoing nothing but itself. By serial (stable: a second enrolment of a serial sees the first), so that
+    batches written at once on PostgreSQL lock the units' rows in one order and never deadlock."""
+    outcomes: list[bool | ApiError | None] = [None] * len(enrolments)
     with db.connection(write=True) as connection:
-        for serial, body in enrolments:
+        for at in sorted(range(len(enrolments)), key=lambda i: enrolments[i][0]):
+            serial, body = enrolments[at]
             try:
                 with connection.begin_nested():
-                    outcomes.append(_enrol(connection, serial, body))
+                    outcomes[at] = _enrol(connection, serial, body)
             except ApiError as exc:
-                outcomes.append(exc)
-    return outcomes
+                outcomes[at] = exc
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 def _enrol(connection: Connection, serial: str, body: Enrolment) -> bool:
@@ -177,12 +179,8 @@ class Enrolled:
     public_key: bytes
 
 
-def unit_keys(db: Database, serials: Collection[str]) -> dict[str, Enrolled]:
-    """The keys of those of `serials` that have enrolled (one query for a whole batch of reports); a serial that is
-    unknown or has not enrolled is absent (403 not_enrolled, either way). A bound key never changes: reading it
-    before the write transaction is as good as reading it inside."""
-    with db.connection() as connection:
-        rows = connection.execute(_UNIT_KEYS, {"serials": list(serials)}).all()
+def _keys(connection: Connection, serials: Collection[str]) -> dict[str, Enrolled]:
+    rows = connection.execute(_UNIT_KEYS, {"serials": list(serials)}).all()
     return {row.serial: Enrolled(row.id, row.public_key) for row in rows if row.public_key is not None}
 
 
@@ -201,25 +199,42 @@ def submit(db: Database, unit_id: int, report: ReportIn) -> int:
     return report.seq
 
 
-def submit_many(db: Database, reports: Sequence[tuple[int, ReportIn]]) -> list[int | ApiError]:
-    """Verified reports (unit id, report), stored in one transaction: each one's sequence number, or the 409 it gets.
-    Retries and replays are rare, so the batch is written whole first; when any of it is refused (a duplicate, a
-    sequence not above the unit's) that transaction rolls back and each report is submitted on its own, in order,
-    exactly as if they had come one by one."""
-    if not reports:
-        return []
+Accept = Callable[[dict[str, Enrolled]], Sequence[tuple[int, ReportIn]]]
+
+
+def receive_many(db: Database, serials: Collection[str], accept: Accept) -> list[int | ApiError]:
+    """A batch of reports for `serials`. `accept` gets the keys of those that have enrolled (a serial unknown or not
+    enrolled is absent: 403, either way), checks each report and returns those it accepted, (unit id, report), in
+    arrival order; they are stored in one transaction, and their answers returned in that order: each one's
+    sequence number, or its 409. Retries and replays are rare, so the batch is written whole first; when any of it is
+    refused (a duplicate, a sequence not above the unit's) that transaction rolls back and each report is submitted
+    on its own, in order, exactly as if they had come one by one.
+
+    On PostgreSQL the keys are read in the same transaction (a connection, a ping and a commit fewer); on SQLite
+    before it, so the write lock is held for the writes only. A bound key never changes: either is as good."""
+    accepted: Sequence[tuple[int, ReportIn]] = []
     try:
-        with db.connection(write=True) as connection:
-            _store(connection, reports, utcnow())
+        if db.backend == "sqlite":
+            with db.connection() as connection:
+                keys = _keys(connection, serials)
+            accepted = accept(keys)
+            if accepted:
+                with db.connection(write=True) as connection:
+                    _store(connection, accepted, utcnow())
+        else:
+            with db.connection(write=True) as connection:
+                accepted = accept(_keys(connection, serials))
+                if accepted:
+                    _store(connection, accepted, utcnow())
     except (IntegrityError, _Replay):
         outcomes: list[int | ApiError] = []
-        for unit_id, report in reports:
+        for unit_id, report in accepted:
             try:
                 outcomes.append(submit(db, unit_id, report))
             except ApiError as exc:
                 outcomes.append(exc)
         return outcomes
-    return [report.seq for _unit_id, report in reports]
+    return [report.seq for _unit_id, report in accepted]
 
 
 def _row(unit_id: int, report: ReportIn, now: dt.datetime) -> dict[str, object]:
@@ -245,7 +260,10 @@ def _row(unit_id: int, report: ReportIn, now: dt.datetime) -> dict[str, object]:
 
 def _store(connection: Connection, reports: Sequence[tuple[int, ReportIn]], now: dt.datetime) -> None:
     # one INSERT and one UPDATE for the lot (executemany); a duplicate id, or a sequence number already stored, fails
-    # the INSERT; a unit whose last sequence is not below a report's moves one row fewer than there are reports
+    # the INSERT; a unit whose last sequence is not below a report's moves one row fewer than there are reports.
+    # By unit (stable: a unit's reports stay in arrival order), so that batches written at once on PostgreSQL take
+    # their row locks in one order and never deadlock
+    reports = sorted(reports, key=lambda item: item[0])
     connection.execute(_INSERT_REPORT, [_row(unit_id, report, now) for unit_id, report in reports])
     moves = [{"unit": unit_id, "seq": r.seq, "status": r.status, "now": now} for unit_id, r in reports]
     moved = connection.execute(_MOVE_UNIT, moves)
