@@ -132,4 +132,6 @@ def serve_command(
         ssl_keyfile=str(tls_key) if tls_key else None,
         server_header=False,
         log_level="info",
+        http="httptools",  # named, not "auto": a missing one fails at start instead of silently halving the rate
+        loop="uvloop",
     )

@@ -73,7 +73,6 @@ class ReportIntake:
 
         def accept_all(keys: dict[str, store.Enrolled]) -> list[tuple[int, Report]]:
             accepted = []
-            positions.clear()  # (called once; cleared so a second call could not misplace answers)
             for at, incoming in enumerate(batch):
                 unit = keys.get(incoming.serial)
                 try:
