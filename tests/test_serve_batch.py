@@ -9,19 +9,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import event
+from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 
 from oemkit.serve import store
 from oemkit.serve.batch import MAX_BATCH, Batcher
 from oemkit.serve.errors import ApiError
-from oemkit.serve.intake import Incoming, ReportIntake
-from oemkit.serve.models import Report
+from oemkit.serve.intake import EnrolIntake, Enrolling, Incoming, ReportIntake
+from oemkit.serve.models import Report, Unit
 from oemkit.serve.ratelimit import UnitLimits
 from oemkit.serve.schemas import Enrolment
+from oemkit.serve.schemas import Report as ReportIn
 from tests.serve_support import GENEROUS, Service, encode, public_b64, report_body, sign
 
 pytest_plugins = ["tests.serve_fixtures"]
@@ -37,7 +41,7 @@ def _signed(service: Service, path: str, seq: int, *, signer: str | None = None,
     return Incoming(path, raw, sign(service.keys[signer or path], raw), "127.0.0.1")
 
 
-def _answers(outcomes: list[int | BaseException]) -> list[int | bool | str]:
+def _answers(outcomes: Sequence[object]) -> list[object]:
     return [o.code if isinstance(o, ApiError) else o for o in outcomes]  # type: ignore[misc]
 
 
@@ -85,18 +89,37 @@ def test_a_duplicate_in_a_batch_is_told_apart_as_if_it_came_alone(service: Servi
     assert service.count(Report) == 2
 
 
-def test_sequence_numbers_in_one_batch_follow_the_rules_in_arrival_order(service: Service) -> None:
+def test_a_units_reports_in_one_batch_go_in_by_sequence_and_only_the_old_ones_are_refused(service: Service) -> None:
     for serial in ("J30BAT01", "J30BAT02"):
         service.enrol(serial)
     intake = _intake(service)
     ascending = [_signed(service, "J30BAT01", seq) for seq in (1, 2, 3)]
     assert intake.process(ascending) == [1, 2, 3]  # a spool sent at once: all of it, one transaction
-    batch = [_signed(service, "J30BAT01", 5), _signed(service, "J30BAT01", 4), _signed(service, "J30BAT02", 1)]
+    # reports that arrive together have no order of their own: each unit's go in by sequence number
+    assert intake.process([_signed(service, "J30BAT01", 5), _signed(service, "J30BAT01", 4)]) == [5, 4]
+    batch = [_signed(service, "J30BAT01", 6), _signed(service, "J30BAT01", 2), _signed(service, "J30BAT02", 1)]
     outcomes = intake.process(batch)
-    assert _answers(outcomes) == [5, "replay", 1]  # 4 came after 5: not above the unit's last
-    assert isinstance(outcomes[1], ApiError) and outcomes[1].extra == {"last_seq": 5}
-    assert [r.seq for r in service.reports("J30BAT01")] == [1, 2, 3, 5]
-    assert service.unit("J30BAT01").last_seq == 5 and service.unit("J30BAT02").last_seq == 1
+    assert _answers(outcomes) == [6, "replay", 1]  # 2 is not above the unit's last: refused, the rest stored
+    assert isinstance(outcomes[1], ApiError) and outcomes[1].extra == {"last_seq": 6}
+    assert [r.seq for r in service.reports("J30BAT01")] == [1, 2, 3, 4, 5, 6]
+    assert service.unit("J30BAT01").last_seq == 6 and service.unit("J30BAT02").last_seq == 1
+
+
+def test_a_refused_report_costs_its_batch_one_transaction_not_one_each(service: Service) -> None:
+    serials = [f"J30BAT{n:02d}" for n in range(20)]
+    for serial in serials:
+        service.enrol(serial)
+    intake = _intake(service)
+    retried = _signed(service, serials[0], 1)
+    assert intake.process([retried]) == [1]
+    commits: list[int] = []
+    event.listen(service.db.engine, "commit", lambda _conn: commits.append(1))
+    outcomes = intake.process([retried] + [_signed(service, s, 1) for s in serials[1:]])  # a retry among 19 new
+    assert _answers(outcomes) == ["duplicate"] + [1] * 19
+    # the batch rolled back, written again in savepoints (one commit), the duplicate told apart after (one read);
+    # SQLite reads the keys in a transaction of their own
+    assert len(commits) == (3 if service.db.backend == "sqlite" else 2)
+    assert service.count(Report) == 20
 
 
 def test_many_reports_at_once_through_the_app_each_get_their_answer(service: Service) -> None:
@@ -127,28 +150,32 @@ def test_a_report_when_the_database_is_gone_is_503(tmp_path) -> None:
     assert answer.status_code == 503 and answer.json()["code"] == "db_unavailable"
 
 
+def _write_at_once(service: Service, barrier: threading.Barrier, batch: list[tuple[int, ReportIn]]) -> list[object]:
+    barrier.wait()
+    return list(store.receive_many(service.db, (), lambda _keys: batch))  # a deadlock raises here
+
+
 def test_batches_written_at_once_in_any_order_never_deadlock(service: Service) -> None:
-    """With --workers N, N processes write batches at once (each has its batch thread): batches holding the same units
-    in other orders must not take their row locks in other orders (on PostgreSQL, a deadlock: every report of both
-    batches 503). Four threads here, each with a batch of the same 64 units in another order."""
+    """With --workers N, N processes write batches at once (one batch thread each): batches holding the same units,
+    and the same unit's sequence numbers, in other orders must not take their row locks and index entries in other
+    orders (on PostgreSQL, a deadlock: every report of both batches 503). The writes start together at a barrier
+    (the reports are checked before it); without the ordering it failed 4 runs in 4 on PostgreSQL."""
     serials = [f"J30BAT{n:03d}" for n in range(MAX_BATCH)]
     for serial in serials:
         service.enrol(serial)
-    intake = _intake(service)
-    batches = []
-    for k in range(4):
-        order = serials[k * 16 :] + serials[: k * 16]
-        batches.append([_signed(service, s, k + 1) for s in (order if k % 2 else order[::-1])])
-    barrier = threading.Barrier(len(batches))
-
-    def write(batch: list[Incoming]) -> list[int | BaseException]:
-        barrier.wait()
-        return intake.process(batch)
-
-    with ThreadPoolExecutor(len(batches)) as pool:
-        results = list(pool.map(write, batches))
-    answers = [a for outcomes in results for a in _answers(outcomes)]
-    assert set(answers) <= {1, 2, 3, 4, "replay"}  # an older sequence may lose to a newer one, nothing else
+    with service.db.read() as session:
+        ids = dict(session.execute(select(Unit.serial, Unit.id)).all())
+    for round_ in range(3):
+        batches: list[list[tuple[int, ReportIn]]] = []
+        for k in range(2):
+            batch = [(ids[s], ReportIn.model_validate(report_body(s, 2 * round_ + k + 1))) for s in serials]
+            batch += [(ids[serials[0]], ReportIn.model_validate(report_body(serials[0], 100 + 10 * round_ + n)))
+                      for n in range(8)]  # fmt: skip
+            batches.append(batch if k == 0 else batch[::-1])
+        with ThreadPoolExecutor(len(batches)) as pool:
+            results = list(pool.map(partial(_write_at_once, service, threading.Barrier(len(batches))), batches))
+        answers = [a for outcomes in results for a in _answers(outcomes)]
+        assert {a for a in answers if isinstance(a, str)} <= {"replay", "duplicate"}
     for serial in serials:
         stored = [r.seq for r in service.reports(serial)]
         assert stored and service.unit(serial).last_seq == max(stored)
@@ -158,20 +185,58 @@ def test_enrolments_in_one_batch_each_get_their_answer_and_a_refusal_undoes_only
     tokens = {serial: service.register(serial) for serial in ("J30BAT01", "J30BAT02", "J30BAT03")}
     keys = [public_b64(Ed25519PrivateKey.generate()) for _ in range(3)]
     batch = [
-        ("J30BAT01", Enrolment(token=tokens["J30BAT01"], public_key=keys[0])),
-        ("J30BAT02", Enrolment(token=tokens["J30BAT03"], public_key=keys[1])),  # another unit's token
-        ("J30BAT01", Enrolment(token=tokens["J30BAT01"], public_key=keys[0])),  # the box's retry: nothing changes
-        ("J30BAT01", Enrolment(token=tokens["J30BAT01"], public_key=keys[2])),  # the same token, another key
-        ("J30BATXX", Enrolment(token=tokens["J30BAT01"], public_key=keys[2])),  # no such unit
-        ("J30BAT03", Enrolment(token=tokens["J30BAT03"], public_key=keys[1])),
+        Enrolling("J30BAT01", Enrolment(token=tokens["J30BAT01"], public_key=keys[0]), "10.0.0.1"),
+        Enrolling("J30BAT02", Enrolment(token=tokens["J30BAT03"], public_key=keys[1]), "10.0.0.2"),  # another's token
+        Enrolling("J30BAT01", Enrolment(token=tokens["J30BAT01"], public_key=keys[0]), "10.0.0.1"),  # a retry
+        Enrolling("J30BAT01", Enrolment(token=tokens["J30BAT01"], public_key=keys[2]), "10.0.0.3"),  # another key
+        Enrolling("J30BATXX", Enrolment(token=tokens["J30BAT01"], public_key=keys[2]), "10.0.0.3"),  # no such unit
+        Enrolling("J30BAT03", Enrolment(token=tokens["J30BAT03"], public_key=keys[1]), "10.0.0.4"),
     ]
     before = service.unit("J30BAT02")
-    outcomes = store.enrol_many(service.db, batch)
+    outcomes = EnrolIntake(service.db, UnitLimits(enrol=GENEROUS, report=GENEROUS)).process(batch)
     assert _answers(outcomes) == [True, "bad_token", False, "already_enrolled", "bad_token", True]  # type: ignore[arg-type]
     assert service.unit("J30BAT01").public_key == base64.b64decode(keys[0])
     assert service.unit("J30BAT03").public_key == base64.b64decode(keys[1])
     after = service.unit("J30BAT02")
     assert (after.public_key, after.token_sha256, after.state) == (None, before.token_sha256, "registered")
+
+
+def test_refused_requests_queued_together_are_limited_per_address_all_the_same(service: Service) -> None:
+    """Requests that arrive together all pass the check on arrival before any is judged: the batch thread checks
+    again, counting each refusal before the next. 3/minute: a flood of 10 from one address gets 3 refusals of its
+    own and then 429s; the unit itself, from its own address, is not held back."""
+    key_of = service.enrol("J30BAT01")
+    token = service.register("J30BAT02")
+    limits = UnitLimits(enrol="3/minute", report="3/minute")
+    forged = [_signed(service, "J30BAT01", 1, signer="J30BAT01") for _ in range(10)]
+    forged = [Incoming(i.serial, i.body + b" ", i.signature, "192.0.2.9") for i in forged]  # the bytes changed
+    assert _answers(ReportIntake(service.db, limits).process(forged)) == ["bad_signature"] * 3 + ["rate_limited"] * 7
+    raw = encode(report_body("J30BAT01", 1))
+    good = Incoming("J30BAT01", raw, sign(key_of, raw), "198.51.100.1")
+    assert ReportIntake(service.db, limits).process([good]) == [1]
+
+    wrong = Enrolment(token=service.tokens["J30BAT01"], public_key=public_b64(Ed25519PrivateKey.generate()))
+    guesses = [Enrolling("J30BAT02", wrong, "192.0.2.9") for _ in range(10)]
+    right = Enrolling("J30BAT02", Enrolment(token=token, public_key=public_b64(Ed25519PrivateKey.generate())), "x")
+    outcomes = EnrolIntake(service.db, limits).process([*guesses, right])
+    assert _answers(outcomes) == ["bad_token"] * 3 + ["rate_limited"] * 7 + [True]  # type: ignore[arg-type]
+
+
+def test_a_database_failure_fails_the_batchs_accepted_reports_and_leaves_its_refusals(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure a running database cannot be made to produce on cue (a mock, for the failure path only): the
+    write fails; the accepted reports get the error (503), the refused ones keep their own answer, nothing stored."""
+    service.enrol("J30BAT01")
+
+    def fail(*_args: object) -> None:
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(store, "_store", fail)
+    batch = [_signed(service, "J30BAT01", 1), Incoming("J30BAT01", b"{}", None, "127.0.0.1")]
+    outcomes = _intake(service).process(batch)
+    assert isinstance(outcomes[0], OperationalError) and _answers(outcomes)[1] == "bad_signature"
+    assert service.count(Report) == 0
 
 
 # --------------------------------------------------------------------------------------------- the Batcher

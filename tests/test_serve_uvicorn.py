@@ -189,6 +189,42 @@ def test_serve_over_http_with_sqlite(tmp_path: Path) -> None:
         db.dispose()
 
 
+def _raw(port: int, head: bytes, pieces: list[bytes]) -> bytes:
+    """Send a request as raw pieces (stopping when the server has closed), then everything the server answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(head)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for piece in pieces:
+                sock.sendall(piece)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer and b"connection: close" not in answer.lower():
+                    break  # a keep-alive answer: its head is enough here
+        return answer
+
+
+def test_serve_refuses_an_endless_request_head_and_answers_the_next_client(tmp_path: Path) -> None:
+    """httptools has no bound on a request's head (h11 had one): oemkit serve adds it (oemkit/serve/httpproto.py).
+    A header streamed in 4 KiB pieces is answered 431 and the connection closed once past 64 KiB, not buffered for
+    ever; a head under the bound and a large body sent with its head in one write are served as usual."""
+    with serving(tmp_path, "--db", f"sqlite:///{tmp_path / 'serve.db'}") as server:
+        endless = _raw(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ", [b"a" * 4096] * 256)  # 1 MiB
+        assert endless.startswith(b"HTTP/1.1 431 "), endless[:200]
+        assert json.loads(endless.split(b"\r\n\r\n", 1)[1])["code"] == "head_too_large"
+
+        under = _raw(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 48 * 1024 + b"\r\n\r\n", [])
+        assert under.startswith(b"HTTP/1.1 200 "), under[:200]
+        body = encode(report_body("J30BRN01", 1, reason="x" * 60_000))
+        head = (f"POST /v1/units/J30BRN01/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()  # fmt: skip
+        big_body = _raw(server.port, head + body, [])
+        assert big_body.startswith(b"HTTP/1.1 403 "), big_body[:200]  # judged (not enrolled), not refused as a head
+        assert server.call("GET", "/healthz")[0] == 200
+    assert "refused a request whose head passed 65536 bytes (431)" in server.log.read_text()
+
+
 def test_serve_with_postgresql_and_two_workers(tmp_path: Path, pg_database: str) -> None:
     from tests.serve_support import reset
 

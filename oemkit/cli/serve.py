@@ -83,6 +83,7 @@ def serve_command(
 
     from oemkit.serve import migrate
     from oemkit.serve.db import DatabaseUrlError, normalise_url
+    from oemkit.serve.httpproto import BoundedHttpTools
     from oemkit.serve.ratelimit import parse_rate
 
     if tls_cert is not None and tls_key is not None:
@@ -132,6 +133,6 @@ def serve_command(
         ssl_keyfile=str(tls_key) if tls_key else None,
         server_header=False,
         log_level="info",
-        http="httptools",  # named, not "auto": a missing one fails at start instead of silently halving the rate
-        loop="uvloop",
+        http=BoundedHttpTools,  # httptools with a bound on a request's head (httpproto.py); named, not "auto": a
+        loop="uvloop",  # missing one fails at start instead of silently halving the rate
     )

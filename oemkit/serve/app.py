@@ -128,8 +128,9 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         yield
-        reports.close()  # what is queued is written first
-        enrolments.close()
+        # what is queued is written first; off the event loop, which the last batches' answers need
+        await anyio.to_thread.run_sync(reports.close)
+        await anyio.to_thread.run_sync(enrolments.close)
         database_.dispose()
 
     app = FastAPI(

@@ -3,12 +3,13 @@
 A report: the unit's key, the signature over the raw bytes, the unit's rate, the parsed body, then the database. The
 batch thread runs `ReportIntake.process`: the keys of the whole batch in one query, each report checked on its own
 (a refusal is that report's answer alone), the accepted ones stored in one transaction (store.receive_many).
-An enrolment: its batch in one transaction, each in a savepoint (store.enrol_many); the rate limits on the loop."""
+An enrolment: its batch in one transaction, each in a savepoint (store.enrolments). The rate limits of refused
+requests are checked again in the batch thread, each counted before the next is judged: on arrival alone, every
+request queued meanwhile would have passed before any was counted."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -85,7 +86,10 @@ class ReportIntake:
                 positions.append(at)
             return accepted
 
-        stored = store.receive_many(self._db, {incoming.serial for incoming in batch}, accept_all)
+        try:
+            stored = store.receive_many(self._db, {incoming.serial for incoming in batch}, accept_all)
+        except Exception as exc:  # the database failed the batch (503): the reports refused before it keep their answer
+            return [outcome if outcome is not None else exc for outcome in outcomes]
         for at, outcome in zip(positions, stored, strict=True):
             outcomes[at] = outcome
         return [outcome if outcome is not None else RuntimeError("no outcome") for outcome in outcomes]
@@ -95,6 +99,9 @@ class ReportIntake:
         rate, 422 not a report or not this unit's. Only a verified report counts against the unit's rate; the
         refusals before it count against the sender's address (ratelimit.py)."""
         serial, client, limits = incoming.serial, incoming.client, self._limits
+        # again here, not only on arrival: every report queued meanwhile passed that check before any was counted,
+        # and the batch thread (one a process) counts each refusal before it judges the next
+        limits.refused_before("report", serial, client)
         if unit is None:
             limits.refused("report", serial, client)
             raise ApiError(403, "not_enrolled", "the unit has not enrolled")
@@ -109,29 +116,49 @@ class ReportIntake:
         return report
 
 
+@dataclass(frozen=True)
+class Enrolling:
+    serial: str
+    body: Enrolment
+    client: str
+
+
 class EnrolIntake:
     def __init__(self, db: Database, limits: UnitLimits) -> None:
         self._db = db
         self._limits = limits
-        self._batcher: Batcher[tuple[str, Enrolment], bool] = Batcher(self.process, "oemkit-enrolments")
+        self._batcher: Batcher[Enrolling, bool] = Batcher(self.process, "oemkit-enrolments")
 
     async def submit(self, serial: str, body: Enrolment, client: str) -> bool:
-        """True: the key is bound now; False: it was already (the same key again). Raises the contract's refusal:
-        a wrong token or another key (403, 409) counts against the sender's address, never the unit's rate; the
-        token holder's retries (the same key) are the unit's own."""
-        limits = self._limits
-        limits.refused_before("enrol", serial, client)
-        try:
-            bound = await self._batcher.submit((serial, body))
-        except ApiError as exc:
-            if exc.status in (403, 409):
-                limits.refused("enrol", serial, client)
-            raise
-        limits.hit("enrol", serial)
-        return bound
+        """True: the key is bound now; False: it was already (the same key again). Raises the contract's refusal."""
+        self._limits.refused_before("enrol", serial, client)  # before any work for a prober
+        return await self._batcher.submit(Enrolling(serial, body, client))
 
     def close(self) -> None:
         self._batcher.close()
 
-    def process(self, batch: list[tuple[str, Enrolment]]) -> Sequence[bool | BaseException]:
-        return store.enrol_many(self._db, batch)
+    def process(self, batch: list[Enrolling]) -> list[bool | BaseException]:
+        """One transaction, in serial order (store.enrolments). A wrong token or another key (403, 409) counts against
+        the sender's address, never the unit's rate, and is counted before the next enrolment is judged; the token
+        holder's retries (the same key) are the unit's own."""
+        outcomes: list[bool | BaseException | None] = [None] * len(batch)
+        limits = self._limits
+        try:
+            with store.enrolments(self._db) as enrol:
+                for at in sorted(range(len(batch)), key=lambda i: batch[i].serial):
+                    item = batch[at]
+                    try:
+                        limits.refused_before("enrol", item.serial, item.client)
+                        try:
+                            bound = enrol(item.serial, item.body)
+                        except ApiError as exc:
+                            if exc.status in (403, 409):
+                                limits.refused("enrol", item.serial, item.client)
+                            raise
+                        limits.hit("enrol", item.serial)
+                        outcomes[at] = bound
+                    except ApiError as exc:
+                        outcomes[at] = exc
+        except Exception as exc:  # the database failed the batch (503): nothing of it is stored, refusals stand
+            return [exc if outcome is None or isinstance(outcome, bool) else outcome for outcome in outcomes]
+        return [outcome if outcome is not None else RuntimeError("no outcome") for outcome in outcomes]

@@ -1,5 +1,6 @@
 """What each box or factory request does to the database: register, enrol, store reports. Each is one transaction; a
-transaction of reports holds a batch of them (batch.py), which goes in whole or, if any is refused, one by one.
+transaction of enrolments or reports holds a batch of them (batch.py, intake.py), each enrolment in a savepoint; the
+reports go in whole or, when one is a duplicate or an old sequence number, again one by one in savepoints.
 
 Races are settled by the database, not by reading first: a report is inserted and the unit's sequence moved forward
 only if it is still below the report's (`UPDATE … WHERE last_seq < seq`); a duplicate id or sequence number fails on
@@ -12,7 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn, cast
 
@@ -120,20 +122,18 @@ def enrol(db: Database, serial: str, body: Enrolment) -> bool:
         return _enrol(connection, serial, body)
 
 
-def enrol_many(db: Database, enrolments: Sequence[tuple[str, Enrolment]]) -> list[bool | ApiError]:
-    """Enrolments (serial, body) in one transaction, each in a savepoint of its own: each one's answer, a refusal
-    (403, 409) undoing nothing but itself. By serial (stable: a second enrolment of a serial sees the first), so that
-    batches written at once on PostgreSQL lock the units' rows in one order and never deadlock."""
-    outcomes: list[bool | ApiError | None] = [None] * len(enrolments)
+@contextmanager
+def enrolments(db: Database) -> Iterator[Callable[[str, Enrolment], bool]]:
+    """One transaction for a batch of enrolments (intake.py). The function it gives enrols one — True: bound now,
+    False: the same key again — in a savepoint of its own, so a refusal (the ApiError it raises: 403, 409) undoes
+    only itself. The caller goes in serial order, so that two processes' batches lock units' rows in one order."""
     with db.connection(write=True) as connection:
-        for at in sorted(range(len(enrolments)), key=lambda i: enrolments[i][0]):
-            serial, body = enrolments[at]
-            try:
-                with connection.begin_nested():
-                    outcomes[at] = _enrol(connection, serial, body)
-            except ApiError as exc:
-                outcomes[at] = exc
-    return [outcome for outcome in outcomes if outcome is not None]
+
+        def enrol_one(serial: str, body: Enrolment) -> bool:
+            with connection.begin_nested():
+                return _enrol(connection, serial, body)
+
+        yield enrol_one
 
 
 def _enrol(connection: Connection, serial: str, body: Enrolment) -> bool:
@@ -189,14 +189,12 @@ class _Replay(Exception):
 
 
 def submit(db: Database, unit_id: int, report: ReportIn) -> int:
-    """Store a verified report and make its status the unit's; 409 duplicate or replay, and nothing stored."""
-    now = utcnow()
-    try:
-        with db.connection(write=True) as connection:
-            _store(connection, [(unit_id, report)], now)
-    except (IntegrityError, _Replay):
-        return _refused(db, unit_id, report)
-    return report.seq
+    """One verified report, a batch of one (receive_many): stored and its status made the unit's; or 409 duplicate
+    or replay raised, and nothing stored."""
+    outcome = receive_many(db, (), lambda _keys: [(unit_id, report)])[0]
+    if isinstance(outcome, ApiError):
+        raise outcome
+    return outcome
 
 
 Accept = Callable[[dict[str, Enrolled]], Sequence[tuple[int, ReportIn]]]
@@ -204,11 +202,11 @@ Accept = Callable[[dict[str, Enrolled]], Sequence[tuple[int, ReportIn]]]
 
 def receive_many(db: Database, serials: Collection[str], accept: Accept) -> list[int | ApiError]:
     """A batch of reports for `serials`. `accept` gets the keys of those that have enrolled (a serial unknown or not
-    enrolled is absent: 403, either way), checks each report and returns those it accepted, (unit id, report), in
-    arrival order; they are stored in one transaction, and their answers returned in that order: each one's
-    sequence number, or its 409. Retries and replays are rare, so the batch is written whole first; when any of it is
-    refused (a duplicate, a sequence not above the unit's) that transaction rolls back and each report is submitted
-    on its own, in order, exactly as if they had come one by one.
+    enrolled is absent: 403, either way), checks each report and returns those it accepted, (unit id, report); they
+    are stored in one transaction, and their answers returned in that order: each one's sequence number, or its 409.
+    Retries and replays are rare, so the batch is written whole first (one INSERT, one UPDATE); when any of it is a
+    duplicate or an old sequence number, that rolls back and the batch is written again report by report, each in a
+    savepoint (still one transaction), so only those are refused. A unit's reports go in by sequence number.
 
     On PostgreSQL the keys are read in the same transaction (a connection, a ping and a commit fewer); on SQLite
     before it, so the write lock is held for the writes only. A bound key never changes: either is as good."""
@@ -227,14 +225,33 @@ def receive_many(db: Database, serials: Collection[str], accept: Accept) -> list
                 if accepted:
                     _store(connection, accepted, utcnow())
     except (IntegrityError, _Replay):
-        outcomes: list[int | ApiError] = []
-        for unit_id, report in accepted:
-            try:
-                outcomes.append(submit(db, unit_id, report))
-            except ApiError as exc:
-                outcomes.append(exc)
-        return outcomes
+        return _one_by_one(db, accepted)
     return [report.seq for _unit_id, report in accepted]
+
+
+def _one_by_one(db: Database, accepted: Sequence[tuple[int, ReportIn]]) -> list[int | ApiError]:
+    outcomes: list[int | ApiError] = [report.seq for _unit_id, report in accepted]
+    refused = []
+    now = utcnow()
+    with db.connection(write=True) as connection:
+        for at in sorted(range(len(accepted)), key=lambda i: _lock_order(accepted[i])):
+            try:
+                with connection.begin_nested():
+                    _store(connection, [accepted[at]], now)
+            except (IntegrityError, _Replay):
+                refused.append(at)
+    for at in refused:  # after the commit: told apart by what is stored now
+        try:
+            _refused(db, *accepted[at])
+        except ApiError as exc:
+            outcomes[at] = exc
+    return outcomes
+
+
+def _lock_order(item: tuple[int, ReportIn]) -> tuple[int, int]:
+    # by unit, then sequence number: every batch, in every process, takes the units' row locks and the unique index
+    # entries in one order, so batches written at once on PostgreSQL wait for each other instead of deadlocking
+    return item[0], item[1].seq
 
 
 def _row(unit_id: int, report: ReportIn, now: dt.datetime) -> dict[str, object]:
@@ -261,9 +278,7 @@ def _row(unit_id: int, report: ReportIn, now: dt.datetime) -> dict[str, object]:
 def _store(connection: Connection, reports: Sequence[tuple[int, ReportIn]], now: dt.datetime) -> None:
     # one INSERT and one UPDATE for the lot (executemany); a duplicate id, or a sequence number already stored, fails
     # the INSERT; a unit whose last sequence is not below a report's moves one row fewer than there are reports.
-    # By unit (stable: a unit's reports stay in arrival order), so that batches written at once on PostgreSQL take
-    # their row locks in one order and never deadlock
-    reports = sorted(reports, key=lambda item: item[0])
+    reports = sorted(reports, key=_lock_order)
     connection.execute(_INSERT_REPORT, [_row(unit_id, report, now) for unit_id, report in reports])
     moves = [{"unit": unit_id, "seq": r.seq, "status": r.status, "now": now} for unit_id, r in reports]
     moved = connection.execute(_MOVE_UNIT, moves)
