@@ -239,6 +239,14 @@ def test_a_database_failure_fails_the_batchs_accepted_reports_and_leaves_its_ref
     assert service.count(Report) == 0
 
 
+def test_the_services_postgresql_connections_carry_a_statement_timeout(service: Service) -> None:
+    """So a statement stuck on a lock or a sick server fails its batch (503) instead of holding it for ever."""
+    if service.db.backend != "postgresql":
+        pytest.skip("PostgreSQL's statement_timeout; SQLite writers wait on its busy timeout")
+    with service.db.connection() as connection:
+        assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "30s"
+
+
 # --------------------------------------------------------------------------------------------- the Batcher
 
 

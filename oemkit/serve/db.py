@@ -32,6 +32,9 @@ from sqlalchemy.orm import Session, sessionmaker
 BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for another before "database is locked"
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: a database that does not answer fails /healthz quickly instead of hanging it
 WRITE = "oemkit_write"  # execution option: this transaction writes (SQLite: BEGIN IMMEDIATE)
+# PostgreSQL, the service's connections (not migrations): a statement stuck on a lock or a sick server fails (503)
+# instead of holding its batch, and with it every report of that worker process, for ever. SQLite: BUSY_TIMEOUT_MS.
+STATEMENT_TIMEOUT_MS = 30_000
 POOL_SIZE = 8  # connections kept per worker process, one per thread it runs requests on (app.THREADS)
 POOL_OVERFLOW = 10  # more, opened for a burst and closed after it (SQLAlchemy's default): a thread holds one at a time
 
@@ -72,14 +75,16 @@ def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_engine(url: str, **options: Any) -> Engine:
+def make_engine(url: str, *, statement_timeout_ms: int | None = None, **options: Any) -> Engine:
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, **options)
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    connect_args = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "oemkit-serve"}
+    connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "oemkit-serve"}
+    if statement_timeout_ms is not None:
+        connect_args["options"] = f"-c statement_timeout={statement_timeout_ms}"
     return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **options)
 
 
@@ -136,7 +141,9 @@ class Database:
     back when the block raises."""
 
     def __init__(self, url: str) -> None:
-        self.engine = make_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+        self.engine = make_engine(
+            url, statement_timeout_ms=STATEMENT_TIMEOUT_MS, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW
+        )
         self._write_engine = self.engine.execution_options(**{WRITE: True})
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
         self._writes = sessionmaker(self._write_engine, expire_on_commit=False)
