@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -245,6 +246,52 @@ def test_the_services_postgresql_connections_carry_a_statement_timeout(service: 
         pytest.skip("PostgreSQL's statement_timeout; SQLite writers wait on its busy timeout")
     with service.db.connection() as connection:
         assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "30s"
+
+
+def test_a_failed_enrolment_batch_answers_nothing_it_judged_against_its_own_rolled_back_writes(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mock for the failure path only: the batch's commit fails. Its second enrolment was refused (409) against the
+    key its first bound; both rolled back, so neither answer may stand: both 503, nothing bound, and the 409's box
+    can enrol after."""
+    token = service.register("J30BAT01")
+    real = store.enrolments
+
+    @contextlib.contextmanager
+    def failing_commit(db: object) -> Iterator[object]:
+        with real(service.db) as enrol:
+            yield enrol
+            raise OperationalError("COMMIT", {}, Exception("disk full"))
+
+    monkeypatch.setattr(store, "enrolments", failing_commit)
+    keys = [public_b64(Ed25519PrivateKey.generate()) for _ in range(2)]
+    batch = [Enrolling("J30BAT01", Enrolment(token=token, public_key=key), "x") for key in keys]
+    outcomes = EnrolIntake(service.db, UnitLimits(enrol=GENEROUS, report=GENEROUS)).process(batch)
+    assert all(isinstance(outcome, OperationalError) for outcome in outcomes)
+    assert service.unit("J30BAT01").public_key is None
+    monkeypatch.setattr(store, "enrolments", real)
+    assert EnrolIntake(service.db, UnitLimits(enrol=GENEROUS, report=GENEROUS)).process(batch[1:]) == [True]
+
+
+def test_a_refusal_that_cannot_be_told_apart_costs_only_itself(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mock for the failure path only: after the batch is committed, reading whether a refused report was a
+    duplicate or a replay fails. That one answers 503 (it is not stored; the box sends it again); the others are
+    stored and answered 201."""
+    for serial in ("J30BAT01", "J30BAT02"):
+        service.enrol(serial)
+    intake = _intake(service)
+    retried = _signed(service, "J30BAT01", 1)
+    assert intake.process([retried]) == [1]
+
+    def unreadable(*_args: object) -> None:
+        raise OperationalError("SELECT", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(store, "_refused", unreadable)
+    outcomes = intake.process([retried, _signed(service, "J30BAT02", 1)])
+    assert isinstance(outcomes[0], OperationalError) and outcomes[1] == 1
+    assert service.unit("J30BAT02").last_seq == 1
 
 
 # --------------------------------------------------------------------------------------------- the Batcher

@@ -189,40 +189,64 @@ def test_serve_over_http_with_sqlite(tmp_path: Path) -> None:
         db.dispose()
 
 
-def _raw(port: int, head: bytes, pieces: list[bytes]) -> bytes:
-    """Send a request as raw pieces (stopping when the server has closed), then everything the server answers."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-        sock.sendall(head)
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            for piece in pieces:
-                sock.sendall(piece)
-        answer = b""
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := sock.recv(65536):
-                answer += chunk
-                if b"\r\n\r\n" in answer and b"connection: close" not in answer.lower():
-                    break  # a keep-alive answer: its head is enough here
-        return answer
+def _answer(sock: socket.socket, pieces: list[bytes]) -> tuple[int, bytes]:
+    """Send a request as pieces, one write each (stopping if the server closed), then read one answer."""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        for piece in pieces:
+            sock.sendall(piece)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"the connection closed before an answer: {data[:200]!r}")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(
+        next(line.split(b":")[1] for line in head.lower().split(b"\r\n") if line.startswith(b"content-length"))
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head[9:12]), body
 
 
-def test_serve_refuses_an_endless_request_head_and_answers_the_next_client(tmp_path: Path) -> None:
+def _split(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def test_serve_bounds_a_requests_head_and_trailers_and_serves_the_next_client(tmp_path: Path) -> None:
     """httptools has no bound on a request's head (h11 had one): oemkit serve adds it (oemkit/serve/httpproto.py).
-    A header streamed in 4 KiB pieces is answered 431 and the connection closed once past 64 KiB, not buffered for
-    ever; a head under the bound and a large body sent with its head in one write are served as usual."""
+    Refused with 431, the connection closed: a head over 64 KiB in one write, a header streamed in 4 KiB pieces, a
+    chunked body's trailers streamed the same way. Served: a 48 KiB head in 1 KiB pieces, again as the second request
+    of a keep-alive connection, and a 60 KiB body written in pieces after its head."""
+    big_header = b"X-Big: " + b"a" * 48 * 1024 + b"\r\n"
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
     with serving(tmp_path, "--db", f"sqlite:///{tmp_path / 'serve.db'}") as server:
-        endless = _raw(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ", [b"a" * 4096] * 256)  # 1 MiB
-        assert endless.startswith(b"HTTP/1.1 431 "), endless[:200]
-        assert json.loads(endless.split(b"\r\n\r\n", 1)[1])["code"] == "head_too_large"
 
-        under = _raw(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 48 * 1024 + b"\r\n\r\n", [])
-        assert under.startswith(b"HTTP/1.1 200 "), under[:200]
-        body = encode(report_body("J30BRN01", 1, reason="x" * 60_000))
-        head = (f"POST /v1/units/J30BRN01/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()  # fmt: skip
-        big_body = _raw(server.port, head + body, [])
-        assert big_body.startswith(b"HTTP/1.1 403 "), big_body[:200]  # judged (not enrolled), not refused as a head
-        assert server.call("GET", "/healthz")[0] == 200
-    assert "refused a request whose head passed 65536 bytes (431)" in server.log.read_text()
+        def connect() -> socket.socket:
+            return socket.create_connection(("127.0.0.1", server.port), timeout=20)
+
+        refusals = {
+            "whole": [healthz + b"X-Big: " + b"a" * 100 * 1024 + b"\r\n\r\n"],
+            "streamed": [healthz + b"X-Big: ", *[b"a" * 4096] * 256],  # 1 MiB, never ending
+            "trailers": [b"POST /v1/units/J30BRN01/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: ", *[b"a" * 4096] * 256],
+        }  # fmt: skip
+        for name, pieces in refusals.items():
+            with connect() as sock:
+                status, body = _answer(sock, pieces)
+                assert (status, json.loads(body)["code"]) == (431, "head_too_large"), name
+                assert sock.recv(65536) == b"", name  # closed
+
+        with connect() as sock:
+            assert _answer(sock, [healthz + b"\r\n"])[0] == 200
+            assert _answer(sock, _split(healthz + big_header + b"\r\n", 1024))[0] == 200  # same connection
+            body = encode(report_body("J30BRN01", 1, reason="x" * 60_000))
+            head = (f"POST /v1/units/J30BRN01/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+            status, answer = _answer(sock, [head, *_split(body, 4096)])
+            assert (status, json.loads(answer)["code"]) == (403, "not_enrolled")  # judged, not refused as a head
+            assert _answer(sock, [healthz + b"\r\n"])[0] == 200
+    assert "refused a request whose head or trailers passed 65536 bytes (431)" in server.log.read_text()
 
 
 def test_serve_with_postgresql_and_two_workers(tmp_path: Path, pg_database: str) -> None:

@@ -22,6 +22,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 from typing import Any, ClassVar
 
 from sqlalchemy import Engine, create_engine, event
@@ -82,10 +83,19 @@ def make_engine(url: str, *, statement_timeout_ms: int | None = None, **options:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "oemkit-serve"}
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "oemkit-serve"}
+    engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **options)
     if statement_timeout_ms is not None:
-        connect_args["options"] = f"-c statement_timeout={statement_timeout_ms}"
-    return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **options)
+        # a SET on each new connection, not `options` in connect_args: that would replace an `options=` the --db URL
+        # carries (a search_path, say) and PGOPTIONS, and a pooler may refuse the startup parameter
+        event.listen(engine, "connect", partial(_pg_statement_timeout, statement_timeout_ms))
+    return engine
+
+
+def _pg_statement_timeout(ms: int, dbapi_connection: Any, _record: Any) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET statement_timeout = {int(ms)}")
+    dbapi_connection.commit()  # psycopg opened a transaction for the SET: a session setting, kept past it
 
 
 class _Writers:

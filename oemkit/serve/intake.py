@@ -159,6 +159,7 @@ class EnrolIntake:
                         outcomes[at] = bound
                     except ApiError as exc:
                         outcomes[at] = exc
-        except Exception as exc:  # the database failed the batch (503): nothing of it is stored, refusals stand
-            return [exc if outcome is None or isinstance(outcome, bool) else outcome for outcome in outcomes]
+        except Exception as exc:  # the database failed the batch (503): nothing of it is stored, and its 403s and
+            # 409s were judged against what it had bound, now rolled back: only the 429s decided before it stand
+            return [outcome if isinstance(outcome, ApiError) and outcome.status == 429 else exc for outcome in outcomes]
         return [outcome if outcome is not None else RuntimeError("no outcome") for outcome in outcomes]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import NoReturn, cast
 
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from oemkit.serve.db import Database
 from oemkit.serve.errors import ApiError
@@ -192,7 +192,7 @@ def submit(db: Database, unit_id: int, report: ReportIn) -> int:
     """One verified report, a batch of one (receive_many): stored and its status made the unit's; or 409 duplicate
     or replay raised, and nothing stored."""
     outcome = receive_many(db, (), lambda _keys: [(unit_id, report)])[0]
-    if isinstance(outcome, ApiError):
+    if isinstance(outcome, Exception):
         raise outcome
     return outcome
 
@@ -200,7 +200,7 @@ def submit(db: Database, unit_id: int, report: ReportIn) -> int:
 Accept = Callable[[dict[str, Enrolled]], Sequence[tuple[int, ReportIn]]]
 
 
-def receive_many(db: Database, serials: Collection[str], accept: Accept) -> list[int | ApiError]:
+def receive_many(db: Database, serials: Collection[str], accept: Accept) -> list[int | Exception]:
     """A batch of reports for `serials`. `accept` gets the keys of those that have enrolled (a serial unknown or not
     enrolled is absent: 403, either way), checks each report and returns those it accepted, (unit id, report); they
     are stored in one transaction, and their answers returned in that order: each one's sequence number, or its 409.
@@ -229,8 +229,8 @@ def receive_many(db: Database, serials: Collection[str], accept: Accept) -> list
     return [report.seq for _unit_id, report in accepted]
 
 
-def _one_by_one(db: Database, accepted: Sequence[tuple[int, ReportIn]]) -> list[int | ApiError]:
-    outcomes: list[int | ApiError] = [report.seq for _unit_id, report in accepted]
+def _one_by_one(db: Database, accepted: Sequence[tuple[int, ReportIn]]) -> list[int | Exception]:
+    outcomes: list[int | Exception] = [report.seq for _unit_id, report in accepted]
     refused = []
     now = utcnow()
     with db.connection(write=True) as connection:
@@ -245,6 +245,8 @@ def _one_by_one(db: Database, accepted: Sequence[tuple[int, ReportIn]]) -> list[
             _refused(db, *accepted[at])
         except ApiError as exc:
             outcomes[at] = exc
+        except SQLAlchemyError as exc:  # it could not be read: this one answers 503 (it is not stored, the box sends
+            outcomes[at] = exc  # it again), the others of the batch are stored and keep their answers
     return outcomes
 
 
