@@ -28,7 +28,10 @@ _MARK = re.compile(r"oemkit-core: (\w+) t=([0-9.]+)")
 # never the agent's own output, which could carry a config's text: indented banner lines, step lines, refusals.
 _NOT_MARKS = (" ", "\t", "[", "REFUSED:", STATUS_LINE)
 STATUS = f"{STATUS_LINE} "
-SETTLE_SECONDS = 30.0  # after the status line, for the init's "ready" (state saved and synced)
+# After the status line, for the init's "ready" (state saved and synced). The init phones home between the two, within
+# its own bounds (oemkit/image/core/files/init: the report network 60 s, phone home 150 s): a box whose service is
+# down retries for its 60 s deadline, and a twin stopped 30 s after the status lost that boot's phone-home line.
+SETTLE_SECONDS = 240.0
 
 
 @dataclass
