@@ -34,8 +34,8 @@ import zlib
 from pathlib import Path
 
 from hypervisor_core import config, layout
+from hypervisor_core.config import files
 from hypervisor_core.facts import Disk, Facts, probe
-from hypervisor_core.fsutil import read_regular
 from hypervisor_core.growpart import BLKRRPART, Header
 from hypervisor_core.match import Refusal, check_identity, check_security, resolve_datastore
 from hypervisor_core.statefind import guids
@@ -46,7 +46,6 @@ EDGE = MIB  # the first and last MiB of a blank disk are all zero
 ENTRIES, ENTRY_SIZE = 128, 128
 MAX_STATE_BYTES = 256 * MIB  # the image's state filesystem is 32 MiB: anything far larger is not it
 MIN_DISK_BYTES = 1 << 30
-MAX_KEY_BYTES = 4096
 SYS_BLOCK = Path("/sys/class/block")
 
 
@@ -159,12 +158,9 @@ def read_source(partition: str) -> bytes:
 def move(config_path: Path, key_path: Path, source_partition: str) -> str:
     """The whole move; returns the new partition's device."""
     try:
-        public = config.read_public_key(read_regular(key_path, MAX_KEY_BYTES).decode(errors="replace"))
-        cfg = config.load(read_regular(config_path, config.MAX_BYTES), public)
-    except OSError as exc:
-        raise NotMoved(f"cannot read {exc.filename}: {exc.strerror}") from None
-    except config.ConfigError as exc:
-        raise NotMoved(f"the unit config is refused: {exc}") from None
+        cfg = files.load_verified(config_path, key_path)  # the one reader the agent and phone home use
+    except files.InputError as exc:
+        raise NotMoved(str(exc)) from None
     facts = probe(Path("/"))
     try:
         disk = choose(cfg, facts)

@@ -248,9 +248,9 @@ def test_an_unsigned_or_foreign_config_writes_nothing(tmp_path: Path, capsys) ->
     stranger.write_text(PUB.read_text().replace("sfQp4X8O", "AAAAAAAA"))
     code = statedisk.main(["--config", str(path), "--pubkey", str(stranger), "--from", "/dev/null"])
     out = capsys.readouterr().out
-    assert code == 1 and out.startswith("not moved: the unit config is refused: "), out
+    assert code == 1 and out.startswith("not moved: unit config refused: "), out
     tampered = tmp_path / "tampered.json"
     tampered.write_text(path.read_text().replace(SERIAL, "CZJ8SD0009"))
     code = statedisk.main(["--config", str(tampered), "--pubkey", str(PUB), "--from", "/dev/null"])
     out = capsys.readouterr().out
-    assert code == 1 and out.startswith("not moved: the unit config is refused: "), out
+    assert code == 1 and out.startswith("not moved: unit config refused: "), out
