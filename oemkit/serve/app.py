@@ -4,13 +4,9 @@ once, before any worker starts, so N workers never race to migrate."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import gc
 import json
-import os
-import socket
-import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -47,9 +43,9 @@ from oemkit.serve.schemas import (
 from oemkit.serve.schemas import Report as ReportIn
 from oemkit.serve.settings import LAST_REPORTS, MAX_BODY, Settings
 
-# Worker threads of a process for the routes that reach the database (anyio's default is 40): the database pool keeps
-# as many connections (db.POOL_SIZE), and more threads only queue for the GIL. With 40 threads and a pool of 5 a
-# report cost 1.86 ms of CPU against 1.47 ms (docs/benchmarks.md, "Provisioning service").
+# Worker threads of a process for the admin routes, which reach the database from plain functions (anyio's default is
+# 40): the database pool keeps as many connections (db.POOL_SIZE), and more threads only queue for the GIL. (The box's
+# routes take no thread: batch.py.)
 THREADS = POOL_SIZE
 JSON = "application/json"
 DESCRIPTION = "Zero-touch enrolment and first-boot reports of oemkit appliances, and the fleet they make up."
@@ -242,47 +238,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     return app
 
 
-def _server_socket(sock: socket.socket) -> bool:
-    # TCP, bound to a port and connected to nothing: a socket to listen on (uvicorn's workers call listen() later)
-    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
-        return False
-    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-        return True
-    try:
-        sock.getpeername()
-    except OSError:
-        return int(sock.getsockname()[1]) != 0
-    return False
-
-
-def nodelay_listeners() -> int:
-    """TCP_NODELAY on this process's server TCP sockets (how many): the connections they accept inherit it. With
-    --workers N, uvicorn binds the socket itself with protocol 0, so asyncio does not set TCP_NODELAY on the
-    connections (it only does for sockets that say IPPROTO_TCP); uvicorn writes an answer's head and body in two
-    sends, and Nagle held the body back until the client's delayed ACK of the head: 40 ms on every answer. A worker
-    has the bound socket when it builds the app, and listens on it after. With one worker asyncio binds the socket
-    later and sets TCP_NODELAY on each connection itself: no socket here, a no-op."""
-    count = 0
-    with contextlib.suppress(OSError):
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-        for fd in fds:
-            try:
-                if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-                    continue
-                sock = socket.socket(fileno=os.dup(fd))  # a duplicate: closing it leaves the listener open
-            except OSError:
-                continue
-            with sock:
-                if _server_socket(sock):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    count += 1
-    return count
-
-
 def app_from_env() -> FastAPI:
-    """uvicorn's factory (`oemkit serve`): the settings the CLI left in the environment. In each worker process of
-    --workers N it runs after the worker has the listening socket, before it accepts: see nodelay_listeners()."""
-    nodelay_listeners()
+    """uvicorn's factory (`oemkit serve`): the settings the CLI left in the environment."""
     app = create_app(Settings.from_env())
     # Everything loaded so far (FastAPI, SQLAlchemy, pydantic, the app: ~100,000 objects) lives as long as the
     # process: out of the cyclic collector's way, a full collection no longer walks it. Each one had stopped every

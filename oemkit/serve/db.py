@@ -36,7 +36,7 @@ WRITE = "oemkit_write"  # execution option: this transaction writes (SQLite: BEG
 # PostgreSQL, the service's connections (not migrations): a statement stuck on a lock or a sick server fails (503)
 # instead of holding its batch, and with it every report of that worker process, for ever. SQLite: BUSY_TIMEOUT_MS.
 STATEMENT_TIMEOUT_MS = 30_000
-POOL_SIZE = 8  # connections kept per worker process, one per thread it runs requests on (app.THREADS)
+POOL_SIZE = 8  # connections kept per worker process: one per admin thread (app.THREADS), shared with batch.py's
 POOL_OVERFLOW = 10  # more, opened for a burst and closed after it (SQLAlchemy's default): a thread holds one at a time
 
 
