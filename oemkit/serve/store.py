@@ -117,9 +117,10 @@ def register(db: Database, reg: Registration) -> tuple[Unit, bool]:
 
 
 def enrol(db: Database, serial: str, body: Enrolment) -> bool:
-    """Bind the unit key and burn the token (True); the same key again: nothing changes (False)."""
-    with db.connection(write=True) as connection:
-        return _enrol(connection, serial, body)
+    """One enrolment, a batch of one (enrolments): bind the unit key and burn the token (True); the same key again:
+    nothing changes (False); or the refusal raised."""
+    with enrolments(db) as enrol_one:
+        return enrol_one(serial, body)
 
 
 @contextmanager
